@@ -1,0 +1,120 @@
+"""retrieval_metrics against a brute-force argsort reference and by hand."""
+
+import numpy as np
+import pytest
+
+from vse_tf import evaluation
+
+
+def reference_ranks(images, texts, captions_per_image):
+    """The VSE++ evaluation loop: a full argsort for every query."""
+    n = len(images)
+    i2t = np.zeros(n, dtype=int)
+    for i in range(n):
+        order = np.argsort(images[i] @ texts.T)[::-1]
+        i2t[i] = min(np.where(order == j)[0][0]
+                     for j in range(captions_per_image * i,
+                                    captions_per_image * (i + 1)))
+    t2i = np.zeros(len(texts), dtype=int)
+    for j in range(len(texts)):
+        order = np.argsort(texts[j] @ images.T)[::-1]
+        t2i[j] = np.where(order == j // captions_per_image)[0][0]
+    return i2t, t2i
+
+
+def reference_metrics(images, texts, captions_per_image=5):
+    i2t, t2i = reference_ranks(images, texts, captions_per_image)
+    out = {}
+    for name, ranks in (("i2t", i2t), ("t2i", t2i)):
+        for k in (1, 5, 10):
+            out[f"{name}_r{k}"] = 100.0 * len(np.where(ranks < k)[0]) / len(
+                ranks)
+        out[f"{name}_medr"] = np.floor(np.median(ranks)) + 1
+        out[f"{name}_meanr"] = ranks.mean() + 1
+    out["rsum"] = sum(out[f"{d}_r{k}"] for d in ("i2t", "t2i")
+                      for k in (1, 5, 10))
+    return out
+
+
+def _embeddings(rng, n, d=16, captions_per_image=5, signal=1.5):
+    # Captions near their image so the ranks spread over 1..n, not all high.
+    images = rng.normal(size=(n, d)).astype(np.float32)
+    texts = (np.repeat(images, captions_per_image, axis=0) * signal +
+             rng.normal(size=(n * captions_per_image, d))).astype(np.float32)
+    return images, texts
+
+
+@pytest.mark.parametrize("n,captions_per_image,chunk", [
+    (60, 5, 7), (33, 5, 512), (40, 1, 16), (25, 3, 4)])
+def test_ranks_match_argsort_reference(n, captions_per_image, chunk):
+    images, texts = _embeddings(np.random.default_rng(n), n,
+                                captions_per_image=captions_per_image)
+    i2t, t2i = evaluation.retrieval_ranks(images, texts, captions_per_image,
+                                          chunk_size=chunk)
+    ref_i2t, ref_t2i = reference_ranks(images, texts, captions_per_image)
+    np.testing.assert_array_equal(i2t, ref_i2t)
+    np.testing.assert_array_equal(t2i, ref_t2i)
+
+
+def test_metrics_match_reference():
+    images, texts = _embeddings(np.random.default_rng(0), 100)
+    metrics = evaluation.retrieval_metrics(images, texts)
+    expected = reference_metrics(images, texts)
+    assert set(metrics) == set(evaluation.METRIC_NAMES)
+    for name, value in expected.items():
+        assert metrics[name] == pytest.approx(value), name
+    # Not a degenerate case: recalls are neither 0 nor 100.
+    assert 0 < metrics["i2t_r1"] < 100 and 0 < metrics["t2i_r10"] < 100
+
+
+def test_five_folds_average_each_fold():
+    images, texts = _embeddings(np.random.default_rng(1), 50)
+    folds = evaluation.retrieval_metrics(images, texts, folds=5)
+    per_fold = [reference_metrics(images[10 * f:10 * (f + 1)],
+                                  texts[50 * f:50 * (f + 1)])
+                for f in range(5)]
+    for name in evaluation.METRIC_NAMES:
+        assert folds[name] == pytest.approx(
+            np.mean([m[name] for m in per_fold])), name
+    # Folds rank among fewer candidates, so recall can only rise.
+    whole = evaluation.retrieval_metrics(images, texts)
+    assert folds["rsum"] >= whole["rsum"]
+
+
+def test_hand_computed_example():
+    # Two images, two captions each, in 2-D.
+    images = np.array([[1.0, 0.0], [0.0, 1.0]], np.float32)
+    texts = np.array([[0.9, 0.1],    # image 0's, ranks first for image 0
+                      [0.0, 1.0],    # image 0's, but looks like image 1
+                      [0.2, 0.8],    # image 1's
+                      [0.95, 0.0]],  # image 1's, but looks like image 0
+                     np.float32)
+    i2t, t2i = evaluation.retrieval_ranks(images, texts, captions_per_image=2)
+    # Image 0 scores captions 3 (0.95) > 0 (0.9): best own rank 1.
+    # Image 1 scores 1 (1.0) > 2 (0.8): best own caption 2 is at rank 1.
+    np.testing.assert_array_equal(i2t, [1, 1])
+    # Captions 0, 2 find their image first; 1 and 3 find the other one.
+    np.testing.assert_array_equal(t2i, [0, 1, 0, 1])
+    metrics = evaluation.metrics_from_ranks(i2t, t2i)
+    assert metrics["i2t_r1"] == 0.0 and metrics["i2t_r5"] == 100.0
+    assert metrics["t2i_r1"] == 50.0 and metrics["rsum"] == 450.0
+    assert metrics["i2t_medr"] == 2.0 and metrics["t2i_meanr"] == 1.5
+
+
+def test_wrong_caption_count_is_an_error():
+    with pytest.raises(ValueError, match="5 captions per image"):
+        evaluation.retrieval_metrics(np.zeros((3, 4)), np.zeros((14, 4)))
+
+
+def test_unequal_folds_are_an_error():
+    with pytest.raises(ValueError, match="equal folds"):
+        evaluation.retrieval_metrics(np.zeros((12, 4)), np.zeros((60, 4)),
+                                     folds=5)
+
+
+def test_table_shows_every_recall():
+    metrics = dict.fromkeys(evaluation.METRIC_NAMES, 12.345)
+    table = evaluation.format_table(metrics, title="test")
+    assert table.splitlines()[0] == "test"
+    assert "image->text" in table and "text->image" in table
+    assert table.count("12.3") >= 7

@@ -1,0 +1,22 @@
+"""Everything gin may name, registered in one place.
+
+Our own factories and losses carry `@gin.configurable`; Keras classes that a
+config may reference (learning-rate schedules) are registered here with
+`gin.external_configurable`, since gin cannot decorate Keras layers or
+models directly.
+"""
+
+import gin
+import keras
+
+from vse_tf import distribute  # noqa: F401
+from vse_tf import losses  # noqa: F401
+from vse_tf import optimizers  # noqa: F401
+from vse_tf.models import dual_encoder  # noqa: F401
+from vse_tf.models import image_towers  # noqa: F401
+from vse_tf.models import text_towers  # noqa: F401
+
+for _schedule in (keras.optimizers.schedules.PiecewiseConstantDecay,
+                  keras.optimizers.schedules.CosineDecay,
+                  keras.optimizers.schedules.ExponentialDecay):
+    gin.external_configurable(_schedule, module="keras.optimizers.schedules")

@@ -1,0 +1,43 @@
+"""Embeds a split with a trained dual encoder and scores its retrieval."""
+
+import weakref
+
+import numpy as np
+import tensorflow as tf
+
+from vse_tf import evaluation
+from vse_tf.data import pipeline
+
+# One traced function per model, reused across epochs.
+_EMBED_FNS = weakref.WeakKeyDictionary()
+
+
+def _embed_fn(model):
+    if model not in _EMBED_FNS:
+        @tf.function(reduce_retracing=True)
+        def embed(pixels, captions):
+            return (model.image_tower(pixels, training=False),
+                    model.text_tower(tf.reshape(captions, [-1]),
+                                     training=False))
+        _EMBED_FNS[model] = embed
+    return _EMBED_FNS[model]
+
+
+def embed_examples(model, examples, batch_size=250):
+    """(image embeddings [N, D], caption embeddings [C * N, D], C)."""
+    embed = _embed_fn(model)
+    images, texts = [], []
+    captions_per_image = None
+    for pixels, captions in pipeline.evaluation_batches(examples, batch_size):
+        captions_per_image = int(captions.shape[1])
+        image_embeddings, text_embeddings = embed(pixels, captions)
+        images.append(image_embeddings.numpy())
+        texts.append(text_embeddings.numpy())
+    return np.concatenate(images), np.concatenate(texts), captions_per_image
+
+
+def evaluate_model(model, examples, folds=1, batch_size=250):
+    images, texts, captions_per_image = embed_examples(model, examples,
+                                                       batch_size)
+    return evaluation.retrieval_metrics(images, texts, captions_per_image,
+                                        folds=folds)

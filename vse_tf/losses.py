@@ -1,0 +1,192 @@
+"""Batch objectives for visual-semantic embeddings.
+
+Every loss here takes `loss(image_ids, {"image": x, "text": y})`: L2-normalized
+image embeddings x [B, D], caption embeddings y [B, D] (row i of both is one
+image-caption pair) and the integer image id of each pair [B]. Similarity
+s_ij = x_i . y_j. Negatives of an anchor come only from the other modality,
+and a candidate whose image id equals the anchor's (another caption of the
+same image in this batch) is never a negative when `mask_same_image=True`.
+
+Each loss returns one value per anchor pair, i2t_weight * l_i(image->text) +
+t2i_weight * l_i(text->image), so Keras's default reduction gives "mean over
+image anchors + mean over caption anchors".
+
+Under `tf.distribute` with R replicas each replica scores its local anchors
+against the candidates of *all* replicas (`all_gather`, differentiable). With
+Keras's own 1/R scaling of a replica's mean, the per-replica values and
+gradients add up to the single-device loss on the global batch.
+
+Image ids arrive as float32 (Keras casts `y_true` to the loss dtype), which is
+exact for ids below 2**24.
+"""
+
+import gin
+import keras
+import tensorflow as tf
+
+
+def _gather_across_replicas(local):
+  """Returns (global tensor, row offset of this replica's rows in it)."""
+  context = tf.distribute.get_replica_context()
+  if context is None or context.num_replicas_in_sync == 1:
+    return local, 0
+  gathered = context.all_gather(local, axis=0)
+  # Batches may be uneven across replicas (the last batch of an epoch), so
+  # the offset is the number of rows held by the replicas before this one.
+  sizes = context.all_gather(tf.shape(local)[:1], axis=0)
+  offset = tf.reduce_sum(sizes[:context.replica_id_in_sync_group])
+  return gathered, offset
+
+
+class _CrossModalLoss(keras.losses.Loss):
+  """Scores both directions and leaves the per-direction rule to subclasses."""
+
+  def __init__(self,
+               temperature=0.1,
+               i2t_weight=1.0,
+               t2i_weight=1.0,
+               mask_same_image=True,
+               name=None,
+               reduction="sum_over_batch_size",
+               dtype=None):
+    super().__init__(name=name, reduction=reduction, dtype=dtype)
+    if temperature <= 0:
+      raise ValueError(f"temperature must be positive, got {temperature}.")
+    self.temperature = temperature
+    self.i2t_weight = i2t_weight
+    self.t2i_weight = t2i_weight
+    self.mask_same_image = mask_same_image
+
+  def call(self, y_true, y_pred):
+    # Logits and reductions stay in float32 under mixed precision.
+    image = tf.cast(y_pred["image"], tf.float32)
+    text = tf.cast(y_pred["text"], tf.float32)
+    temperature = tf.cast(y_pred.get("temperature", self.temperature),
+                          tf.float32)
+    image_ids = tf.reshape(tf.cast(y_true, tf.float32), [-1])
+
+    all_images, offset = _gather_across_replicas(image)
+    all_texts, _ = _gather_across_replicas(text)
+    all_ids, _ = _gather_across_replicas(image_ids)
+
+    local_size = tf.shape(image)[0]
+    positive = tf.one_hot(
+        offset + tf.range(local_size), tf.shape(all_ids)[0], on_value=True,
+        off_value=False, dtype=tf.bool)
+    if self.mask_same_image:
+      negative = tf.not_equal(image_ids[:, None], all_ids[None, :])
+    else:
+      negative = tf.logical_not(positive)
+
+    positive_scores = tf.reduce_sum(image * text, axis=1)
+    i2t = self.direction_loss(
+        tf.matmul(image, all_texts, transpose_b=True), positive_scores,
+        negative, temperature)
+    t2i = self.direction_loss(
+        tf.matmul(text, all_images, transpose_b=True), positive_scores,
+        negative, temperature)
+    return self.i2t_weight * i2t + self.t2i_weight * t2i
+
+  def direction_loss(self, scores, positive_scores, negative, temperature):
+    """Per-anchor loss of one direction.
+
+    Args:
+      scores: [b, B] similarities of b local anchors to B global candidates.
+      positive_scores: [b] similarity of each anchor to its own pair.
+      negative: [b, B] bool, True where a candidate is a negative.
+      temperature: scalar float32.
+    """
+    raise NotImplementedError
+
+  def get_config(self):
+    return {
+        **super().get_config(),
+        "temperature": self.temperature,
+        "i2t_weight": self.i2t_weight,
+        "t2i_weight": self.t2i_weight,
+        "mask_same_image": self.mask_same_image,
+    }
+
+
+@gin.configurable
+@keras.saving.register_keras_serializable(package="vse_tf")
+class AllNegativesLoss(_CrossModalLoss):
+  """Normalized cross-entropy over all cross-modal negatives (ConVSE).
+
+      l_i = -log( exp(s_ii/t) / (exp(s_ii/t) + sum_{j in N(i)} exp(s_ij/t)) )
+          = logsumexp({s_ii/t} U {s_ij/t : j in N(i)}) - s_ii/t
+
+  for image anchors over caption candidates and for caption anchors over image
+  candidates. Its gradient weighs every violation s_ij - s_ii by its softmax
+  probability: the expected violation.
+  """
+
+  def direction_loss(self, scores, positive_scores, negative, temperature):
+    logits = scores / temperature
+    candidates = tf.where(negative, logits, float("-inf"))
+    positive_logits = positive_scores / temperature
+    return tf.reduce_logsumexp(
+        tf.concat([positive_logits[:, None], candidates], axis=1),
+        axis=1) - positive_logits
+
+
+@gin.configurable
+@keras.saving.register_keras_serializable(package="vse_tf")
+class HardestNegativeLoss(_CrossModalLoss):
+  """The positive against the hardest cross-modal negative (ConVSE++).
+
+      l_i = max(0, -log( exp(s_ii/t) / exp((max_{j in N(i)} s_ij + m)/t) ))
+          = max(0, (m + max_{j in N(i)} s_ij - s_ii) / t)
+
+  With `smooth=True` the positive stays in the denominator:
+  l_i = softplus((m + max_j s_ij - s_ii) / t). An anchor without negatives
+  contributes 0.
+  """
+
+  def __init__(self, temperature=0.1, margin=0.2, smooth=False, **kwargs):
+    super().__init__(temperature=temperature, **kwargs)
+    self.margin = margin
+    self.smooth = smooth
+
+  def direction_loss(self, scores, positive_scores, negative, temperature):
+    hardest = tf.reduce_max(
+        tf.where(negative, scores, float("-inf")), axis=1)
+    violation = (self.margin + hardest - positive_scores) / temperature
+    if self.smooth:
+      return tf.nn.softplus(violation)
+    return tf.nn.relu(violation)
+
+  def get_config(self):
+    return {**super().get_config(), "margin": self.margin,
+            "smooth": self.smooth}
+
+
+@gin.configurable
+@keras.saving.register_keras_serializable(package="vse_tf")
+class HingeLoss(_CrossModalLoss):
+  """The VSE++ (Faghri et al., 2018) ranking hinge with margin a.
+
+      VSE0  (max_violation=False): l_i = sum_{j in N(i)} [a - s_ii + s_ij]+
+      VSE++ (max_violation=True):  l_i = max_{j in N(i)} [a - s_ii + s_ij]+
+
+  The temperature plays no part; it is accepted (and ignored) so that every
+  loss takes the same model outputs.
+  """
+
+  def __init__(self, margin=0.2, max_violation=False, **kwargs):
+    super().__init__(**kwargs)
+    self.margin = margin
+    self.max_violation = max_violation
+
+  def direction_loss(self, scores, positive_scores, negative, temperature):
+    del temperature
+    costs = tf.where(
+        negative, tf.nn.relu(self.margin - positive_scores[:, None] + scores),
+        0.0)
+    if self.max_violation:
+      return tf.reduce_max(costs, axis=1)
+    return tf.reduce_sum(costs, axis=1)
+
+  def get_config(self):
+    return {**super().get_config(), "margin": self.margin,
+            "max_violation": self.max_violation}

@@ -1,0 +1,111 @@
+"""The dual encoder: an image tower and a text tower trained jointly."""
+
+import math
+
+import gin
+import keras
+import tensorflow as tf
+from keras.src.losses.loss import unscale_loss_for_distribution
+
+from vse_tf.models import image_towers
+from vse_tf.models import text_towers
+
+
+@keras.saving.register_keras_serializable(package="vse_tf")
+class DualEncoder(keras.Model):
+    """Maps {"image": pixels, "caption": strings} to both embeddings.
+
+    `call` returns {"image": [B, D], "text": [B, D]} (and "temperature" when
+    it is learned), the `y_pred` every loss in `vse_tf.losses` takes; the
+    targets are the image ids. Compile with one of those losses.
+
+    Args:
+      image_tower: a model from pixels to L2-normalized embeddings.
+      text_tower: a model from caption strings to L2-normalized embeddings.
+      learnable_temperature: None keeps the loss's fixed temperature; a float
+        learns it from that start, as log(t) clipped to
+        [log(min_temperature), log(max_temperature)].
+    """
+
+    def __init__(self, image_tower, text_tower, learnable_temperature=None,
+                 min_temperature=0.01, max_temperature=1.0, **kwargs):
+        super().__init__(**kwargs)
+        self.image_tower = image_tower
+        self.text_tower = text_tower
+        self.learnable_temperature = learnable_temperature
+        self.min_temperature = min_temperature
+        self.max_temperature = max_temperature
+        self.log_temperature = None
+        if learnable_temperature is not None:
+            self.log_temperature = self.add_weight(
+                shape=(), name="log_temperature",
+                initializer=keras.initializers.Constant(
+                    math.log(learnable_temperature)))
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+
+    def call(self, inputs, training=False):
+        outputs = {
+            "image": self.image_tower(inputs["image"], training=training),
+            "text": self.text_tower(inputs["caption"], training=training),
+        }
+        if self.log_temperature is not None:
+            outputs["temperature"] = self.temperature()
+        return outputs
+
+    def temperature(self):
+        return tf.exp(tf.clip_by_value(
+            self.log_temperature, math.log(self.min_temperature),
+            math.log(self.max_temperature)))
+
+    @property
+    def metrics(self):
+        return [self.loss_tracker]
+
+    def train_step(self, data):
+        inputs, image_ids = data
+        with tf.GradientTape() as tape:
+            outputs = self(inputs, training=True)
+            # A replica's value is scaled by 1/replicas (Keras's reduction),
+            # so gradients summed over replicas are the global-batch ones.
+            loss = self.loss(image_ids, outputs)
+            scaled_loss = self.optimizer.scale_loss(loss)
+        gradients = tape.gradient(scaled_loss, self.trainable_weights)
+        self.optimizer.apply_gradients(zip(gradients, self.trainable_weights))
+        return self._log(loss)
+
+    def test_step(self, data):
+        inputs, image_ids = data
+        return self._log(self.loss(image_ids, self(inputs, training=False)))
+
+    def _log(self, loss):
+        self.loss_tracker.update_state(unscale_loss_for_distribution(loss))
+        logs = {"loss": self.loss_tracker.result()}
+        if self.log_temperature is not None:
+            logs["temperature"] = self.temperature()
+        return logs
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "image_tower": keras.layers.serialize(self.image_tower),
+            "text_tower": keras.layers.serialize(self.text_tower),
+            "learnable_temperature": self.learnable_temperature,
+            "min_temperature": self.min_temperature,
+            "max_temperature": self.max_temperature,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        for tower in ("image_tower", "text_tower"):
+            config[tower] = keras.layers.deserialize(config[tower])
+        return cls(**config)
+
+
+@gin.configurable
+def build_dual_encoder(vocabulary, learnable_temperature=None):
+    """Both towers as gin configures them, joined."""
+    return DualEncoder(
+        image_towers.build_image_tower(),
+        text_towers.build_text_tower(vocabulary),
+        learnable_temperature=learnable_temperature, name="dual_encoder")

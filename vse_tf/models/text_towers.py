@@ -1,0 +1,70 @@
+"""Text towers: raw caption strings in, an L2-normalized embedding out.
+
+Tokenization happens inside the graph (`TextVectorization` over a fixed
+vocabulary), so a tower exported as a SavedModel takes raw strings.
+"""
+
+import os
+
+import gin
+import keras
+
+from vse_tf import io_utils
+
+STANDARDIZE = "lower_and_strip_punctuation"
+
+
+@gin.configurable
+def build_text_tower(vocabulary,
+                     max_length=32,
+                     word_dim=300,
+                     units=1024,
+                     bidirectional=False,
+                     embedding_dim=256,
+                     name="text_tower"):
+    """Word embedding, a one-layer GRU, a projection.
+
+    Args:
+      vocabulary: list of words (without the padding and OOV tokens).
+      max_length: captions are cut to this many tokens.
+      word_dim: size of the word embeddings.
+      units: GRU units.
+      bidirectional: False is VSE++'s GRU (last state); True is
+        VSE-infinity's BiGRU, whose two final states are averaged.
+      embedding_dim: size of the joint space.
+    """
+    text = keras.Input((), dtype="string", name="text")
+    tokens = keras.layers.TextVectorization(
+        standardize=STANDARDIZE, output_sequence_length=max_length,
+        vocabulary=list(vocabulary), name="tokenize")(text)
+    words = keras.layers.Embedding(
+        len(vocabulary) + 2, word_dim, mask_zero=True,
+        name="word_embedding")(tokens)
+    gru = keras.layers.GRU(units, name="gru")
+    if bidirectional:
+        gru = keras.layers.Bidirectional(gru, merge_mode="ave", name="bigru")
+    x = gru(words)
+    x = keras.layers.Dense(embedding_dim, name="projection")(x)
+    embedding = keras.layers.UnitNormalization(name="l2_normalize")(x)
+    return keras.Model(text, embedding, name=name)
+
+
+def build_vocabulary(captions, max_tokens=10_000):
+    """The most frequent words of `captions`, a tf.data.Dataset of strings."""
+    vectorizer = keras.layers.TextVectorization(
+        max_tokens=max_tokens + 2, standardize=STANDARDIZE)
+    vectorizer.adapt(captions.batch(4096))
+    # Index 0 is padding and 1 is the out-of-vocabulary token.
+    return vectorizer.get_vocabulary()[2:]
+
+
+def save_vocabulary(vocabulary, path):
+    """One word a line, written atomically."""
+    io_utils.write_text_atomic(path, "".join(f"{w}\n" for w in vocabulary))
+
+
+def load_vocabulary(path):
+    if not os.path.exists(path):
+        raise FileNotFoundError(path)
+    with open(path, encoding="utf-8") as f:
+        return [line.rstrip("\n") for line in f if line.strip()]
