@@ -36,3 +36,16 @@ def tfds_dir(tmp_path_factory):
     path = str(tmp_path_factory.mktemp("tensorflow_datasets"))
     tfds.builder("shapes/tiny", data_dir=path).download_and_prepare()
     return path
+
+
+@pytest.fixture(scope="session")
+def two_replicas():
+    """One MirroredStrategy over the two logical CPUs for the whole session.
+
+    Separate strategies in one process reuse collective keys and can cross
+    their all-gathers, so tests share this one.
+    """
+    devices = tf.config.list_logical_devices("CPU")
+    if len(devices) < 2:
+        pytest.skip("needs the two logical CPUs configured above")
+    return tf.distribute.MirroredStrategy([d.name for d in devices[:2]])

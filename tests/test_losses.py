@@ -135,8 +135,9 @@ def test_hand_computed_all_negatives_value():
     x = np.eye(2, dtype=np.float32)
     value = losses.AllNegativesLoss(temperature=0.1)(
         np.array([0, 1]), {"image": x, "text": x})
+    # float32 resolves log(1 + 4.5e-5) to about 1e-3 of itself.
     assert float(value) == pytest.approx(2 * np.log1p(np.exp(-10.0)),
-                                         rel=1e-4)
+                                         rel=1e-3)
 
 
 def test_direction_weights_and_sum_reduction():

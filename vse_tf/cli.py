@@ -7,6 +7,7 @@ traceback.
 
 import difflib
 import inspect
+import logging
 import os
 import re
 import sys
@@ -16,7 +17,6 @@ import gin
 from absl import app
 from absl import flags
 
-from vse_tf import configurables  # noqa: F401  (registers gin names)
 from vse_tf.data import pipeline
 
 GIN_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "gin")
@@ -27,6 +27,11 @@ flags.DEFINE_multi_string(
 flags.DEFINE_multi_string(
     "gin_bindings", [],
     "Gin bindings applied after the files, e.g. 'train.epochs = 2'.")
+flags.DEFINE_string("model_dir", None, "The run's folder.")
+flags.DEFINE_string(
+    "data_dir", None,
+    "Root of the datasets (TFDS data dir); default ~/tensorflow_datasets.")
+FLAGS = flags.FLAGS
 
 
 class UserError(Exception):
@@ -65,8 +70,16 @@ def _explain_gin_error(error):
     return f"Invalid gin configuration: {message}"
 
 
+class _QuietIncludeProbes(logging.Filter):
+    """Gin logs an ERROR for each search-path miss before an include hits."""
+
+    def filter(self, record):
+        return not record.getMessage().startswith("Path not found")
+
+
 def load_gin(gin_files, gin_bindings):
     """Parses files then bindings once; every unknown name is an error."""
+    from vse_tf import configurables  # noqa: F401  (registers gin names)
     missing = [f for f in gin_files if not os.path.exists(f)]
     if missing:
         raise UserError(
@@ -76,6 +89,8 @@ def load_gin(gin_files, gin_bindings):
     for path in [GIN_DIR] + [os.path.dirname(os.path.abspath(f))
                              for f in gin_files]:
         gin.add_config_file_search_path(path)
+    quiet = _QuietIncludeProbes()
+    logging.getLogger().addFilter(quiet)
     try:
         gin.parse_config_files_and_bindings(
             gin_files, gin_bindings, skip_unknown=False)
@@ -83,6 +98,8 @@ def load_gin(gin_files, gin_bindings):
         raise UserError(_explain_gin_error(error)) from error
     except IOError as error:
         raise UserError(f"{error}") from error
+    finally:
+        logging.getLogger().removeFilter(quiet)
 
 
 def ensure_writable_dir(path, what="model dir"):

@@ -12,6 +12,7 @@ import keras
 from vse_tf import distribute  # noqa: F401
 from vse_tf import losses  # noqa: F401
 from vse_tf import optimizers  # noqa: F401
+from vse_tf import trainer  # noqa: F401
 from vse_tf.models import dual_encoder  # noqa: F401
 from vse_tf.models import image_towers  # noqa: F401
 from vse_tf.models import text_towers  # noqa: F401

@@ -114,7 +114,7 @@ class AllNegativesLoss(_CrossModalLoss):
   """Normalized cross-entropy over all cross-modal negatives (ConVSE).
 
       l_i = -log( exp(s_ii/t) / (exp(s_ii/t) + sum_{j in N(i)} exp(s_ij/t)) )
-          = logsumexp({s_ii/t} U {s_ij/t : j in N(i)}) - s_ii/t
+          = logsumexp({0} U {(s_ij - s_ii)/t : j in N(i)})
 
   for image anchors over caption candidates and for caption anchors over image
   candidates. Its gradient weighs every violation s_ij - s_ii by its softmax
@@ -122,12 +122,13 @@ class AllNegativesLoss(_CrossModalLoss):
   """
 
   def direction_loss(self, scores, positive_scores, negative, temperature):
-    logits = scores / temperature
-    candidates = tf.where(negative, logits, float("-inf"))
-    positive_logits = positive_scores / temperature
+    # log(1 + sum_j exp((s_ij - s_ii)/t)): scored relative to the positive,
+    # which keeps float32 precision when the positive dominates.
+    violations = (scores - positive_scores[:, None]) / temperature
+    candidates = tf.where(negative, violations, float("-inf"))
     return tf.reduce_logsumexp(
-        tf.concat([positive_logits[:, None], candidates], axis=1),
-        axis=1) - positive_logits
+        tf.concat([tf.zeros_like(positive_scores)[:, None], candidates],
+                  axis=1), axis=1)
 
 
 @gin.configurable

@@ -1,141 +1,14 @@
-"""Trains a dual encoder: `python -m vse_tf.train --gin_file=gin/demo.gin`.
+"""Trains a dual encoder from gin configs.
 
-Writes into --model_dir:
-  operative_config.gin   every gin value the run used, to repeat it
-  vocabulary.txt         the text tower's words, adapted on the train split
-  checkpoints/           best.weights.h5 (by validation rsum) + best.json,
-                         backup/ (latest epoch with optimizer state; a rerun
-                         of the same command resumes from it)
-  logs/                  TensorBoard: loss, learning rate, temperature, R@K
-  metrics.json           test metrics of the best checkpoint
+    python -m vse_tf.train --gin_file=gin/demo.gin --model_dir=runs/demo
+
+Every experiment value (data, towers, loss, optimizer, schedule) comes from
+--gin_file and --gin_bindings; see `vse_tf.trainer.train` for the outputs.
 """
 
-import os
-import time
-
-import gin
-import keras
-from absl import flags
-
 from vse_tf import cli
-from vse_tf import distribute
-from vse_tf import embed
-from vse_tf import evaluation
-from vse_tf import io_utils
-from vse_tf import optimizers
-from vse_tf.callbacks import BEST_WEIGHTS, RetrievalValidation
-from vse_tf.data import pipeline
-from vse_tf.models import dual_encoder
-from vse_tf.models import text_towers
 
-flags.DEFINE_string("model_dir", None, "Where the run writes its outputs.")
-flags.DEFINE_string(
-    "data_dir", None,
-    "Root of the datasets (TFDS data dir); default ~/tensorflow_datasets.")
-FLAGS = flags.FLAGS
-
-VOCABULARY = "vocabulary.txt"
-METRICS = "metrics.json"
-
-
-def load_or_build_vocabulary(model_dir, train_examples, max_tokens):
-    """The run's vocabulary: read back on resume, else adapted and saved."""
-    path = os.path.join(model_dir, VOCABULARY)
-    if os.path.exists(path):
-        return text_towers.load_vocabulary(path)
-    vocabulary = text_towers.build_vocabulary(
-        pipeline.training_captions(train_examples), max_tokens)
-    text_towers.save_vocabulary(vocabulary, path)
-    return vocabulary
-
-
-def build_model(vocabulary, loss, example_batch=None):
-    """The dual encoder compiled with `loss`, built on `example_batch`."""
-    model = dual_encoder.build_dual_encoder(vocabulary)
-    model.compile(optimizer=optimizers.make_optimizer(), loss=loss)
-    if example_batch is not None:
-        model(example_batch)  # creates the weights before any restore
-    return model
-
-
-def write_operative_config(model_dir):
-    io_utils.write_text_atomic(
-        os.path.join(model_dir, cli.OPERATIVE_CONFIG),
-        gin.operative_config_str())
-
-
-@gin.configurable
-def train(model_dir,
-          data_dir=None,
-          dataset="shapes",
-          epochs=10,
-          steps_per_epoch=None,
-          batch_size=128,
-          loss=gin.REQUIRED,
-          max_vocabulary=10_000,
-          seed=0):
-    """Trains, validates each epoch, and scores the best checkpoint on test.
-
-    Args:
-      model_dir: output folder (see the module docstring).
-      data_dir: dataset root; None is TFDS's default.
-      dataset: a TFDS name, e.g. "shapes" or "shapes/tiny".
-      epochs: passes, each of `steps_per_epoch` steps.
-      steps_per_epoch: None is one pass over every caption of the train
-        split.
-      batch_size: global batch (image-caption pairs), split over replicas.
-      loss: a `vse_tf.losses` objective.
-      max_vocabulary: size of the text tower's vocabulary.
-      seed: seeds weights and data order.
-
-    Returns:
-      The test metrics, as in metrics.json.
-    """
-    started = time.time()
-    keras.utils.set_random_seed(seed)
-    cli.ensure_writable_dir(model_dir)
-    checkpoint_dir = os.path.join(model_dir, "checkpoints")
-    train_examples = pipeline.load_examples(dataset, "train", data_dir)
-    val_examples = pipeline.load_examples(dataset, "val", data_dir)
-    if steps_per_epoch is None:
-        pairs = pipeline.num_examples(dataset, "train", data_dir) * (
-            train_examples.element_spec["captions"].shape[0])
-        steps_per_epoch = max(pairs // batch_size, 1)
-    vocabulary = load_or_build_vocabulary(model_dir, train_examples,
-                                          max_vocabulary)
-
-    strategy = distribute.get_strategy()
-    train_batches = pipeline.training_pairs(train_examples, batch_size,
-                                            seed=seed)
-    with strategy.scope():
-        model = build_model(vocabulary, loss,
-                            next(iter(train_batches.take(1)))[0])
-    write_operative_config(model_dir)
-    print(f"Training on {dataset} with {type(loss).__name__}: {epochs} "
-          f"epochs x {steps_per_epoch} steps of {batch_size} pairs, "
-          f"{strategy.num_replicas_in_sync} replica(s).")
-
-    model.fit(
-        train_batches, epochs=epochs, steps_per_epoch=steps_per_epoch,
-        callbacks=[
-            # First, so that the callbacks after it log its val metrics.
-            RetrievalValidation(val_examples, checkpoint_dir),
-            keras.callbacks.BackupAndRestore(
-                os.path.join(checkpoint_dir, "backup"),
-                delete_checkpoint=False),
-            keras.callbacks.TensorBoard(os.path.join(model_dir, "logs")),
-        ],
-        verbose=2 if os.environ.get("VSE_TF_QUIET_PROGRESS") else "auto")
-
-    model.load_weights(os.path.join(checkpoint_dir, BEST_WEIGHTS))
-    metrics = embed.evaluate_model(
-        model, pipeline.load_examples(dataset, "test", data_dir))
-    io_utils.write_json_atomic(os.path.join(model_dir, METRICS), metrics)
-    write_operative_config(model_dir)
-    print(evaluation.format_table(
-        metrics, title=f"\nTest metrics of the best checkpoint ({dataset}, "
-        f"{time.time() - started:.0f} s):"))
-    return metrics
+FLAGS = cli.FLAGS
 
 
 def main(argv):
@@ -144,7 +17,8 @@ def main(argv):
     if not FLAGS.model_dir:
         raise cli.UserError("--model_dir is required: the folder where the "
                             "run writes checkpoints, logs and metrics.")
-    train(FLAGS.model_dir, data_dir=FLAGS.data_dir)
+    from vse_tf import trainer
+    trainer.train(FLAGS.model_dir, data_dir=FLAGS.data_dir)
 
 
 if __name__ == "__main__":

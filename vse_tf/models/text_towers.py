@@ -8,10 +8,32 @@ import os
 
 import gin
 import keras
+import tensorflow as tf
 
 from vse_tf import io_utils
 
 STANDARDIZE = "lower_and_strip_punctuation"
+# Starts every caption, as VSE++'s <start>: an empty caption still has one
+# token, so its embedding is a learned unit vector rather than zeros.
+START = "startofcaption"
+
+
+@keras.saving.register_keras_serializable(package="vse_tf")
+class PrependWord(keras.layers.Layer):
+    """Puts `word` in front of every string of a batch."""
+
+    def __init__(self, word=START, **kwargs):
+        super().__init__(**kwargs)
+        self.word = word
+
+    def call(self, text):
+        return tf.strings.join([self.word + " ", text])
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "word": self.word}
 
 
 @gin.configurable
@@ -26,17 +48,20 @@ def build_text_tower(vocabulary,
 
     Args:
       vocabulary: list of words (without the padding and OOV tokens).
-      max_length: captions are cut to this many tokens.
+      max_length: captions are cut to this many tokens, the start token
+        included.
       word_dim: size of the word embeddings.
       units: GRU units.
       bidirectional: False is VSE++'s GRU (last state); True is
         VSE-infinity's BiGRU, whose two final states are averaged.
       embedding_dim: size of the joint space.
     """
+    vocabulary = [START] + [w for w in vocabulary if w != START]
     text = keras.Input((), dtype="string", name="text")
     tokens = keras.layers.TextVectorization(
         standardize=STANDARDIZE, output_sequence_length=max_length,
-        vocabulary=list(vocabulary), name="tokenize")(text)
+        vocabulary=vocabulary, name="tokenize")(
+            PrependWord(START, name="start")(text))
     words = keras.layers.Embedding(
         len(vocabulary) + 2, word_dim, mask_zero=True,
         name="word_embedding")(tokens)

@@ -1,0 +1,95 @@
+"""The dual encoder's training step, on one device and on two replicas."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from vse_tf import losses
+from vse_tf.models import dual_encoder
+from vse_tf.models import image_towers
+from vse_tf.models import text_towers
+
+VOCABULARY = ["a", "red", "blue", "circle", "square", "left", "of"]
+CAPTIONS = ["a red circle", "a blue square", "red left of blue", "a circle",
+            "blue circle", "a red square", "square left of circle", ""]
+IDS = np.array([0, 1, 2, 0, 3, 4, 2, 5])
+
+
+def tiny_model(learnable_temperature=None):
+    keras.utils.set_random_seed(0)
+    return dual_encoder.DualEncoder(
+        image_towers.build_image_tower(
+            image_size=16, conv_layers=((4, 4, 4),), hidden_units=8,
+            embedding_dim=8),
+        text_towers.build_text_tower(VOCABULARY, max_length=6, word_dim=4,
+                                     units=8, embedding_dim=8),
+        learnable_temperature=learnable_temperature)
+
+
+def batch():
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0, 255, size=(8, 16, 16, 3)).astype(np.float32)
+    return {"image": images, "caption": np.array(CAPTIONS)}, IDS
+
+
+def one_step(model, loss):
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.5),
+                  loss=loss)
+    inputs, ids = batch()
+    history = model.fit(tf.data.Dataset.from_tensors((inputs, ids)),
+                        epochs=1, verbose=0)
+    return history.history["loss"][0], [w.numpy() for w in model.weights]
+
+
+@pytest.mark.parametrize("loss", [
+    losses.AllNegativesLoss(), losses.HardestNegativeLoss(margin=0.5),
+    losses.HingeLoss(max_violation=False)], ids=["all", "hardest", "vse0"])
+def test_two_replicas_train_the_same_weights_as_one_device(loss,
+                                                           two_replicas):
+    single = tiny_model()
+    single(batch()[0])
+    start = [w.numpy() for w in single.weights]
+    single_loss, single_weights = one_step(single, loss)
+
+    with two_replicas.scope():
+        mirrored = tiny_model()
+        mirrored(batch()[0])
+        mirrored.set_weights(start)
+    mirrored_loss, mirrored_weights = one_step(mirrored, loss)
+
+    assert mirrored_loss == pytest.approx(single_loss, rel=1e-5)
+    moved = max(np.abs(a - b).max() for a, b in zip(single_weights, start))
+    assert moved > 1e-3  # the step did change the weights
+    for a, b in zip(single_weights, mirrored_weights):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_outputs_are_unit_vectors_even_for_an_empty_caption():
+    model = tiny_model()
+    outputs = model(batch()[0])
+    for name in ("image", "text"):
+        norms = np.linalg.norm(outputs[name].numpy(), axis=1)
+        np.testing.assert_allclose(norms, 1.0, atol=1e-5)
+
+
+def test_learnable_temperature_is_trained_and_clipped():
+    model = tiny_model(learnable_temperature=0.1)
+    model(batch()[0])
+    assert float(model.temperature()) == pytest.approx(0.1)
+    one_step(model, losses.AllNegativesLoss(temperature=0.5))
+    assert float(model.temperature()) != pytest.approx(0.1)
+    model.log_temperature.assign(np.log(1e-5))
+    assert float(model.temperature()) == pytest.approx(0.01)
+
+
+def test_config_round_trip_rebuilds_both_towers():
+    model = tiny_model(learnable_temperature=0.07)
+    model(batch()[0])
+    clone = dual_encoder.DualEncoder.from_config(model.get_config())
+    clone(batch()[0])
+    clone.set_weights(model.get_weights())
+    a, b = model(batch()[0]), clone(batch()[0])
+    np.testing.assert_allclose(a["text"], b["text"], atol=1e-6)
+    np.testing.assert_allclose(a["image"], b["image"], atol=1e-6)
+    assert clone.learnable_temperature == 0.07

@@ -1,0 +1,144 @@
+"""The command-line tools as a user runs them, on the tiny built-in data."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+from vse_tf import evaluation
+
+TINY = [
+    "train.dataset = 'shapes/tiny'",
+    "train.epochs = 2",
+    "train.steps_per_epoch = 3",
+    "train.batch_size = 16",
+    "build_image_tower.image_size = 32",
+    "build_image_tower.conv_layers = ((8, 4, 4),)",
+    "build_image_tower.hidden_units = 16",
+    "build_text_tower.units = 8",
+    "build_text_tower.word_dim = 8",
+    "EMBEDDING_DIM = 8",
+]
+
+
+def run_tool(tool, *args, env_extra=None):
+    env = {**os.environ, "VSE_TF_QUIET_PROGRESS": "1", **(env_extra or {})}
+    return subprocess.run(
+        [sys.executable, "-m", f"vse_tf.{tool}", *args], cwd=REPO, env=env,
+        capture_output=True, text=True, timeout=600)
+
+
+def bindings(extra=()):
+    return [f"--gin_bindings={b}" for b in [*TINY, *extra]]
+
+
+@pytest.fixture(scope="module")
+def trained_run(tfds_dir, tmp_path_factory):
+    model_dir = str(tmp_path_factory.mktemp("run"))
+    result = run_tool("train", "--gin_file=gin/demo.gin", *bindings(),
+                      f"--model_dir={model_dir}", f"--data_dir={tfds_dir}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return model_dir, result
+
+
+def test_training_writes_every_output(trained_run):
+    model_dir, result = trained_run
+    for path in ("operative_config.gin", "vocabulary.txt",
+                 "checkpoints/best.weights.h5", "checkpoints/best.json",
+                 "metrics.json"):
+        assert os.path.exists(os.path.join(model_dir, path)), path
+    assert os.listdir(os.path.join(model_dir, "checkpoints", "backup"))
+    events = [f for _, _, files in os.walk(os.path.join(model_dir, "logs"))
+              for f in files if f.startswith("events.out.tfevents")]
+    assert events
+    with open(os.path.join(model_dir, "metrics.json")) as f:
+        metrics = json.load(f)
+    assert set(metrics) == set(evaluation.METRIC_NAMES)
+    assert 0 <= metrics["rsum"] <= 600
+    # The summary table closes the run.
+    assert "rsum" in result.stdout and "text->image" in result.stdout
+    # No temporary files left behind by the atomic writes.
+    leftovers = [f for _, _, files in os.walk(model_dir) for f in files
+                 if f.startswith(".tmp-")]
+    assert not leftovers
+
+
+def test_operative_config_repeats_the_run(trained_run):
+    model_dir, _ = trained_run
+    with open(os.path.join(model_dir, "operative_config.gin")) as f:
+        config = f.read()
+    assert "train.steps_per_epoch = 3" in config
+    assert "AllNegativesLoss.temperature = 0.1" in config
+    assert "build_text_tower.units = 8" in config
+
+
+def test_tensorboard_logs_hold_recall_and_learning_rate(trained_run):
+    import tensorflow as tf
+    model_dir, _ = trained_run
+    tags = set()
+    for root, _, files in os.walk(os.path.join(model_dir, "logs")):
+        for name in files:
+            for event in tf.compat.v1.train.summary_iterator(
+                    os.path.join(root, name)):
+                tags |= {v.tag for v in event.summary.value}
+    assert {"epoch_loss", "epoch_val_rsum", "epoch_val_i2t_r1",
+            "epoch_learning_rate"} <= tags
+
+
+def test_evaluate_reproduces_the_test_metrics(trained_run, tfds_dir,
+                                              tmp_path):
+    model_dir, _ = trained_run
+    output = str(tmp_path / "metrics.json")
+    result = run_tool("evaluate", f"--model_dir={model_dir}",
+                      f"--data_dir={tfds_dir}", f"--output={output}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    with open(output) as f:
+        again = json.load(f)
+    with open(os.path.join(model_dir, "metrics.json")) as f:
+        trained = json.load(f)
+    assert again == pytest.approx(trained)
+    assert "image->text" in result.stdout
+
+
+def test_unknown_binding_names_it_and_suggests(tmp_path):
+    result = run_tool("train", "--gin_file=gin/demo.gin",
+                      "--gin_bindings=train.epocs = 2",
+                      f"--model_dir={tmp_path}")
+    assert result.returncode == 2
+    assert "'epocs'" in result.stderr and "'epochs'" in result.stderr
+    assert "Traceback" not in result.stderr
+    result = run_tool("train", "--gin_file=gin/demo.gin",
+                      "--gin_bindings=trian.epochs = 2",
+                      f"--model_dir={tmp_path}")
+    assert result.returncode == 2 and "'train'" in result.stderr
+    assert not os.listdir(tmp_path)
+
+
+def test_missing_gin_file_is_a_clear_error(tmp_path):
+    result = run_tool("train", "--gin_file=gin/nope.gin",
+                      f"--model_dir={tmp_path}")
+    assert result.returncode == 2
+    assert "gin/nope.gin" in result.stderr and "Traceback" not in (
+        result.stderr)
+
+
+def test_unwritable_model_dir_is_a_clear_error(tmp_path, tfds_dir):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    result = run_tool("train", "--gin_file=gin/demo.gin", *bindings(),
+                      f"--model_dir={blocker}/run", f"--data_dir={tfds_dir}")
+    assert result.returncode == 2
+    assert "Cannot write" in result.stderr and "Traceback" not in (
+        result.stderr)
+
+
+def test_evaluate_without_checkpoint_is_a_clear_error(tmp_path):
+    result = run_tool("evaluate", "--gin_file=gin/demo.gin",
+                      f"--model_dir={tmp_path}")
+    assert result.returncode == 2
+    assert "No trained model" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not os.listdir(tmp_path)
