@@ -42,7 +42,7 @@ def evaluate_run(model_dir, data_dir=None, split="test", folds=1):
     examples = pipeline.load_examples(dataset, split, data_dir)
     model = trainer.build_model(
         text_towers.load_vocabulary(vocabulary_path), loss=None,
-        example_batch=_one_batch(examples))
+        example_batch=pipeline.example_inputs(examples))
     model.load_weights(checkpoint)
     return dataset, embed.evaluate_model(model, examples, folds=folds)
 
@@ -53,11 +53,6 @@ def _train_argument(name):
         return gin.query_parameter(f"train.{name}")
     except ValueError:
         return inspect.signature(trainer.train).parameters[name].default
-
-
-def _one_batch(examples):
-    pixels, captions = next(iter(pipeline.evaluation_batches(examples, 1)))
-    return {"image": pixels, "caption": captions[:, 0]}
 
 
 def main(argv):

@@ -102,7 +102,7 @@ def train(model_dir,
                                             seed=seed)
     with strategy.scope():
         model = build_model(vocabulary, loss,
-                            next(iter(train_batches.take(1)))[0])
+                            pipeline.example_inputs(val_examples))
     write_operative_config(model_dir)
     print(f"Training on {dataset} with {type(loss).__name__}: {epochs} "
           f"epochs x {steps_per_epoch} steps of {batch_size} pairs, "

@@ -57,6 +57,17 @@ class DualEncoder(keras.Model):
             self.log_temperature, math.log(self.min_temperature),
             math.log(self.max_temperature)))
 
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Keras 3.15 builds a model under a strategy by MEAN-reducing one
+        # distributed input batch, which fails on string captions. This
+        # model uses neither compiled loss nor compiled metrics, so once it
+        # is built (called on a batch) only the optimizer needs building.
+        if not self.built:
+            return super()._maybe_symbolic_build(iterator, data_batch)
+        if self.optimizer is not None and not self.optimizer.built:
+            with self.distribute_strategy.scope():
+                self.optimizer.build(self.trainable_variables)
+
     @property
     def metrics(self):
         return [self.loss_tracker]
