@@ -30,8 +30,7 @@ def load_examples(dataset, split, data_dir=None):
       data_dir: the TFDS data directory (default: TFDS's own,
         ~/tensorflow_datasets).
     """
-    data_dir = os.path.expanduser(data_dir) if data_dir else None
-    builder = tfds.builder(dataset, data_dir=data_dir)
+    builder = _builder(dataset, data_dir)
     if type(builder) in BUILT_IN.values():
         # Drawn locally in seconds: nothing is ever downloaded.
         builder.download_and_prepare()
@@ -49,9 +48,12 @@ def load_examples(dataset, split, data_dir=None):
 
 
 def num_examples(dataset, split, data_dir=None):
+    return _builder(dataset, data_dir).info.splits[split].num_examples
+
+
+def _builder(dataset, data_dir):
     data_dir = os.path.expanduser(data_dir) if data_dir else None
-    return tfds.builder(dataset, data_dir=data_dir).info.splits[
-        split].num_examples
+    return tfds.builder(dataset, data_dir=data_dir)
 
 
 def _pixels(image):
