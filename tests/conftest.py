@@ -5,6 +5,8 @@ a MirroredStrategy over them runs real two-replica steps on a laptop.
 """
 
 import os
+import subprocess
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -17,6 +19,33 @@ tf.config.set_logical_device_configuration(
     _cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# The demo config shrunk to seconds: tiny data, tiny towers, six steps.
+TINY = [
+    "train.dataset = 'shapes/tiny'",
+    "train.epochs = 2",
+    "train.steps_per_epoch = 3",
+    "train.batch_size = 16",
+    "build_image_tower.image_size = 32",
+    "build_image_tower.conv_layers = ((8, 4, 4),)",
+    "build_image_tower.hidden_units = 16",
+    "build_text_tower.units = 8",
+    "build_text_tower.word_dim = 8",
+    "EMBEDDING_DIM = 8",
+    "train.projector_images = 12",
+]
+
+
+def run_tool(tool, *args, env_extra=None):
+    """`python -m vse_tf.<tool> args` as a user runs it."""
+    env = {**os.environ, "VSE_TF_QUIET_PROGRESS": "1", **(env_extra or {})}
+    return subprocess.run(
+        [sys.executable, "-m", f"vse_tf.{tool}", *args], cwd=REPO, env=env,
+        capture_output=True, text=True, timeout=600)
+
+
+def bindings(extra=()):
+    return [f"--gin_bindings={b}" for b in [*TINY, *extra]]
 
 
 @pytest.fixture(autouse=True)
@@ -49,3 +78,13 @@ def two_replicas():
     if len(devices) < 2:
         pytest.skip("needs the two logical CPUs configured above")
     return tf.distribute.MirroredStrategy([d.name for d in devices[:2]])
+
+
+@pytest.fixture(scope="session")
+def trained_run(tfds_dir, tmp_path_factory):
+    """(model_dir, CompletedProcess) of one tiny `python -m vse_tf.train`."""
+    model_dir = str(tmp_path_factory.mktemp("run"))
+    result = run_tool("train", "--gin_file=gin/demo.gin", *bindings(),
+                      f"--model_dir={model_dir}", f"--data_dir={tfds_dir}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return model_dir, result

@@ -2,53 +2,19 @@
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import bindings, run_tool
 from vse_tf import evaluation
-
-TINY = [
-    "train.dataset = 'shapes/tiny'",
-    "train.epochs = 2",
-    "train.steps_per_epoch = 3",
-    "train.batch_size = 16",
-    "build_image_tower.image_size = 32",
-    "build_image_tower.conv_layers = ((8, 4, 4),)",
-    "build_image_tower.hidden_units = 16",
-    "build_text_tower.units = 8",
-    "build_text_tower.word_dim = 8",
-    "EMBEDDING_DIM = 8",
-]
-
-
-def run_tool(tool, *args, env_extra=None):
-    env = {**os.environ, "VSE_TF_QUIET_PROGRESS": "1", **(env_extra or {})}
-    return subprocess.run(
-        [sys.executable, "-m", f"vse_tf.{tool}", *args], cwd=REPO, env=env,
-        capture_output=True, text=True, timeout=600)
-
-
-def bindings(extra=()):
-    return [f"--gin_bindings={b}" for b in [*TINY, *extra]]
-
-
-@pytest.fixture(scope="module")
-def trained_run(tfds_dir, tmp_path_factory):
-    model_dir = str(tmp_path_factory.mktemp("run"))
-    result = run_tool("train", "--gin_file=gin/demo.gin", *bindings(),
-                      f"--model_dir={model_dir}", f"--data_dir={tfds_dir}")
-    assert result.returncode == 0, result.stderr[-3000:]
-    return model_dir, result
-
 
 def test_training_writes_every_output(trained_run):
     model_dir, result = trained_run
     for path in ("operative_config.gin", "vocabulary.txt",
                  "checkpoints/best.weights.h5", "checkpoints/best.json",
-                 "metrics.json"):
+                 "metrics.json", "export/image_tower/1/saved_model.pb",
+                 "export/text_tower/1/saved_model.pb",
+                 "projector/projector_config.pbtxt"):
         assert os.path.exists(os.path.join(model_dir, path)), path
     assert os.listdir(os.path.join(model_dir, "checkpoints", "backup"))
     events = [f for _, _, files in os.walk(os.path.join(model_dir, "logs"))
@@ -61,8 +27,8 @@ def test_training_writes_every_output(trained_run):
     # The summary table closes the run.
     assert "rsum" in result.stdout and "text->image" in result.stdout
     # No temporary files left behind by the atomic writes.
-    leftovers = [f for _, _, files in os.walk(model_dir) for f in files
-                 if f.startswith(".tmp-")]
+    leftovers = [f for _, dirs, files in os.walk(model_dir)
+                 for f in dirs + files if f.startswith(".tmp-")]
     assert not leftovers
 
 

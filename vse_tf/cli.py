@@ -16,6 +16,7 @@ import textwrap
 import gin
 from absl import app
 from absl import flags
+from absl import logging as absl_logging
 
 from vse_tf.data import pipeline
 
@@ -119,6 +120,10 @@ def run(main):
     """`absl.app.run(main)`, with user errors as one clean paragraph."""
 
     def guarded(argv):
+        if not FLAGS["verbosity"].present:
+            # TFDS and TensorFlow log every file they open at INFO; the
+            # progress bars and tables are what a user reads.
+            absl_logging.set_verbosity(absl_logging.WARNING)
         try:
             main(argv)
         except (UserError, pipeline.DatasetError) as error:

@@ -8,10 +8,15 @@
                          of the same command resumes from it)
   logs/                  TensorBoard: loss, learning rate, temperature, R@K
   metrics.json           test metrics of the best checkpoint
+  export/                both towers of the best checkpoint as SavedModels
+                         for TF Serving (see vse_tf.export_lib)
+  projector/             test images and captions for TensorBoard's
+                         projector (see vse_tf.projector_lib)
 """
 
 import os
 import time
+import warnings
 
 import gin
 import keras
@@ -20,8 +25,10 @@ from vse_tf import cli
 from vse_tf import distribute
 from vse_tf import embed
 from vse_tf import evaluation
+from vse_tf import export_lib
 from vse_tf import io_utils
 from vse_tf import optimizers
+from vse_tf import projector_lib
 from vse_tf.callbacks import BEST_WEIGHTS, RetrievalValidation
 from vse_tf.data import pipeline
 from vse_tf.models import dual_encoder
@@ -42,12 +49,11 @@ def load_or_build_vocabulary(model_dir, train_examples, max_tokens):
     return vocabulary
 
 
-def build_model(vocabulary, loss, example_batch=None):
-    """The dual encoder compiled with `loss`, built on `example_batch`."""
+def build_model(vocabulary, loss=None):
+    """The dual encoder as gin configures it, built and compiled."""
     model = dual_encoder.build_dual_encoder(vocabulary)
+    model(model.dummy_inputs())  # creates the weights before any restore
     model.compile(optimizer=optimizers.make_optimizer(), loss=loss)
-    if example_batch is not None:
-        model(example_batch)  # creates the weights before any restore
     return model
 
 
@@ -66,7 +72,9 @@ def train(model_dir,
           batch_size=128,
           loss=gin.REQUIRED,
           max_vocabulary=10_000,
-          seed=0):
+          seed=0,
+          export=True,
+          projector_images=500):
     """Trains, validates each epoch, and scores the best checkpoint on test.
 
     Args:
@@ -80,6 +88,10 @@ def train(model_dir,
       loss: a `vse_tf.losses` objective.
       max_vocabulary: size of the text tower's vocabulary.
       seed: seeds weights and data order.
+      export: whether to export the best checkpoint's towers to
+        model_dir/export at the end (as a new version).
+      projector_images: test images (with their captions) written for
+        TensorBoard's projector at the end; 0 writes none.
 
     Returns:
       The test metrics, as in metrics.json.
@@ -101,13 +113,15 @@ def train(model_dir,
     train_batches = pipeline.training_pairs(train_examples, batch_size,
                                             seed=seed)
     with strategy.scope():
-        model = build_model(vocabulary, loss,
-                            pipeline.example_inputs(val_examples))
+        model = build_model(vocabulary, loss)
     write_operative_config(model_dir)
     print(f"Training on {dataset} with {type(loss).__name__}: {epochs} "
           f"epochs x {steps_per_epoch} steps of {batch_size} pairs, "
           f"{strategy.num_replicas_in_sync} replica(s).")
 
+    # Keras warns that fit's shuffle does not apply to a tf.data input; the
+    # pipeline shuffles images and pairs itself.
+    warnings.filterwarnings("ignore", message="`shuffle=True` was passed")
     model.fit(
         train_batches, epochs=epochs, steps_per_epoch=steps_per_epoch,
         callbacks=[
@@ -121,10 +135,18 @@ def train(model_dir,
         verbose=2 if os.environ.get("VSE_TF_QUIET_PROGRESS") else "auto")
 
     model.load_weights(os.path.join(checkpoint_dir, BEST_WEIGHTS))
-    metrics = embed.evaluate_model(
-        model, pipeline.load_examples(dataset, "test", data_dir))
+    test_examples = pipeline.load_examples(dataset, "test", data_dir)
+    metrics = embed.evaluate_model(model, test_examples)
     io_utils.write_json_atomic(os.path.join(model_dir, METRICS), metrics)
     write_operative_config(model_dir)
+    if export:
+        export_dir = os.path.join(model_dir, "export")
+        version = export_lib.export_towers(model, export_dir)
+        print(f"Exported both towers to {export_dir} (version {version}).")
+    if projector_images:
+        projector_lib.write_projector(model, test_examples,
+                                  os.path.join(model_dir, "projector"),
+                                  projector_images)
     print(evaluation.format_table(
         metrics, title=f"\nTest metrics of the best checkpoint ({dataset}, "
         f"{time.time() - started:.0f} s):"))

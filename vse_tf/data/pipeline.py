@@ -97,12 +97,6 @@ def evaluation_batches(examples, batch_size=250):
             tf.data.AUTOTUNE)
 
 
-def example_inputs(examples):
-    """One model input built from the first example, to create weights."""
-    pixels, captions = next(iter(evaluation_batches(examples.take(1), 1)))
-    return {"image": pixels, "caption": captions[:, 0]}
-
-
 def training_captions(examples):
     """Every caption of the split, for adapting the vocabulary."""
     return examples.map(lambda example: example["captions"]).unbatch()

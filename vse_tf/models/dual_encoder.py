@@ -52,6 +52,12 @@ class DualEncoder(keras.Model):
             outputs["temperature"] = self.temperature()
         return outputs
 
+    def dummy_inputs(self):
+        """One all-zero example: calling the model on it creates weights."""
+        spec = self.image_tower.inputs[0]
+        return {"image": tf.zeros([1, *spec.shape[1:]], spec.dtype),
+                "caption": tf.constant([""])}
+
     def temperature(self):
         return tf.exp(tf.clip_by_value(
             self.log_temperature, math.log(self.min_temperature),

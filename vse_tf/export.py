@@ -1,0 +1,38 @@
+"""Exports a run's towers for TF Serving: `python -m vse_tf.export`.
+
+    python -m vse_tf.export --model_dir=DIR [--export_dir=DIR/export] [--version=N]
+
+writes EXPORT/image_tower/N/ and EXPORT/text_tower/N/ from the run's best
+checkpoint; see `vse_tf.export_lib` for the signatures.
+"""
+
+import os
+
+from absl import flags
+
+from vse_tf import cli
+from vse_tf import export_lib
+from vse_tf import runs
+
+flags.DEFINE_string("export_dir", None,
+                    "Where the towers go; default MODEL_DIR/export.")
+flags.DEFINE_integer("version", None,
+                     "Version number; default one above the newest there.")
+FLAGS = cli.FLAGS
+
+
+def main(argv):
+    del argv
+    if not FLAGS.model_dir:
+        raise cli.UserError("--model_dir is required: the folder of a "
+                            "training run.")
+    runs.load_gin_for_run(FLAGS.model_dir, FLAGS.gin_file, FLAGS.gin_bindings)
+    model = runs.load_trained_model(FLAGS.model_dir)
+    export_dir = FLAGS.export_dir or os.path.join(FLAGS.model_dir, "export")
+    version = export_lib.export_towers(model, export_dir, FLAGS.version)
+    for tower in export_lib.TOWERS:
+        print(f"Exported {os.path.join(export_dir, tower, str(version))}")
+
+
+if __name__ == "__main__":
+    cli.run(main)

@@ -1,0 +1,125 @@
+"""Both towers as SavedModels for TF Serving.
+
+`export_towers(model, EXPORT)` writes, in TF Serving's layout (one base path
+per model, one numbered folder per version):
+
+  EXPORT/image_tower/N/   serving_default: image_bytes, tf.string [None]
+                            (JPEG or PNG), decoded and resized in the graph
+                          serving_pixels: pixels, float32 [None, H, W, 3]
+  EXPORT/text_tower/N/    serving_default: text, tf.string [None], raw
+                            captions, tokenized in the graph
+
+Every signature returns {"embedding": float32 [None, D]}, L2-normalized, and
+uses core TensorFlow ops only, so the stock `tensorflow_model_server` loads
+it. A version is written into a hidden temporary folder and renamed into
+place, so TF Serving (which polls the base path for numbered folders) never
+sees half a model; an existing version is never overwritten.
+"""
+
+import os
+import re
+import shutil
+import tempfile
+
+import keras
+import tensorflow as tf
+
+from vse_tf import cli
+from vse_tf.data import images
+
+IMAGE_TOWER = "image_tower"
+TEXT_TOWER = "text_tower"
+TOWERS = (IMAGE_TOWER, TEXT_TOWER)
+
+def versions(export_dir, tower):
+    """The version numbers already exported for `tower`, ascending."""
+    base = os.path.join(export_dir, tower)
+    if not os.path.isdir(base):
+        return []
+    return sorted(int(name) for name in os.listdir(base)
+                  if re.fullmatch(r"\d+", name))
+
+
+def latest_version_dir(export_dir, tower):
+    """EXPORT/<tower>/<newest version>, or a UserError if there is none."""
+    found = versions(export_dir, tower)
+    if not found:
+        raise cli.UserError(
+            f"No exported {tower} in {export_dir!r}: expected numbered "
+            f"version folders under {os.path.join(export_dir, tower)}. "
+            "Export a run with `python -m vse_tf.export --model_dir=DIR`.")
+    return os.path.join(export_dir, tower, str(found[-1]))
+
+
+def image_tower_archive(image_tower):
+    """The image tower with its two serving signatures."""
+    _, height, width, channels = image_tower.inputs[0].shape
+    if height != width:
+        raise ValueError(f"Square image towers only, not {height}x{width}.")
+    archive = keras.export.ExportArchive()
+    archive.track(image_tower)
+
+    def serve_bytes(image_bytes):
+        pixels = images.decode_batch(image_bytes, height, name="image_bytes")
+        return {"embedding": image_tower(pixels, training=False)}
+
+    def serve_pixels(pixels):
+        return {"embedding": image_tower(pixels, training=False)}
+
+    archive.add_endpoint(
+        "serving_default", serve_bytes,
+        input_signature=[tf.TensorSpec([None], tf.string, "image_bytes")])
+    archive.add_endpoint(
+        "serving_pixels", serve_pixels,
+        input_signature=[tf.TensorSpec([None, height, width, channels],
+                                       tf.float32, "pixels")])
+    return archive
+
+
+def text_tower_archive(text_tower):
+    """The text tower taking raw caption strings."""
+    archive = keras.export.ExportArchive()
+    archive.track(text_tower)
+
+    def serve_text(text):
+        return {"embedding": text_tower(text, training=False)}
+
+    archive.add_endpoint(
+        "serving_default", serve_text,
+        input_signature=[tf.TensorSpec([None], tf.string, "text")])
+    return archive
+
+
+def export_towers(model, export_dir, version=None):
+    """Writes both towers of `model` as `version`; returns the version.
+
+    Raises:
+      cli.UserError: `version` already exists for either tower.
+    """
+    if version is None:
+        version = 1 + max([0, *versions(export_dir, IMAGE_TOWER),
+                           *versions(export_dir, TEXT_TOWER)])
+    if version < 1:
+        raise cli.UserError(f"--version must be a positive integer, not "
+                            f"{version}.")
+    for tower in TOWERS:
+        if version in versions(export_dir, tower):
+            raise cli.UserError(
+                f"{os.path.join(export_dir, tower, str(version))} already "
+                "exists and is never overwritten: TF Serving may be serving "
+                "it. Pass another --version, or leave it out for the next.")
+    archives = {IMAGE_TOWER: image_tower_archive(model.image_tower),
+                TEXT_TOWER: text_tower_archive(model.text_tower)}
+    cli.ensure_writable_dir(export_dir, "export dir")
+    # Both towers are written in full before either is renamed into place.
+    staging = tempfile.mkdtemp(prefix=".tmp-export-", dir=export_dir)
+    try:
+        for tower, archive in archives.items():
+            archive.write_out(os.path.join(staging, tower), verbose=False)
+        for tower in TOWERS:
+            os.makedirs(os.path.join(export_dir, tower), exist_ok=True)
+            os.rename(os.path.join(staging, tower),
+                      os.path.join(export_dir, tower, str(version)))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return version
