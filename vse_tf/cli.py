@@ -124,11 +124,16 @@ def run(main):
             # TFDS and TensorFlow log every file they open at INFO; the
             # progress bars and tables are what a user reads.
             absl_logging.set_verbosity(absl_logging.WARNING)
-        try:
-            main(argv)
-        except (UserError, pipeline.DatasetError) as error:
-            text = textwrap.fill(str(error), width=79)
-            print(f"error: {text}", file=sys.stderr)
-            sys.exit(2)
+        exit_on_user_error(main, argv)
 
     app.run(guarded)
+
+
+def exit_on_user_error(main, *args):
+    """Calls main(*args); a user error exits 2 with one clean paragraph."""
+    try:
+        return main(*args)
+    except (UserError, pipeline.DatasetError) as error:
+        text = textwrap.fill(str(error), width=79)
+        print(f"error: {text}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,151 @@
+"""Search with the exported towers: exact top-k, the cached index, HTML."""
+
+import os
+import re
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from tests.conftest import run_tool
+from vse_tf import search
+from vse_tf.data import pipeline
+
+
+def test_top_k_is_the_exact_ranking():
+    rng = np.random.default_rng(0)
+    queries, candidates = rng.normal(size=(7, 4)), rng.normal(size=(50, 4))
+    indices, scores = search.top_k(queries, candidates, k=6)
+    expected = np.argsort(-(queries @ candidates.T), axis=1)[:, :6]
+    np.testing.assert_array_equal(indices, expected)
+    np.testing.assert_allclose(
+        scores, np.take_along_axis(queries @ candidates.T, expected, 1))
+    assert search.top_k(queries, candidates[:3], k=6)[0].shape == (7, 3)
+
+
+@pytest.fixture(scope="module")
+def photo_folder(tfds_dir, tmp_path_factory):
+    """Eight test images as PNG files, and the captions of the first."""
+    folder = tmp_path_factory.mktemp("photos")
+    examples = list(tfds.as_numpy(pipeline.load_examples(
+        "shapes/tiny", "test", tfds_dir).take(8)))
+    for index, example in enumerate(examples):
+        tf.io.write_file(str(folder / f"photo{index}.png"),
+                         tf.io.encode_png(example["image"]))
+    return folder, [c.decode() for c in examples[0]["captions"]]
+
+
+def _served_embeddings(export_dir, images, texts):
+    """Brute-force reference: every image and text through the SavedModels."""
+    image_tower = tf.saved_model.load(os.path.join(export_dir,
+                                                   "image_tower", "1"))
+    text_tower = tf.saved_model.load(os.path.join(export_dir, "text_tower",
+                                                  "1"))
+    image_bytes = [tf.io.read_file(str(path)) for path in images]
+    return (image_tower.signatures["serving_default"](
+                image_bytes=tf.stack(image_bytes))["embedding"].numpy(),
+            text_tower.signatures["serving_default"](
+                text=tf.constant(texts))["embedding"].numpy())
+
+
+def _hits(stdout):
+    return re.findall(r"^\s+\d+\.\s+-?[\d.]+\s+(.+)$", stdout, re.M)
+
+
+def test_text_query_ranks_images_by_cosine(trained_run, photo_folder,
+                                           tmp_path):
+    model_dir, _ = trained_run
+    export_dir = os.path.join(model_dir, "export")
+    folder, captions = photo_folder
+    index_dir = tmp_path / "index"
+    html_path = tmp_path / "hits.html"
+    query = captions[0]
+    result = run_tool("search", f"--export_dir={export_dir}",
+                      f"--images={folder}", f"--query={query}", "--k=3",
+                      f"--index_dir={index_dir}", f"--html={html_path}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    names = sorted(os.listdir(folder))
+    images, texts = _served_embeddings(
+        export_dir, [folder / n for n in names], [query])
+    expected = [names[i] for i in np.argsort(-(texts @ images.T)[0])[:3]]
+    assert _hits(result.stdout) == expected
+    assert "indexed" in result.stdout
+    page = html_path.read_text()
+    assert page.count("<img ") == 3 and "data:image/jpeg;base64," in page
+    assert query in page
+
+
+def test_index_is_reused_until_the_images_change(trained_run, photo_folder,
+                                                 tmp_path):
+    model_dir, _ = trained_run
+    source, _ = photo_folder
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in sorted(os.listdir(source))[:4]:
+        (folder / name).write_bytes((source / name).read_bytes())
+    args = [f"--export_dir={os.path.join(model_dir, 'export')}",
+            f"--images={folder}", "--query=a red circle",
+            f"--index_dir={tmp_path / 'index'}", "--k=10"]
+    first = run_tool("search", *args)
+    again = run_tool("search", *args)
+    assert "4 images" in first.stdout and "(indexed" in first.stdout
+    assert "(cached index" in again.stdout
+    assert _hits(first.stdout) == _hits(again.stdout)
+    (folder / "photo7.png").write_bytes((source / "photo7.png").read_bytes())
+    grown = run_tool("search", *args)
+    assert "5 images" in grown.stdout and "(indexed" in grown.stdout
+    assert "photo7.png" in _hits(grown.stdout)
+
+
+def test_split_of_a_dataset_is_searchable(trained_run, tfds_dir, tmp_path):
+    model_dir, _ = trained_run
+    result = run_tool("search",
+                      f"--export_dir={os.path.join(model_dir, 'export')}",
+                      "--images=shapes/tiny:test", f"--data_dir={tfds_dir}",
+                      "--query=two objects", f"--index_dir={tmp_path}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "40 images" in result.stdout
+    assert len(_hits(result.stdout)) == 5
+
+
+def test_caption_for_an_image_ranks_the_caption_file(trained_run,
+                                                     photo_folder, tmp_path):
+    model_dir, _ = trained_run
+    export_dir = os.path.join(model_dir, "export")
+    folder, captions = photo_folder
+    candidates = captions + ["a yellow star", "three green squares"]
+    caption_file = tmp_path / "captions.txt"
+    caption_file.write_text("\n".join(candidates) + "\n")
+    photo = folder / "photo0.png"
+    result = run_tool("search", f"--export_dir={export_dir}",
+                      f"--captions={caption_file}", f"--caption-for={photo}",
+                      "--k=4")
+    assert result.returncode == 0, result.stderr[-3000:]
+    images, texts = _served_embeddings(export_dir, [photo], candidates)
+    expected = [candidates[i] for i in np.argsort(-(images @ texts.T)[0])[:4]]
+    assert _hits(result.stdout) == expected
+
+
+def test_missing_query_file_is_a_clear_error(trained_run, photo_folder,
+                                             tmp_path):
+    model_dir, _ = trained_run
+    folder, _ = photo_folder
+    result = run_tool("search",
+                      f"--export_dir={os.path.join(model_dir, 'export')}",
+                      f"--images={folder}",
+                      f"--query_file={tmp_path / 'nope.txt'}",
+                      f"--index_dir={tmp_path / 'index'}")
+    assert result.returncode == 2
+    assert "does not exist" in " ".join(result.stderr.split())
+    assert "Traceback" not in result.stderr
+    assert os.listdir(tmp_path) == []
+
+
+def test_export_dir_without_towers_is_a_clear_error(photo_folder, tmp_path):
+    folder, _ = photo_folder
+    result = run_tool("search", f"--export_dir={tmp_path}",
+                      f"--images={folder}", "--query=a red circle")
+    assert result.returncode == 2
+    assert "No exported image_tower" in " ".join(result.stderr.split())
+    assert "Traceback" not in result.stderr

@@ -1,0 +1,139 @@
+"""An image collection embedded once by an exported image tower, cached.
+
+A collection is a folder of JPEG/PNG files or a dataset split
+("shapes:test"). Its embeddings are kept as `embeddings.npy` beside a
+`manifest.json` naming the tower and every image (with size and mtime for
+files); the next search reuses them while both match, and embeds again when
+an image is added, removed or changed, or the tower is re-exported.
+"""
+
+import dataclasses
+import hashlib
+import json
+import os
+import re
+
+import numpy as np
+import tensorflow as tf
+from tqdm import tqdm
+
+from vse_tf import cli
+from vse_tf import io_utils
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+EMBEDDINGS = "embeddings.npy"
+MANIFEST = "manifest.json"
+
+
+@dataclasses.dataclass
+class Collection:
+    """Images to search: their names, a fingerprint, and a byte reader."""
+    source: str
+    names: list
+    fingerprint: list
+    read: callable  # index -> encoded image bytes
+
+    def __len__(self):
+        return len(self.names)
+
+
+def open_collection(spec, data_dir=None):
+    """A folder path, or DATASET:SPLIT such as "shapes:test"."""
+    if os.path.isdir(spec):
+        return _folder(spec)
+    if ":" in spec and not os.path.exists(spec):
+        return _split(spec, data_dir)
+    raise cli.UserError(
+        f"--images={spec!r} is neither a folder of JPEG/PNG images nor a "
+        "dataset split written DATASET:SPLIT (e.g. shapes:test).")
+
+
+def _folder(path):
+    path = os.path.abspath(path)
+    names = sorted(name for name in os.listdir(path)
+                   if name.lower().endswith(IMAGE_SUFFIXES) and
+                   os.path.isfile(os.path.join(path, name)))
+    if not names:
+        raise cli.UserError(
+            f"No images in {path!r}: expected files ending in "
+            f"{', '.join(IMAGE_SUFFIXES)}.")
+    stats = [os.stat(os.path.join(path, name)) for name in names]
+    fingerprint = [[name, s.st_size, s.st_mtime_ns]
+                   for name, s in zip(names, stats)]
+
+    def read(index):
+        with open(os.path.join(path, names[index]), "rb") as f:
+            return f.read()
+
+    return Collection(path, names, fingerprint, read)
+
+
+def _split(spec, data_dir):
+    from vse_tf.data import pipeline  # TFDS only when a split is asked for
+    dataset, split = spec.rsplit(":", 1)
+    examples = pipeline.load_examples(dataset, split, data_dir)
+    encoded = examples.map(
+        lambda e: (tf.io.encode_png(e["image"]), e["image_id"]),
+        num_parallel_calls=tf.data.AUTOTUNE)
+    images, ids = [], []
+    for png, image_id in encoded.as_numpy_iterator():
+        images.append(png)
+        ids.append(int(image_id))
+    names = [f"{spec}/{image_id}" for image_id in ids]
+    return Collection(spec, names, names, images.__getitem__)
+
+
+def default_index_dir(export_dir, collection):
+    """EXPORT/search_index/<readable name>-<hash of the source>."""
+    slug = re.sub(r"[^\w.-]+", "_", collection.source).strip("_")[-40:]
+    digest = hashlib.sha1(collection.source.encode()).hexdigest()[:8]
+    return os.path.join(export_dir, "search_index", f"{slug}-{digest}")
+
+
+def _tower_identity(tower_dir):
+    stat = os.stat(os.path.join(tower_dir, "saved_model.pb"))
+    return [os.path.abspath(tower_dir), stat.st_size, stat.st_mtime_ns]
+
+
+def embed_images(serve_bytes, collection, batch_size=64, progress=True):
+    """Embeddings [N, D] of every image, in collection order."""
+    chunks = []
+    starts = range(0, len(collection), batch_size)
+    for start in tqdm(starts, desc="Embedding images", unit="batch",
+                      disable=not progress):
+        batch = [collection.read(i) for i in range(
+            start, min(start + batch_size, len(collection)))]
+        try:
+            outputs = serve_bytes(image_bytes=tf.constant(batch))
+        except tf.errors.InvalidArgumentError as error:
+            raise cli.UserError(
+                f"An image in {collection.names[start]!r} .. "
+                f"{collection.names[start + len(batch) - 1]!r} could not be "
+                f"decoded: {error.message.splitlines()[0]}") from error
+        chunks.append(outputs["embedding"].numpy())
+    return np.concatenate(chunks)
+
+
+def load_or_build(collection, serve_bytes, tower_dir, index_dir):
+    """(embeddings [N, D], whether they came from the cache)."""
+    manifest = {"source": collection.source,
+                "image_tower": _tower_identity(tower_dir),
+                "images": collection.fingerprint}
+    manifest_path = os.path.join(index_dir, MANIFEST)
+    embeddings_path = os.path.join(index_dir, EMBEDDINGS)
+    if os.path.exists(manifest_path) and os.path.exists(embeddings_path):
+        with open(manifest_path, encoding="utf-8") as f:
+            cached = json.load(f)
+        if cached == json.loads(json.dumps(manifest)):
+            embeddings = np.load(embeddings_path)
+            if len(embeddings) == len(collection):
+                return embeddings, True
+    embeddings = embed_images(serve_bytes, collection)
+    cli.ensure_writable_dir(index_dir, "index dir")
+    # Embeddings first, manifest last: a crash in between leaves a manifest
+    # that no longer matches, so the next search rebuilds.
+    with io_utils.atomic_path(embeddings_path) as tmp:
+        with open(tmp, "wb") as f:
+            np.save(f, embeddings)
+    io_utils.write_json_atomic(manifest_path, manifest)
+    return embeddings, False
