@@ -1,9 +1,11 @@
-"""Per-epoch retrieval validation and the best checkpoint it selects."""
+"""Callbacks of a training run: validation, backup, divergence guard."""
 
+import math
 import os
 
 import keras
 
+from vse_tf import cli
 from vse_tf import embed
 from vse_tf import io_utils
 
@@ -49,3 +51,72 @@ class RetrievalValidation(keras.callbacks.Callback):
         print(f"\nepoch {epoch + 1}: val rsum {metrics['rsum']:.1f} "
               f"(i2t R@1 {metrics['i2t_r1']:.1f}, t2i R@1 "
               f"{metrics['t2i_r1']:.1f}; best {self.best_rsum:.1f})")
+
+
+class TrainingDiverged(cli.UserError):
+    """The loss became NaN or infinite; the message names the step."""
+
+
+class StopOnNonFiniteLoss(keras.callbacks.Callback):
+    """Stops the run at the first step whose loss is NaN or infinite.
+
+    It raises at once, inside the step's callbacks, so that no epoch-end
+    callback (validation, backup) ever sees the broken weights: the best
+    checkpoint and the backup stay those of the last good epoch.
+    """
+
+    def __init__(self, checkpoint_dir):
+        super().__init__()
+        self.checkpoint_dir = checkpoint_dir
+        self.epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is None or math.isfinite(float(loss)):
+            return
+        step = int(self.model.optimizer.iterations.numpy())
+        state = os.path.join(self.checkpoint_dir, BEST_STATE)
+        kept = (f"The best checkpoint is unchanged: epoch "
+                f"{io_utils.read_json(state)['epoch']} in "
+                f"{self.checkpoint_dir}." if os.path.exists(state) else
+                "No epoch finished, so there is no checkpoint.")
+        raise TrainingDiverged(
+            f"Training stopped at step {step} (epoch {self.epoch + 1}, batch "
+            f"{batch + 1}): the loss is {float(loss)}. {kept} Lower the "
+            "learning rate, set make_optimizer.global_clipnorm, or check "
+            "the inputs of that step.")
+
+
+class BackupAndRestore(keras.callbacks.BackupAndRestore):
+    """Keras's epoch backup, made safe against a kill at any moment.
+
+    Keras writes the weights file, then the epoch file, both in place: a kill
+    in between leaves a truncated file or an epoch that does not match the
+    weights. Here each file is written to a temporary name and renamed, and
+    a restore takes the epoch from the optimizer's step count stored with
+    the weights, so the two can never disagree.
+    """
+
+    def __init__(self, backup_dir, steps_per_epoch):
+        super().__init__(backup_dir, save_freq="epoch",
+                         delete_checkpoint=False)
+        self.steps_per_epoch = steps_per_epoch
+
+    def _save_model(self):
+        with io_utils.atomic_path(self._weights_path) as tmp:
+            self.model.save_weights(tmp)
+        io_utils.write_json_atomic(
+            self._training_metadata_path,
+            {"epoch": self._current_epoch, "batch": 0,
+             "step": int(self.model.optimizer.iterations.numpy())})
+
+    def _load_model(self):
+        super()._load_model()
+        if os.path.exists(self._weights_path):
+            step = int(self.model.optimizer.iterations.numpy())
+            self.model._initial_epoch = step // self.steps_per_epoch
+            print(f"Resuming from {self.backup_dir}: epoch "
+                  f"{self.model._initial_epoch}, step {step}.")

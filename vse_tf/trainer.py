@@ -29,7 +29,8 @@ from vse_tf import export_lib
 from vse_tf import io_utils
 from vse_tf import optimizers
 from vse_tf import projector_lib
-from vse_tf.callbacks import BEST_WEIGHTS, RetrievalValidation
+from vse_tf import callbacks
+from vse_tf.callbacks import BEST_WEIGHTS
 from vse_tf.data import pipeline
 from vse_tf.models import dual_encoder
 from vse_tf.models import text_towers
@@ -125,11 +126,12 @@ def train(model_dir,
     model.fit(
         train_batches, epochs=epochs, steps_per_epoch=steps_per_epoch,
         callbacks=[
-            # First, so that the callbacks after it log its val metrics.
-            RetrievalValidation(val_examples, checkpoint_dir),
-            keras.callbacks.BackupAndRestore(
-                os.path.join(checkpoint_dir, "backup"),
-                delete_checkpoint=False),
+            # Raises before any epoch-end callback can save broken weights.
+            callbacks.StopOnNonFiniteLoss(checkpoint_dir),
+            # Before the rest, so that they log its val metrics.
+            callbacks.RetrievalValidation(val_examples, checkpoint_dir),
+            callbacks.BackupAndRestore(
+                os.path.join(checkpoint_dir, "backup"), steps_per_epoch),
             keras.callbacks.TensorBoard(os.path.join(model_dir, "logs")),
         ],
         verbose=2 if os.environ.get("VSE_TF_QUIET_PROGRESS") else "auto")
