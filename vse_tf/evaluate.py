@@ -24,22 +24,12 @@ flags.DEFINE_string("output", None, "Where to write the metrics JSON.")
 FLAGS = cli.FLAGS
 
 
-def evaluate_run(model_dir, data_dir=None, split="test", folds=1):
-    """(dataset name, metrics of the best checkpoint in `model_dir`)."""
-    model = runs.load_trained_model(model_dir)
-    dataset = runs.train_argument("dataset")
-    examples = pipeline.load_examples(dataset, split, data_dir)
-    return dataset, embed.evaluate_model(model, examples, folds=folds)
-
-
 def main(argv):
     del argv
-    if not FLAGS.model_dir:
-        raise cli.UserError("--model_dir is required: the folder of a "
-                            "training run.")
-    runs.load_gin_for_run(FLAGS.model_dir, FLAGS.gin_file, FLAGS.gin_bindings)
-    dataset, metrics = evaluate_run(FLAGS.model_dir, FLAGS.data_dir,
-                                    FLAGS.split, FLAGS.folds)
+    model = runs.load_from_flags(FLAGS)
+    dataset = runs.train_argument("dataset")
+    examples = pipeline.load_examples(dataset, FLAGS.split, FLAGS.data_dir)
+    metrics = embed.evaluate_model(model, examples, folds=FLAGS.folds)
     print(evaluation.format_table(
         metrics, title=f"{dataset} {FLAGS.split} ({FLAGS.folds} fold(s)):"))
     name = ("metrics.json" if FLAGS.split == "test" and FLAGS.folds == 1 else

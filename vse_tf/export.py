@@ -23,11 +23,7 @@ FLAGS = cli.FLAGS
 
 def main(argv):
     del argv
-    if not FLAGS.model_dir:
-        raise cli.UserError("--model_dir is required: the folder of a "
-                            "training run.")
-    runs.load_gin_for_run(FLAGS.model_dir, FLAGS.gin_file, FLAGS.gin_bindings)
-    model = runs.load_trained_model(FLAGS.model_dir)
+    model = runs.load_from_flags(FLAGS)
     export_dir = FLAGS.export_dir or os.path.join(FLAGS.model_dir, "export")
     version = export_lib.export_towers(model, export_dir, FLAGS.version)
     for tower in export_lib.TOWERS:

@@ -27,16 +27,13 @@ FLAGS = cli.FLAGS
 
 def main(argv):
     del argv
-    if not FLAGS.model_dir:
-        raise cli.UserError("--model_dir is required: the folder of a "
-                            "training run.")
-    runs.load_gin_for_run(FLAGS.model_dir, FLAGS.gin_file, FLAGS.gin_bindings)
-    model = runs.load_trained_model(FLAGS.model_dir)
+    model = runs.load_from_flags(FLAGS)
     examples = pipeline.load_examples(runs.train_argument("dataset"),
                                       FLAGS.split, FLAGS.data_dir)
     log_dir = FLAGS.projector_dir or os.path.join(FLAGS.model_dir,
                                                   "projector")
-    count = projector_lib.write_projector(model, examples, log_dir, FLAGS.max_images)
+    count = projector_lib.write_projector(model, examples, log_dir,
+                                         FLAGS.max_images)
     print(f"Wrote {count} points to {log_dir}; view them with "
           f"`tensorboard --logdir {log_dir}` (Projector tab).")
 

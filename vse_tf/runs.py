@@ -46,6 +46,15 @@ def load_trained_model(model_dir):
     return model
 
 
+def load_from_flags(flags):
+    """The model of --model_dir, configured by its own gin or --gin_file."""
+    if not flags.model_dir:
+        raise cli.UserError("--model_dir is required: the folder of a "
+                            "training run.")
+    load_gin_for_run(flags.model_dir, flags.gin_file, flags.gin_bindings)
+    return load_trained_model(flags.model_dir)
+
+
 def train_argument(name):
     """What the config gives `train(name=...)`, or its default."""
     try:
