@@ -146,9 +146,9 @@ def train(model_dir,
         version = export_lib.export_towers(model, export_dir)
         print(f"Exported both towers to {export_dir} (version {version}).")
     if projector_images:
-        projector_lib.write_projector(model, test_examples,
-                                  os.path.join(model_dir, "projector"),
-                                  projector_images)
+        projector_lib.write_projector(
+            model, test_examples, os.path.join(model_dir, "projector"),
+            projector_images)
     print(evaluation.format_table(
         metrics, title=f"\nTest metrics of the best checkpoint ({dataset}, "
         f"{time.time() - started:.0f} s):"))
