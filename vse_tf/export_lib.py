@@ -18,18 +18,18 @@ sees half a model; an existing version is never overwritten.
 
 import os
 import re
-import shutil
-import tempfile
 
 import keras
 import tensorflow as tf
 
 from vse_tf import cli
+from vse_tf import io_utils
 from vse_tf.data import images
 
 IMAGE_TOWER = "image_tower"
 TEXT_TOWER = "text_tower"
 TOWERS = (IMAGE_TOWER, TEXT_TOWER)
+
 
 def versions(export_dir, tower):
     """The version numbers already exported for `tower`, ascending."""
@@ -112,14 +112,11 @@ def export_towers(model, export_dir, version=None):
                 TEXT_TOWER: text_tower_archive(model.text_tower)}
     cli.ensure_writable_dir(export_dir, "export dir")
     # Both towers are written in full before either is renamed into place.
-    staging = tempfile.mkdtemp(prefix=".tmp-export-", dir=export_dir)
-    try:
+    with io_utils.staging_dir(export_dir, "export") as staging:
         for tower, archive in archives.items():
             archive.write_out(os.path.join(staging, tower), verbose=False)
         for tower in TOWERS:
             os.makedirs(os.path.join(export_dir, tower), exist_ok=True)
             os.rename(os.path.join(staging, tower),
                       os.path.join(export_dir, tower, str(version)))
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return version

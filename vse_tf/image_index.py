@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import re
+from typing import Callable
 
 import numpy as np
 import tensorflow as tf
@@ -31,7 +32,7 @@ class Collection:
     source: str
     names: list
     fingerprint: list
-    read: callable  # index -> encoded image bytes
+    read: Callable[[int], bytes]  # index -> encoded image bytes
 
     def __len__(self):
         return len(self.names)

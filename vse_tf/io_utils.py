@@ -3,6 +3,7 @@
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 
 
@@ -24,6 +25,29 @@ def atomic_path(path):
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+@contextlib.contextmanager
+def staging_dir(parent, name):
+    """Yields a new hidden folder in `parent`; removed with what is left.
+
+    Being on the same file system as its destination, what is built in it
+    can be renamed into place atomically, a folder at a time.
+    """
+    os.makedirs(parent, exist_ok=True)
+    path = tempfile.mkdtemp(prefix=f".tmp-{name}-", dir=parent)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def replace_dir(source, target):
+    """Renames the folder `source` onto `target`, moving an old one out."""
+    with staging_dir(os.path.dirname(target), "old") as old:
+        if os.path.exists(target):
+            os.rename(target, os.path.join(old, "dir"))
+        os.rename(source, target)
 
 
 def write_text_atomic(path, text):

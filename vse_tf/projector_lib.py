@@ -16,8 +16,6 @@ reads half of one.
 """
 
 import os
-import shutil
-import tempfile
 
 import numpy as np
 import tensorflow as tf
@@ -27,6 +25,7 @@ from tensorboard.plugins.projector import projector_config_pb2
 
 from vse_tf import cli
 from vse_tf import embed
+from vse_tf import io_utils
 
 TENSOR_NAME = "joint_space"
 EMBEDDINGS = "embeddings.tsv"
@@ -66,7 +65,8 @@ def write_projector(model, examples, log_dir, max_images=500):
     Returns:
       The number of points (images + captions).
     """
-    examples = examples.take(max_images)
+    # Cached: read once for the metadata and sprite, again for embedding.
+    examples = examples.take(max_images).cache()
     pictures, captions, image_ids = [], [], []
     for example in tfds.as_numpy(examples):
         pictures.append(example["image"])
@@ -74,15 +74,15 @@ def write_projector(model, examples, log_dir, max_images=500):
         image_ids.append(int(example["image_id"]))
     if not pictures:
         raise cli.UserError("The split has no images to project.")
-    image_embeddings, text_embeddings, _ = embed.embed_examples(model,
-                                                                examples)
-    points = np.concatenate([image_embeddings, text_embeddings])
     rows = ["modality\timage_id\ttext"]
     rows += [f"image\t{i}\t{_clean(c[0])}"
              for i, c in zip(image_ids, captions)]
     rows += [f"caption\t{i}\t{_clean(caption)}"
              for i, c in zip(image_ids, captions) for caption in c]
-    sprite = _sprite(np.stack(pictures), len(points))
+    sprite = _sprite(np.stack(pictures), len(rows) - 1)
+    image_embeddings, text_embeddings, _ = embed.embed_examples(model,
+                                                                examples)
+    points = np.concatenate([image_embeddings, text_embeddings])
 
     config = projector_config_pb2.ProjectorConfig()
     embedding = config.embeddings.add()
@@ -95,8 +95,7 @@ def write_projector(model, examples, log_dir, max_images=500):
     log_dir = os.path.abspath(log_dir)
     parent = os.path.dirname(log_dir)
     cli.ensure_writable_dir(parent, "projector dir")
-    staging = tempfile.mkdtemp(prefix=".tmp-projector-", dir=parent)
-    try:
+    with io_utils.staging_dir(parent, "projector") as staging:
         np.savetxt(os.path.join(staging, EMBEDDINGS), points, fmt="%.6g",
                    delimiter="\t")
         with open(os.path.join(staging, METADATA), "w",
@@ -106,18 +105,6 @@ def write_projector(model, examples, log_dir, max_images=500):
                          tf.io.encode_png(sprite))
         with open(os.path.join(staging, CONFIG), "w") as f:
             f.write(text_format.MessageToString(config))
-        _replace_dir(staging, log_dir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        io_utils.replace_dir(staging, log_dir)
     return len(points)
 
-
-def _replace_dir(source, target):
-    """Renames `source` onto `target`, moving an old `target` out first."""
-    old = None
-    if os.path.exists(target):
-        old = tempfile.mkdtemp(prefix=".tmp-old-", dir=os.path.dirname(target))
-        os.rename(target, os.path.join(old, "dir"))
-    os.rename(source, target)
-    if old:
-        shutil.rmtree(old, ignore_errors=True)

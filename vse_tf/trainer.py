@@ -21,6 +21,7 @@ import warnings
 import gin
 import keras
 
+from vse_tf import callbacks
 from vse_tf import cli
 from vse_tf import distribute
 from vse_tf import embed
@@ -29,7 +30,6 @@ from vse_tf import export_lib
 from vse_tf import io_utils
 from vse_tf import optimizers
 from vse_tf import projector_lib
-from vse_tf import callbacks
 from vse_tf.callbacks import BEST_WEIGHTS
 from vse_tf.data import pipeline
 from vse_tf.models import dual_encoder
