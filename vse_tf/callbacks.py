@@ -98,18 +98,26 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
     weights. Here each file is written to a temporary name and renamed, and
     a restore takes the epoch from the optimizer's step count stored with
     the weights, so the two can never disagree.
+
+    Every worker of a multi-worker run restores from `backup_dir` (the
+    chief's), so all resume at the same step; each writes to its own
+    `write_dir` (the chief's is `backup_dir`).
     """
 
-    def __init__(self, backup_dir, steps_per_epoch):
+    def __init__(self, backup_dir, steps_per_epoch, write_dir=None):
         super().__init__(backup_dir, save_freq="epoch",
                          delete_checkpoint=False)
         self.steps_per_epoch = steps_per_epoch
+        self.write_dir = write_dir or backup_dir
 
     def _save_model(self):
-        with io_utils.atomic_path(self._weights_path) as tmp:
+        os.makedirs(self.write_dir, exist_ok=True)
+        with io_utils.atomic_path(os.path.join(
+                self.write_dir, os.path.basename(self._weights_path))) as tmp:
             self.model.save_weights(tmp)
         io_utils.write_json_atomic(
-            self._training_metadata_path,
+            os.path.join(self.write_dir,
+                         os.path.basename(self._training_metadata_path)),
             {"epoch": self._current_epoch, "batch": 0,
              "step": int(self.model.optimizer.iterations.numpy())})
 

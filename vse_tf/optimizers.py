@@ -1,15 +1,43 @@
 """The optimizer a gin file chooses."""
 
+import math
+
 import gin
 import keras
 
+from vse_tf import cli
+
 OPTIMIZERS = {"adam": keras.optimizers.Adam, "adamw": keras.optimizers.AdamW,
               "sgd": keras.optimizers.SGD}
+SCALINGS = {None: lambda ratio: 1.0, "linear": lambda ratio: ratio,
+            "sqrt": math.sqrt}
+
+
+@keras.saving.register_keras_serializable(package="vse_tf")
+class ScaledSchedule(keras.optimizers.schedules.LearningRateSchedule):
+    """A learning-rate schedule multiplied by a constant."""
+
+    def __init__(self, schedule, factor):
+        self.schedule = schedule
+        self.factor = factor
+
+    def __call__(self, step):
+        return self.schedule(step) * self.factor
+
+    def get_config(self):
+        return {"schedule": keras.optimizers.schedules.serialize(
+            self.schedule), "factor": self.factor}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(keras.optimizers.schedules.deserialize(
+            config["schedule"]), config["factor"])
 
 
 @gin.configurable
 def make_optimizer(name="adam", learning_rate=2e-4, global_clipnorm=2.0,
-                   **kwargs):
+                   scale_learning_rate=None, base_batch_size=128,
+                   global_batch_size=None, **kwargs):
     """An optimizer from `OPTIMIZERS`.
 
     Args:
@@ -18,10 +46,28 @@ def make_optimizer(name="adam", learning_rate=2e-4, global_clipnorm=2.0,
         (bind one in gin: `@keras.optimizers.schedules.PiecewiseConstantDecay()`).
       global_clipnorm: clip the gradient's global norm (VSE++: 2.0); None
         disables clipping.
+      scale_learning_rate: None keeps `learning_rate` whatever the batch;
+        "linear" multiplies it by global_batch_size / base_batch_size (Goyal
+        et al., 2017, for SGD), "sqrt" by the square root of that ratio
+        (the usual rule for Adam). For growing the batch with the number of
+        replicas while keeping a tuned learning rate.
+      base_batch_size: the global batch `learning_rate` was tuned for.
+      global_batch_size: the run's global batch (the trainer passes it).
       **kwargs: passed on to the optimizer.
     """
     if name not in OPTIMIZERS:
-        raise ValueError(f"Unknown optimizer {name!r}; choose one of "
+        raise cli.UserError(f"Unknown optimizer {name!r}; choose one of "
                          f"{sorted(OPTIMIZERS)}.")
+    if scale_learning_rate not in SCALINGS:
+        raise cli.UserError(
+            f"Unknown make_optimizer.scale_learning_rate "
+            f"{scale_learning_rate!r}; use None, 'linear' or 'sqrt'.")
+    if scale_learning_rate and global_batch_size:
+        factor = SCALINGS[scale_learning_rate](
+            global_batch_size / base_batch_size)
+        if callable(learning_rate):
+            learning_rate = ScaledSchedule(learning_rate, factor)
+        else:
+            learning_rate = learning_rate * factor
     return OPTIMIZERS[name](learning_rate=learning_rate,
                             global_clipnorm=global_clipnorm, **kwargs)

@@ -14,6 +14,7 @@
                          projector (see vse_tf.projector_lib)
 """
 
+import contextlib
 import os
 import time
 import warnings
@@ -23,6 +24,7 @@ import keras
 
 from vse_tf import callbacks
 from vse_tf import cli
+from vse_tf import compatibility
 from vse_tf import distribute
 from vse_tf import embed
 from vse_tf import evaluation
@@ -37,24 +39,32 @@ from vse_tf.models import text_towers
 
 VOCABULARY = "vocabulary.txt"
 METRICS = "metrics.json"
+PRECISIONS = (None, "float32", "mixed_float16", "mixed_bfloat16")
 
 
-def load_or_build_vocabulary(model_dir, train_examples, max_tokens):
-    """The run's vocabulary: read back on resume, else adapted and saved."""
+def load_or_build_vocabulary(model_dir, output_dir, train_examples,
+                             max_tokens):
+    """The run's vocabulary: read back on resume, else adapted and saved.
+
+    Every worker of a multi-worker run adapts the same vocabulary from the
+    same data; only the chief's output_dir is the model dir.
+    """
     path = os.path.join(model_dir, VOCABULARY)
     if os.path.exists(path):
         return text_towers.load_vocabulary(path)
     vocabulary = text_towers.build_vocabulary(
         pipeline.training_captions(train_examples), max_tokens)
-    text_towers.save_vocabulary(vocabulary, path)
+    text_towers.save_vocabulary(vocabulary,
+                                os.path.join(output_dir, VOCABULARY))
     return vocabulary
 
 
-def build_model(vocabulary, loss=None):
+def build_model(vocabulary, loss=None, global_batch_size=None):
     """The dual encoder as gin configures it, built and compiled."""
     model = dual_encoder.build_dual_encoder(vocabulary)
     model(model.dummy_inputs())  # creates the weights before any restore
-    model.compile(optimizer=optimizers.make_optimizer(), loss=loss)
+    model.compile(optimizer=optimizers.make_optimizer(
+        global_batch_size=global_batch_size), loss=loss)
     return model
 
 
@@ -74,6 +84,8 @@ def train(model_dir,
           loss=gin.REQUIRED,
           max_vocabulary=10_000,
           seed=0,
+          mixed_precision=None,
+          jit_compile=False,
           export=True,
           projector_images=500):
     """Trains, validates each epoch, and scores the best checkpoint on test.
@@ -85,58 +97,90 @@ def train(model_dir,
       epochs: passes, each of `steps_per_epoch` steps.
       steps_per_epoch: None is one pass over every caption of the train
         split.
-      batch_size: global batch (image-caption pairs), split over replicas.
+      batch_size: global batch (image-caption pairs), split evenly over the
+        replicas of all workers.
       loss: a `vse_tf.losses` objective.
       max_vocabulary: size of the text tower's vocabulary.
       seed: seeds weights and data order.
+      mixed_precision: None (float32), "mixed_float16" (GPUs; with dynamic
+        loss scaling) or "mixed_bfloat16" (TPUs, recent GPUs and CPUs).
+        Variables, embeddings and losses stay float32.
+      jit_compile: compile both towers, forward and backward, with XLA.
       export: whether to export the best checkpoint's towers to
         model_dir/export at the end (as a new version).
       projector_images: test images (with their captions) written for
         TensorBoard's projector at the end; 0 writes none.
 
     Returns:
-      The test metrics, as in metrics.json.
+      The test metrics, as in metrics.json (None on a non-chief worker).
     """
     started = time.time()
+    # First: a multi-worker strategy must set up collectives before
+    # TensorFlow runs anything.
+    strategy = distribute.get_strategy()
+    distribute.check_batch_size(batch_size, strategy)
     keras.utils.set_random_seed(seed)
     cli.ensure_writable_dir(model_dir)
-    checkpoint_dir = os.path.join(model_dir, "checkpoints")
     train_examples = pipeline.load_examples(dataset, "train", data_dir)
     val_examples = pipeline.load_examples(dataset, "val", data_dir)
+    pairs = pipeline.num_examples(dataset, "train", data_dir) * (
+        train_examples.element_spec["captions"].shape[0])
+    if batch_size > pairs:
+        raise cli.UserError(
+            f"train.batch_size = {batch_size} is larger than the train split "
+            f"of {dataset!r}, which has {pairs} image-caption pairs; one "
+            "batch would repeat pairs. Use a batch of at most that size.")
     if steps_per_epoch is None:
-        pairs = pipeline.num_examples(dataset, "train", data_dir) * (
-            train_examples.element_spec["captions"].shape[0])
         steps_per_epoch = max(pairs // batch_size, 1)
-    vocabulary = load_or_build_vocabulary(model_dir, train_examples,
-                                          max_vocabulary)
 
-    strategy = distribute.get_strategy()
-    train_batches = pipeline.training_pairs(train_examples, batch_size,
-                                            seed=seed)
-    with strategy.scope():
-        model = build_model(vocabulary, loss)
-    write_operative_config(model_dir)
-    print(f"Training on {dataset} with {type(loss).__name__}: {epochs} "
-          f"epochs x {steps_per_epoch} steps of {batch_size} pairs, "
-          f"{strategy.num_replicas_in_sync} replica(s).")
+    with distribute.WorkerDir(model_dir, strategy) as worker, \
+            _precision_policy(mixed_precision):
+        vocabulary = load_or_build_vocabulary(model_dir, worker.path,
+                                              train_examples, max_vocabulary)
+        with strategy.scope():
+            model = build_model(vocabulary, loss,
+                                global_batch_size=batch_size)
+        model.compile_towers(jit_compile)
+        _log_caption_lengths(train_examples, model)
+        # Every worker reads the chief's checkpoints to resume, and writes
+        # its own.
+        checkpoint_dir = os.path.join(worker.path, "checkpoints")
+        backup_dir = os.path.join(model_dir, "checkpoints", "backup")
+        compatibility.check_model_dir(model_dir, os.path.exists(backup_dir))
+        write_operative_config(worker.path)
+        print(f"Training on {dataset} with {type(loss).__name__}: {epochs} "
+              f"epochs x {steps_per_epoch} steps of {batch_size} pairs, "
+              f"{strategy.num_replicas_in_sync} replica(s).")
 
-    # Keras warns that fit's shuffle does not apply to a tf.data input; the
-    # pipeline shuffles images and pairs itself.
-    warnings.filterwarnings("ignore", message="`shuffle=True` was passed")
-    model.fit(
-        train_batches, epochs=epochs, steps_per_epoch=steps_per_epoch,
-        callbacks=[
-            # Raises before any epoch-end callback can save broken weights.
-            callbacks.StopOnNonFiniteLoss(checkpoint_dir),
-            # Before the rest, so that they log its val metrics.
-            callbacks.RetrievalValidation(val_examples, checkpoint_dir),
-            callbacks.BackupAndRestore(
-                os.path.join(checkpoint_dir, "backup"), steps_per_epoch),
-            keras.callbacks.TensorBoard(os.path.join(model_dir, "logs")),
-        ],
-        verbose=2 if os.environ.get("VSE_TF_QUIET_PROGRESS") else "auto")
+        # Keras warns that fit's shuffle does not apply to a tf.data input;
+        # the pipeline shuffles images and pairs itself.
+        warnings.filterwarnings("ignore", message="`shuffle=True` was passed")
+        model.fit(
+            pipeline.training_pairs(train_examples, batch_size, seed=seed),
+            epochs=epochs, steps_per_epoch=steps_per_epoch,
+            callbacks=[
+                # Raises before any epoch-end callback can save broken
+                # weights.
+                callbacks.StopOnNonFiniteLoss(checkpoint_dir),
+                # Before the rest, so that they log its val metrics.
+                callbacks.RetrievalValidation(val_examples, checkpoint_dir),
+                callbacks.BackupAndRestore(
+                    backup_dir, steps_per_epoch,
+                    write_dir=os.path.join(checkpoint_dir, "backup")),
+                keras.callbacks.TensorBoard(os.path.join(worker.path,
+                                                         "logs")),
+            ],
+            verbose=2 if os.environ.get("VSE_TF_QUIET_PROGRESS") else "auto")
+        if not worker.is_chief:
+            return None
+        return _finish(model, model_dir, dataset, data_dir, export,
+                       projector_images, started)
 
-    model.load_weights(os.path.join(checkpoint_dir, BEST_WEIGHTS))
+
+def _finish(model, model_dir, dataset, data_dir, export, projector_images,
+            started):
+    """Test metrics, export and projector of the best checkpoint."""
+    model.load_weights(os.path.join(model_dir, "checkpoints", BEST_WEIGHTS))
     test_examples = pipeline.load_examples(dataset, "test", data_dir)
     metrics = embed.evaluate_model(model, test_examples)
     io_utils.write_json_atomic(os.path.join(model_dir, METRICS), metrics)
@@ -153,3 +197,29 @@ def train(model_dir,
         metrics, title=f"\nTest metrics of the best checkpoint ({dataset}, "
         f"{time.time() - started:.0f} s):"))
     return metrics
+
+
+@contextlib.contextmanager
+def _precision_policy(name):
+    """Keras's global dtype policy for the models built inside."""
+    if name not in PRECISIONS:
+        raise cli.UserError(
+            f"Unknown train.mixed_precision {name!r}; use None, "
+            "'mixed_float16' or 'mixed_bfloat16'.")
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(name or "float32")
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
+def _log_caption_lengths(train_examples, model):
+    max_length = model.tokenizer.output_shape[-1]
+    cut, empty, total = text_towers.count_long_captions(
+        pipeline.training_captions(train_examples), max_length)
+    if cut or empty:
+        print(f"Train captions: {cut} of {total} ({100 * cut / total:.1f}%) "
+              f"are longer than {max_length - 1} words and are cut there "
+              f"(build_text_tower.max_length = {max_length}); {empty} are "
+              "empty and embed as the start token alone.")

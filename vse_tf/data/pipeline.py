@@ -83,10 +83,17 @@ def training_pairs(examples, batch_size, image_shuffle_buffer=20_000,
     pairs = examples.repeat().flat_map(to_pairs)
     pairs = pairs.shuffle(pair_shuffle_buffer, seed=seed)
     pairs = pairs.batch(batch_size, drop_remainder=True)
-    return pairs.map(
+    pairs = pairs.map(
         lambda image, caption, image_id: (
             {"image": _pixels(image), "caption": caption}, image_id),
         num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    # Across workers, split each global batch rather than the source files:
+    # worker k takes the k-th slice of every batch one process would make,
+    # so a multi-worker run trains on the very batches of a single one.
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = (
+        tf.data.experimental.AutoShardPolicy.DATA)
+    return pairs.with_options(options)
 
 
 def evaluation_batches(examples, batch_size=250):

@@ -1,11 +1,11 @@
 """The dual encoder: an image tower and a text tower trained jointly."""
 
 import math
+import weakref
 
 import gin
 import keras
 import tensorflow as tf
-from keras.src.losses.loss import unscale_loss_for_distribution
 
 from vse_tf.models import image_towers
 from vse_tf.models import text_towers
@@ -42,6 +42,30 @@ class DualEncoder(keras.Model):
                 initializer=keras.initializers.Constant(
                     math.log(learnable_temperature)))
         self.loss_tracker = keras.metrics.Mean(name="loss")
+        self.jit_compile_towers = False
+
+    def compile_towers(self, jit_compile):
+        """Whether training runs both towers (forward and backward) as XLA.
+
+        Keras's own `compile(jit_compile=True)` would compile the whole step,
+        which fails on the text tower's string ops; here tokenization stays
+        outside, and everything from pixels and token ids to embeddings is
+        compiled. The loss is not: its cross-replica gather is a collective.
+        """
+        # A training option, not part of the architecture or the config.
+        self.jit_compile_towers = bool(jit_compile)
+
+    def _encode(self, pixels, tokens):
+        return (self.image_tower(pixels, training=True),
+                self.text_encoder(tokens, training=True))
+
+    @property
+    def tokenizer(self):
+        return self.text_tower.get_layer(text_towers.TOKENIZER)
+
+    @property
+    def text_encoder(self):
+        return self.text_tower.get_layer(text_towers.ENCODER)
 
     def call(self, inputs, training=False):
         outputs = {
@@ -80,8 +104,14 @@ class DualEncoder(keras.Model):
 
     def train_step(self, data):
         inputs, image_ids = data
+        tokens = self.tokenizer(inputs["caption"])
         with tf.GradientTape() as tape:
-            outputs = self(inputs, training=True)
+            encode = (_xla_encoder(self) if self.jit_compile_towers else
+                      self._encode)
+            image, text = encode(inputs["image"], tokens)
+            outputs = {"image": image, "text": text}
+            if self.log_temperature is not None:
+                outputs["temperature"] = self.temperature()
             # A replica's value is scaled by 1/replicas (Keras's reduction),
             # so gradients summed over replicas are the global-batch ones.
             loss = self.loss(image_ids, outputs)
@@ -95,10 +125,21 @@ class DualEncoder(keras.Model):
         return self._log(self.loss(image_ids, self(inputs, training=False)))
 
     def _log(self, loss):
-        self.loss_tracker.update_state(unscale_loss_for_distribution(loss))
+        # The replicas' shares add up to the loss of the whole global batch,
+        # the value one device would log on it, whatever the strategy.
+        context = tf.distribute.get_replica_context()
+        if context is not None:
+            loss = context.all_reduce("sum", loss)
+        self.loss_tracker.update_state(loss)
         logs = {"loss": self.loss_tracker.result()}
         if self.log_temperature is not None:
             logs["temperature"] = self.temperature()
+        if isinstance(tf.distribute.get_strategy(),
+                      tf.distribute.MultiWorkerMirroredStrategy):
+            # Keras 3.15 reduces multi-worker logs with a MEAN along axis 0,
+            # which fails on scalars; as [1] vectors they reduce to scalars.
+            logs = {name: tf.reshape(value, [1])
+                    for name, value in logs.items()}
         return logs
 
     def get_config(self):
@@ -117,6 +158,20 @@ class DualEncoder(keras.Model):
         for tower in ("image_tower", "text_tower"):
             config[tower] = keras.layers.deserialize(config[tower])
         return cls(**config)
+
+
+# Kept off the model, so that no SavedModel of it tries to save the function.
+_XLA_ENCODERS = weakref.WeakKeyDictionary()
+
+
+def _xla_encoder(model):
+    if model not in _XLA_ENCODERS:
+        # A weak reference: the cached function must not keep its key alive.
+        ref = weakref.ref(model)
+        _XLA_ENCODERS[model] = tf.function(
+            lambda pixels, tokens: ref()._encode(pixels, tokens),
+            jit_compile=True)
+    return _XLA_ENCODERS[model]
 
 
 @gin.configurable

@@ -61,5 +61,7 @@ def build_image_tower(image_size=64,
         keras.layers.GlobalAveragePooling2D(name="mean_pool")(x)])
     x = keras.layers.Dense(hidden_units, activation="relu", name="hidden")(x)
     x = keras.layers.Dense(embedding_dim, name="projection")(x)
-    embedding = keras.layers.UnitNormalization(name="l2_normalize")(x)
+    # float32 under a mixed-precision policy too (see text_towers).
+    embedding = keras.layers.UnitNormalization(
+        name="l2_normalize", dtype="float32")(x)
     return keras.Model(pixels, embedding, name=name)

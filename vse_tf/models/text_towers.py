@@ -16,6 +16,10 @@ STANDARDIZE = "lower_and_strip_punctuation"
 # Starts every caption, as VSE++'s <start>: an empty caption still has one
 # token, so its embedding is a learned unit vector rather than zeros.
 START = "startofcaption"
+# The two halves of a text tower: strings -> token ids (string ops, run on
+# the host) and token ids -> embedding (numeric, can be XLA-compiled).
+TOKENIZER = "tokenizer"
+ENCODER = "text_encoder"
 
 
 @keras.saving.register_keras_serializable(package="vse_tf")
@@ -58,10 +62,15 @@ def build_text_tower(vocabulary,
     """
     vocabulary = [START] + [w for w in vocabulary if w != START]
     text = keras.Input((), dtype="string", name="text")
-    tokens = keras.layers.TextVectorization(
-        standardize=STANDARDIZE, output_sequence_length=max_length,
-        vocabulary=vocabulary, name="tokenize")(
-            PrependWord(START, name="start")(text))
+    tokenizer = keras.Sequential([
+        keras.Input((), dtype="string"),
+        PrependWord(START, name="start"),
+        keras.layers.TextVectorization(
+            standardize=STANDARDIZE, output_sequence_length=max_length,
+            vocabulary=vocabulary, name="tokenize"),
+    ], name=TOKENIZER)
+
+    tokens = keras.Input((max_length,), dtype="int64", name="tokens")
     words = keras.layers.Embedding(
         len(vocabulary) + 2, word_dim, mask_zero=True,
         name="word_embedding")(tokens)
@@ -70,8 +79,35 @@ def build_text_tower(vocabulary,
         gru = keras.layers.Bidirectional(gru, merge_mode="ave", name="bigru")
     x = gru(words)
     x = keras.layers.Dense(embedding_dim, name="projection")(x)
-    embedding = keras.layers.UnitNormalization(name="l2_normalize")(x)
-    return keras.Model(text, embedding, name=name)
+    # float32 under a mixed-precision policy too: the losses and the
+    # exported signatures see float32 unit vectors.
+    embedding = keras.layers.UnitNormalization(
+        name="l2_normalize", dtype="float32")(x)
+    encoder = keras.Model(tokens, embedding, name=ENCODER)
+    return keras.Model(text, encoder(tokenizer(text)), name=name)
+
+
+def count_long_captions(captions, max_length):
+    """(captions cut by `max_length` tokens, empty captions, all captions).
+
+    Args:
+      captions: a tf.data.Dataset of strings.
+      max_length: the tower's token budget, start token included.
+    """
+    words = keras.layers.TextVectorization(
+        standardize=STANDARDIZE, output_mode="int", ragged=True,
+        vocabulary=["x"])  # lengths need no real vocabulary
+
+    def count(batch):
+        lengths = words(batch).row_lengths() + 1  # + the start token
+        return (tf.reduce_sum(tf.cast(lengths > max_length, tf.int64)),
+                tf.reduce_sum(tf.cast(lengths == 1, tf.int64)),
+                tf.size(lengths, tf.int64))
+
+    totals = captions.batch(4096).map(count).reduce(
+        (tf.constant(0, tf.int64),) * 3,
+        lambda total, batch: tuple(a + b for a, b in zip(total, batch)))
+    return tuple(int(t) for t in totals)
 
 
 def build_vocabulary(captions, max_tokens=10_000):
