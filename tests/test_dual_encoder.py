@@ -93,3 +93,46 @@ def test_config_round_trip_rebuilds_both_towers():
     np.testing.assert_allclose(a["text"], b["text"], atol=1e-6)
     np.testing.assert_allclose(a["image"], b["image"], atol=1e-6)
     assert clone.learnable_temperature == 0.07
+
+
+def test_xla_compiled_step_takes_the_same_step():
+    plain = tiny_model()
+    plain(batch()[0])
+    start = [w.numpy() for w in plain.weights]
+    plain_loss, plain_weights = one_step(plain, losses.AllNegativesLoss())
+
+    compiled = tiny_model()
+    compiled(batch()[0])
+    compiled.set_weights(start)
+    compiled.compile_step(jit_compile=True)
+    compiled_loss, compiled_weights = one_step(compiled,
+                                               losses.AllNegativesLoss())
+
+    assert compiled_loss == pytest.approx(plain_loss, rel=1e-5)
+    for a, b in zip(plain_weights, compiled_weights):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_bfloat16_step_is_finite_and_close_to_float32():
+    reference = tiny_model()
+    reference(batch()[0])
+    start = [w.numpy() for w in reference.weights]
+    reference_loss, _ = one_step(reference, losses.AllNegativesLoss())
+
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        mixed = tiny_model()
+        outputs = mixed(batch()[0])
+        mixed.set_weights(start)
+        mixed_loss, mixed_weights = one_step(mixed, losses.AllNegativesLoss())
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+    assert mixed.image_tower.get_layer("conv0").compute_dtype == "bfloat16"
+    # Variables, embeddings and the loss stay float32.
+    assert all(w.dtype == "float32" for w in mixed.weights)
+    assert outputs["image"].dtype == outputs["text"].dtype == tf.float32
+    assert np.isfinite(mixed_loss)
+    # bfloat16 keeps 8 bits of mantissa: close, not equal.
+    assert mixed_loss == pytest.approx(reference_loss, rel=0.05)
+    assert mixed_loss != reference_loss

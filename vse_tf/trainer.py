@@ -105,7 +105,8 @@ def train(model_dir,
       mixed_precision: None (float32), "mixed_float16" (GPUs; with dynamic
         loss scaling) or "mixed_bfloat16" (TPUs, recent GPUs and CPUs).
         Variables, embeddings and losses stay float32.
-      jit_compile: compile both towers, forward and backward, with XLA.
+      jit_compile: run each step's towers, loss and gradients as one XLA
+        program (one replica per process).
       export: whether to export the best checkpoint's towers to
         model_dir/export at the end (as a new version).
       projector_images: test images (with their captions) written for
@@ -123,7 +124,7 @@ def train(model_dir,
     cli.ensure_writable_dir(model_dir)
     train_examples = pipeline.load_examples(dataset, "train", data_dir)
     val_examples = pipeline.load_examples(dataset, "val", data_dir)
-    pairs = pipeline.num_examples(dataset, "train", data_dir) * (
+    pairs = int(train_examples.cardinality()) * (
         train_examples.element_spec["captions"].shape[0])
     if batch_size > pairs:
         raise cli.UserError(
@@ -140,7 +141,12 @@ def train(model_dir,
         with strategy.scope():
             model = build_model(vocabulary, loss,
                                 global_batch_size=batch_size)
-        model.compile_towers(jit_compile)
+        if jit_compile and strategy.num_replicas_in_sync > 1:
+            raise cli.UserError(
+                "train.jit_compile = True needs one replica per process: XLA "
+                "cannot compile the losses' cross-replica gather. Set it to "
+                "False for this run.")
+        model.compile_step(jit_compile)
         _log_caption_lengths(train_examples, model)
         # Every worker reads the chief's checkpoints to resume, and writes
         # its own.

@@ -12,24 +12,26 @@ import os
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from vse_tf.data import karpathy
 from vse_tf.data import shapes
+from vse_tf.data.errors import DatasetError
 
 BUILT_IN = {"shapes": shapes.Shapes}
-
-
-class DatasetError(Exception):
-    """A dataset that is missing or malformed; the message says the fix."""
 
 
 def load_examples(dataset, split, data_dir=None):
     """Per-image examples of `split`, generating a built-in source first.
 
     Args:
-      dataset: a TFDS name, such as "shapes" or "shapes/tiny".
+      dataset: "flickr8k", "flickr30k" or "coco" (raw images read with
+        Karpathy's split files, see `karpathy`), or a TFDS name such as
+        "shapes" or "shapes/tiny".
       split: "train", "val" or "test".
-      data_dir: the TFDS data directory (default: TFDS's own,
-        ~/tensorflow_datasets).
+      data_dir: the datasets' root, also the TFDS data directory (default:
+        TFDS's own, ~/tensorflow_datasets).
     """
+    if dataset in karpathy.DATASETS:
+        return karpathy.load_examples(dataset, split, data_dir)
     builder = _builder(dataset, data_dir)
     if type(builder) in BUILT_IN.values():
         # Drawn locally in seconds: nothing is ever downloaded.
@@ -45,10 +47,6 @@ def load_examples(dataset, split, data_dir=None):
             f"Dataset {dataset!r} has no split {split!r}; it has "
             f"{sorted(builder.info.splits)}.")
     return builder.as_dataset(split=split, shuffle_files=False)
-
-
-def num_examples(dataset, split, data_dir=None):
-    return _builder(dataset, data_dir).info.splits[split].num_examples
 
 
 def _builder(dataset, data_dir):

@@ -42,22 +42,38 @@ class DualEncoder(keras.Model):
                 initializer=keras.initializers.Constant(
                     math.log(learnable_temperature)))
         self.loss_tracker = keras.metrics.Mean(name="loss")
-        self.jit_compile_towers = False
+        self.xla_step = False
 
-    def compile_towers(self, jit_compile):
-        """Whether training runs both towers (forward and backward) as XLA.
+    def compile_step(self, jit_compile):
+        """Whether training runs its numeric part as one XLA program.
 
         Keras's own `compile(jit_compile=True)` would compile the whole step,
-        which fails on the text tower's string ops; here tokenization stays
-        outside, and everything from pixels and token ids to embeddings is
-        compiled. The loss is not: its cross-replica gather is a collective.
-        """
-        # A training option, not part of the architecture or the config.
-        self.jit_compile_towers = bool(jit_compile)
+        which fails on the text tower's string ops. Here tokenization stays
+        outside, and everything from pixels and token ids to the loss and
+        its gradients is compiled; the optimizer update is not.
 
-    def _encode(self, pixels, tokens):
-        return (self.image_tower(pixels, training=True),
-                self.text_encoder(tokens, training=True))
+        XLA cannot compile the losses' cross-replica gather over mirrored
+        variables, so this needs one replica per process.
+        """
+        if jit_compile and self.distribute_strategy.num_replicas_in_sync > 1:
+            raise ValueError(
+                "jit_compile needs one replica: XLA cannot compile the "
+                "cross-replica gather of the losses under "
+                f"{type(self.distribute_strategy).__name__}.")
+        # A training option, not part of the architecture or the config.
+        self.xla_step = bool(jit_compile)
+
+    def _loss_and_gradients(self, pixels, tokens, image_ids):
+        with tf.GradientTape() as tape:
+            outputs = {"image": self.image_tower(pixels, training=True),
+                       "text": self.text_encoder(tokens, training=True)}
+            if self.log_temperature is not None:
+                outputs["temperature"] = self.temperature()
+            # A replica's value is scaled by 1/replicas (Keras's reduction),
+            # so gradients summed over replicas are the global-batch ones.
+            loss = self.loss(image_ids, outputs)
+            scaled_loss = self.optimizer.scale_loss(loss)
+        return loss, tape.gradient(scaled_loss, self.trainable_weights)
 
     @property
     def tokenizer(self):
@@ -105,18 +121,8 @@ class DualEncoder(keras.Model):
     def train_step(self, data):
         inputs, image_ids = data
         tokens = self.tokenizer(inputs["caption"])
-        with tf.GradientTape() as tape:
-            encode = (_xla_encoder(self) if self.jit_compile_towers else
-                      self._encode)
-            image, text = encode(inputs["image"], tokens)
-            outputs = {"image": image, "text": text}
-            if self.log_temperature is not None:
-                outputs["temperature"] = self.temperature()
-            # A replica's value is scaled by 1/replicas (Keras's reduction),
-            # so gradients summed over replicas are the global-batch ones.
-            loss = self.loss(image_ids, outputs)
-            scaled_loss = self.optimizer.scale_loss(loss)
-        gradients = tape.gradient(scaled_loss, self.trainable_weights)
+        step = _xla_step(self) if self.xla_step else self._loss_and_gradients
+        loss, gradients = step(inputs["image"], tokens, image_ids)
         self.optimizer.apply_gradients(zip(gradients, self.trainable_weights))
         return self._log(loss)
 
@@ -161,17 +167,16 @@ class DualEncoder(keras.Model):
 
 
 # Kept off the model, so that no SavedModel of it tries to save the function.
-_XLA_ENCODERS = weakref.WeakKeyDictionary()
+_XLA_STEPS = weakref.WeakKeyDictionary()
 
 
-def _xla_encoder(model):
-    if model not in _XLA_ENCODERS:
+def _xla_step(model):
+    if model not in _XLA_STEPS:
         # A weak reference: the cached function must not keep its key alive.
         ref = weakref.ref(model)
-        _XLA_ENCODERS[model] = tf.function(
-            lambda pixels, tokens: ref()._encode(pixels, tokens),
-            jit_compile=True)
-    return _XLA_ENCODERS[model]
+        _XLA_STEPS[model] = tf.function(
+            lambda *args: ref()._loss_and_gradients(*args), jit_compile=True)
+    return _XLA_STEPS[model]
 
 
 @gin.configurable

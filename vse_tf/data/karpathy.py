@@ -1,0 +1,183 @@
+"""Raw images with captions from Karpathy's split files.
+
+One reader serves Flickr8k, Flickr30K and MS-COCO, whose split files share
+one schema (`dataset_flickr8k.json`, `dataset_flickr30k.json`,
+`dataset_coco.json`):
+
+    {"dataset": "flickr8k", "images": [{"filename": "1000268201_693b08cb0e.jpg",
+     "imgid": 0, "split": "train" | "val" | "test" | "restval",
+     "sentences": [{"raw": "A child in a pink dress ...", ...}, ...]}, ...]}
+
+(COCO adds "filepath": "val2014" and "cocoid"). Under --data_dir:
+
+    DATA_DIR/flickr8k/dataset_flickr8k.json   DATA_DIR/flickr8k/images/*.jpg
+    DATA_DIR/flickr30k/dataset_flickr30k.json DATA_DIR/flickr30k/flickr30k-images/
+    DATA_DIR/coco/dataset_coco.json           DATA_DIR/coco/images/val2014/...
+
+Examples have the layout of every source (see `pipeline`): the image decoded,
+its shorter side resized to `image_size` and centre-cropped (the serving
+signature's preprocessing), the first `captions_per_image` captions, and the
+image id.
+"""
+
+import json
+import os
+
+import gin
+import numpy as np
+import tensorflow as tf
+
+from vse_tf.data import errors
+from vse_tf.data import images
+
+DATASETS = {"flickr8k": "dataset_flickr8k.json",
+            "flickr30k": "dataset_flickr30k.json",
+            "coco": "dataset_coco.json"}
+IMAGE_FOLDERS = ("images", "{name}-images")
+HOW_TO_GET = {
+    "flickr8k": "Flickr8k (Hodosh et al., 2013) with Karpathy's "
+                "dataset_flickr8k.json",
+    "flickr30k": "the Flickr30K images (request them at "
+                 "https://shannon.cs.illinois.edu/DenotationGraph/) and "
+                 "Karpathy's dataset_flickr30k.json "
+                 "(https://cs.stanford.edu/people/karpathy/deepimagesent/)",
+    "coco": "the MS-COCO 2014 train and val images (https://cocodataset.org)"
+            " and Karpathy's dataset_coco.json "
+            "(https://cs.stanford.edu/people/karpathy/deepimagesent/)",
+}
+# COCO's Karpathy "restval" images train too (113,287 in all).
+SPLITS = {"train": ("train", "restval"), "val": ("val",), "test": ("test",)}
+BAD_IMAGE_POLICIES = ("skip", "error")
+
+_JPEG_START, _JPEG_END = b"\xff\xd8", b"\xff\xd9"
+_PNG_START, _PNG_END = b"\x89PNG\r\n\x1a\n", b"IEND\xaeB`\x82"
+
+
+def dataset_dir(name, data_dir):
+    return os.path.join(os.path.expanduser(data_dir or "~/tensorflow_datasets"),
+                        name)
+
+
+def read_split_file(name, data_dir):
+    """The parsed split file, or a DatasetError saying where it goes."""
+    folder = dataset_dir(name, data_dir)
+    path = os.path.join(folder, DATASETS[name])
+    if not os.path.exists(path):
+        raise errors.DatasetError(
+            f"{name} is not under --data_dir: {path} does not exist. Put "
+            f"{HOW_TO_GET[name]} there, with the images in "
+            f"{os.path.join(folder, IMAGE_FOLDERS[0])}/ (see README.md, "
+            "'Data'), and pass the parent folder as --data_dir.")
+    try:
+        with open(path, encoding="utf-8") as f:
+            content = json.load(f)
+        return content["images"]
+    except (json.JSONDecodeError, KeyError, TypeError) as error:
+        raise errors.DatasetError(
+            f"{path} is not a Karpathy split file ({error}); expected "
+            '{"images": [{"filename", "split", "sentences": [{"raw"}]}]}.'
+        ) from error
+
+
+def image_folder(name, data_dir):
+    folder = dataset_dir(name, data_dir)
+    candidates = [os.path.join(folder, f.format(name=name))
+                  for f in IMAGE_FOLDERS]
+    for candidate in candidates:
+        if os.path.isdir(candidate):
+            return candidate
+    raise errors.DatasetError(
+        f"No image folder for {name}: expected one of "
+        f"{', '.join(candidates)}, holding {HOW_TO_GET[name]}.")
+
+
+def looks_complete(path):
+    """Whether the file is a whole JPEG or PNG: right start and end markers.
+
+    Catches what breaks real datasets (a truncated download, an HTML error
+    page saved as .jpg, an empty file) in microseconds a file, before
+    training starts rather than as a crash in the middle of an epoch.
+    """
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+            f.seek(max(os.path.getsize(path) - 12, 0))
+            tail = f.read()
+    except OSError:
+        return False
+    if head.startswith(_JPEG_START):
+        # Some encoders pad after the end marker.
+        return _JPEG_END in tail
+    return head.startswith(_PNG_START) and tail.endswith(_PNG_END)
+
+
+@gin.configurable
+def load_examples(name, split, data_dir=None, image_size=256,
+                  captions_per_image=5, on_bad_image="skip"):
+    """Per-image examples of one split of a Karpathy-format dataset.
+
+    Args:
+      name: "flickr8k", "flickr30k" or "coco".
+      split: "train" (COCO: train + restval), "val" or "test".
+      data_dir: the folder holding `name/` (default ~/tensorflow_datasets).
+      image_size: images are resized (shorter side) and centre-cropped to
+        this square.
+      captions_per_image: the protocol's captions per image (5); COCO images
+        with more keep the first ones.
+      on_bad_image: what to do with a file that is not a whole JPEG or PNG:
+        "skip" it (and say how many were skipped) or stop with an "error".
+    """
+    if on_bad_image not in BAD_IMAGE_POLICIES:
+        raise errors.DatasetError(
+            f"Unknown karpathy.load_examples.on_bad_image {on_bad_image!r}; "
+            f"use one of {BAD_IMAGE_POLICIES}.")
+    entries = [e for e in read_split_file(name, data_dir)
+               if e.get("split") in SPLITS[split]]
+    if not entries:
+        raise errors.DatasetError(
+            f"The {name} split file has no {split!r} images.")
+    folder = image_folder(name, data_dir)
+    paths, captions, ids, bad = [], [], [], []
+    for entry in entries:
+        sentences = [s["raw"] for s in entry.get("sentences", [])]
+        if len(sentences) < captions_per_image:
+            raise errors.DatasetError(
+                f"{entry['filename']} has {len(sentences)} captions in the "
+                f"{name} split file, the protocol needs "
+                f"{captions_per_image}: the file does not match its images. "
+                f"Use the original {DATASETS[name]}.")
+        path = os.path.join(folder, entry.get("filepath", ""),
+                            entry["filename"])
+        if not os.path.exists(path):
+            raise errors.DatasetError(
+                f"Missing image {path}, listed in {DATASETS[name]}. The image "
+                f"folder must hold every image of the split file; get "
+                f"{HOW_TO_GET[name]}.")
+        if not looks_complete(path):
+            bad.append(path)
+            continue
+        paths.append(path)
+        captions.append(sentences[:captions_per_image])
+        ids.append(entry.get("cocoid", entry.get("imgid", len(ids))))
+    if bad:
+        listed = ", ".join(bad[:3]) + (" ..." if len(bad) > 3 else "")
+        if on_bad_image == "error":
+            raise errors.DatasetError(
+                f"{len(bad)} image(s) of the {name} {split} split are not "
+                f"whole JPEG or PNG files: {listed}. Replace them, or set "
+                "karpathy.load_examples.on_bad_image = 'skip'.")
+        print(f"{name} {split}: skipped {len(bad)} of {len(entries)} images "
+              f"that are not whole JPEG or PNG files ({listed}).")
+
+    def decode(path, caption_list, image_id):
+        pixels = images.decode_and_resize(tf.io.read_file(path), image_size,
+                                          name=path)
+        # uint8 like every other source: a cache of decoded images takes a
+        # quarter of the memory of float32.
+        return {"image": tf.cast(tf.round(pixels), tf.uint8),
+                "captions": caption_list, "image_id": image_id}
+
+    return tf.data.Dataset.from_tensor_slices(
+        (paths, np.array(captions, dtype=object).astype(str),
+         np.array(ids, np.int64))).map(
+             decode, num_parallel_calls=tf.data.AUTOTUNE)
