@@ -134,6 +134,10 @@ def exit_on_user_error(main, *args):
     try:
         return main(*args)
     except (UserError, pipeline.DatasetError) as error:
-        text = textwrap.fill(str(error), width=79)
+        # Gin appends where it was raised ("In call to configurable ..."):
+        # noise for an error that already says what to fix.
+        message = re.sub(r"\s+In call to configurable .*", "", str(error),
+                         flags=re.DOTALL)
+        text = textwrap.fill(message, width=79)
         print(f"error: {text}", file=sys.stderr)
         sys.exit(2)

@@ -29,9 +29,11 @@ def parse_bindings(config_text):
         match = _BINDING.match(line)
         if match:
             name = match.group(1)
-            bindings[name] = match.group(2).strip()
+            bindings[name] = match.group(2).rstrip(" \\")
         elif line.strip() and not line.lstrip().startswith("#") and name:
-            bindings[name] += " " + line.strip()  # a value over many lines
+            # A value over many lines.
+            bindings[name] = (bindings[name] + " " +
+                              line.strip().rstrip(" \\")).strip()
         else:
             name = None
     # A value may name a macro (%EMBEDDING_DIM): compare what it stands for.
