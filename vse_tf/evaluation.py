@@ -27,10 +27,11 @@ def retrieval_ranks(image_embeddings, text_embeddings, captions_per_image=5,
             f"Expected {captions_per_image} captions per image, i.e. "
             f"{captions_per_image * num_images} caption embeddings for "
             f"{num_images} images; got {texts.shape[0]}.")
-    owner = np.arange(texts.shape[0]) // captions_per_image
     # Score of each caption with its own image: the bar the other images of
     # the text->image ranking must clear.
-    positive = np.einsum("jd,jd->j", images[owner], texts)
+    positive = np.einsum(
+        "icd,id->ic", texts.reshape(num_images, captions_per_image, -1),
+        images).reshape(-1)
     i2t = np.empty(num_images, dtype=np.int64)
     t2i = np.zeros(texts.shape[0], dtype=np.int64)
     for start in range(0, num_images, chunk_size):
@@ -40,8 +41,9 @@ def retrieval_ranks(image_embeddings, text_embeddings, captions_per_image=5,
         own = scores.reshape(stop - start, num_images, captions_per_image)[
             rows, np.arange(start, stop)]
         best_own = own.max(axis=1)
-        i2t[start:stop] = np.count_nonzero(scores > best_own[:, None], axis=1)
-        t2i += np.count_nonzero(scores > positive[None, :], axis=0)
+        i2t[start:stop] = np.sum(scores > best_own[:, None], axis=1,
+                                 dtype=np.int64)
+        t2i += np.sum(scores > positive[None, :], axis=0, dtype=np.int64)
         # An image never outranks itself, whatever the rounding of the
         # matrix product against `positive` says.
         own_columns = slice(start * captions_per_image,

@@ -65,3 +65,29 @@ def build_image_tower(image_size=64,
     embedding = keras.layers.UnitNormalization(
         name="l2_normalize", dtype="float32")(x)
     return keras.Model(pixels, embedding, name=name)
+
+
+@gin.configurable
+def build_precomputed_tower(feature_dim=2048,
+                            regions=None,
+                            embedding_dim=1024,
+                            name="image_tower"):
+    """Precomputed CNN features (the VSE++ / SCAN "precomp" data) in, as
+    VSE++'s EncoderImagePrecomp: one linear projection, L2-normalized.
+
+    Args:
+      feature_dim: size of a feature vector (2048 for ResNet-152 or
+        bottom-up-attention regions).
+      regions: None for one global vector an image, [B, feature_dim];
+        else the region count, [B, regions, feature_dim], each region
+        projected and the projections mean-pooled.
+      embedding_dim: size of the joint space.
+    """
+    shape = (feature_dim,) if regions is None else (regions, feature_dim)
+    features = keras.Input(shape, name="features")
+    x = keras.layers.Dense(embedding_dim, name="projection")(features)
+    if regions is not None:
+        x = keras.layers.GlobalAveragePooling1D(name="mean_pool")(x)
+    embedding = keras.layers.UnitNormalization(
+        name="l2_normalize", dtype="float32")(x)
+    return keras.Model(features, embedding, name=name)

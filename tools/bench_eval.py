@@ -1,0 +1,138 @@
+"""Times Recall@K evaluation at COCO 5K size against its floor and a reference.
+
+    python tools/bench_eval.py                 # 5,000 images x 25,000 captions
+    python tools/bench_eval.py --images=1000 --json=eval.json
+
+Three timings on the same random unit embeddings (float32, D = 1024):
+
+  matmul     the bare similarity matrix, images @ texts.T: the floor, since
+             every score must be computed once and ranks stay exact;
+  vse_tf     `vse_tf.evaluation.retrieval_metrics`;
+  reference  the per-query evaluation of the VSE++ code (i2t/t2i in its
+             evaluation.py): for each query its dot products with every
+             candidate, then a full argsort of that row.
+
+It checks that vse_tf and the reference give identical metrics and prints the
+times, their ratios and the peak memory each allocates above the embeddings
+(tracemalloc, which sees NumPy's buffers).
+"""
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+import tracemalloc
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
+    __file__))))
+
+from vse_tf import evaluation  # noqa: E402
+
+
+def reference_metrics(images, texts, captions_per_image=5):
+    """VSE++'s evaluation loops (evaluation.py, i2t and t2i), in NumPy."""
+    num_images = images.shape[0]
+    i2t = np.zeros(num_images, dtype=np.int64)
+    for index in range(num_images):
+        scores = images[index] @ texts.T
+        order = np.argsort(scores)[::-1]
+        i2t[index] = min(np.where(order == caption)[0][0] for caption in range(
+            captions_per_image * index, captions_per_image * (index + 1)))
+    t2i = np.zeros(texts.shape[0], dtype=np.int64)
+    for index in range(texts.shape[0]):
+        scores = texts[index] @ images.T
+        order = np.argsort(scores)[::-1]
+        t2i[index] = np.where(order == index // captions_per_image)[0][0]
+    return evaluation.metrics_from_ranks(i2t, t2i)
+
+
+def measure(function, *args, repeats=1):
+    """(best seconds, peak bytes allocated while it ran, result).
+
+    Time and memory come from separate runs: tracing allocations slows
+    NumPy down.
+    """
+    seconds = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        result = function(*args)
+        seconds.append(time.perf_counter() - started)
+    tracemalloc.start()
+    function(*args)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    return min(seconds), peak, result
+
+
+def random_unit(rng, rows, dim):
+    x = rng.standard_normal((rows, dim), dtype=np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--images", type=int, default=5000)
+    parser.add_argument("--captions_per_image", type=int, default=5)
+    parser.add_argument("--dim", type=int, default=1024)
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="best of this many runs for matmul and vse_tf")
+    parser.add_argument("--skip_reference", action="store_true",
+                        help="skip the slow per-query reference")
+    parser.add_argument("--json", help="also write the figures here")
+    args = parser.parse_args()
+
+    rng = np.random.default_rng(0)
+    images = random_unit(rng, args.images, args.dim)
+    # Captions noisy copies of their image, so recall is neither 0 nor 100.
+    texts = np.repeat(images, args.captions_per_image, axis=0) + 10 * (
+        random_unit(rng, args.images * args.captions_per_image, args.dim))
+    texts /= np.linalg.norm(texts, axis=1, keepdims=True)
+    print(f"{args.images} images x {len(texts)} captions, D = {args.dim}, "
+          f"float32 ({(images.nbytes + texts.nbytes) / 2**20:.0f} MiB)")
+
+    matmul = measure(lambda a, b: a @ b.T, images, texts,
+                     repeats=args.repeats)
+    ours = measure(lambda a, b: evaluation.retrieval_metrics(
+        a, b, args.captions_per_image), images, texts, repeats=args.repeats)
+    rows = [("matmul (floor)", *matmul[:2]), ("vse_tf", *ours[:2])]
+    figures = {"images": args.images, "captions": len(texts),
+               "dim": args.dim, "matmul_s": matmul[0], "vse_tf_s": ours[0],
+               "matmul_peak_mb": matmul[1] / 1e6,
+               "vse_tf_peak_mb": ours[1] / 1e6,
+               "vse_tf_over_matmul": ours[0] / matmul[0]}
+    if not args.skip_reference:
+        print("Running the per-query reference (minutes) ...")
+        # Timed once and traced once: it takes minutes.
+        reference = measure(reference_metrics, images, texts,
+                            args.captions_per_image)
+        rows.append(("reference (VSE++ loops)", *reference[:2]))
+        identical = reference[2] == ours[2]
+        figures.update(reference_s=reference[0],
+                       reference_peak_mb=reference[1] / 1e6,
+                       speedup_over_reference=reference[0] / ours[0],
+                       identical_metrics=identical)
+
+    print(f"\n{'':26}{'seconds':>10}{'peak MB':>10}")
+    for name, seconds, peak in rows:
+        print(f"{name:26}{seconds:10.2f}{peak / 1e6:10.0f}")
+    print(f"\nvse_tf / matmul: {figures['vse_tf_over_matmul']:.2f}x")
+    if "reference_s" in figures:
+        print(f"reference / vse_tf: {figures['speedup_over_reference']:.1f}x "
+              "faster; metrics identical: "
+              f"{figures['identical_metrics']}")
+        if not figures["identical_metrics"]:
+            print(f"  vse_tf:    {ours[2]}\n  reference: {reference[2]}")
+    print(f"rsum {ours[2]['rsum']:.1f}; {platform.processor() or platform.machine()}, "
+          f"{os.cpu_count()} CPUs, NumPy {np.__version__}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(figures, f, indent=2)
+    return 0 if figures.get("identical_metrics", True) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
