@@ -15,6 +15,7 @@ from vse_tf import optimizers  # noqa: F401
 from vse_tf import trainer  # noqa: F401
 from vse_tf.models import dual_encoder  # noqa: F401
 from vse_tf.models import image_towers  # noqa: F401
+from vse_tf.models import pretrained_towers  # noqa: F401
 from vse_tf.models import text_towers  # noqa: F401
 
 for _schedule in (keras.optimizers.schedules.PiecewiseConstantDecay,

@@ -17,8 +17,9 @@ def _embed_fn(model):
         @tf.function(reduce_retracing=True)
         def embed(pixels, captions):
             return (model.image_tower(pixels, training=False),
-                    model.text_tower(tf.reshape(captions, [-1]),
-                                     training=False))
+                    model.text_tower(tf.reshape(
+                        captions, [-1, *captions.shape[2:]]),
+                        training=False))
         _EMBED_FNS[model] = embed
     return _EMBED_FNS[model]
 

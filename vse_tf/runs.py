@@ -42,7 +42,11 @@ def load_trained_model(model_dir):
             f"{vocabulary}. Train one first with `python -m vse_tf.train "
             f"--gin_file=... --model_dir={model_dir}`.")
     model = trainer.build_model(text_towers.load_vocabulary(vocabulary))
-    model.load_weights(checkpoint)
+    if train_argument("cache_features"):
+        # The run trained the heads; the backbones are the pretrained ones.
+        model.head_model().load_weights(checkpoint)
+    else:
+        model.load_weights(checkpoint)
     return model
 
 

@@ -29,6 +29,7 @@ from vse_tf import distribute
 from vse_tf import embed
 from vse_tf import evaluation
 from vse_tf import export_lib
+from vse_tf import features
 from vse_tf import io_utils
 from vse_tf import optimizers
 from vse_tf import projector_lib
@@ -86,6 +87,7 @@ def train(model_dir,
           seed=0,
           mixed_precision=None,
           jit_compile=False,
+          cache_features=False,
           export=True,
           projector_images=500):
     """Trains, validates each epoch, and scores the best checkpoint on test.
@@ -107,6 +109,9 @@ def train(model_dir,
         Variables, embeddings and losses stay float32.
       jit_compile: run each step's towers, loss and gradients as one XLA
         program (one replica per process).
+      cache_features: train only the towers' heads, on features of their
+        frozen backbones computed once into model_dir/features/ (towers
+        from `vse_tf.models.pretrained_towers`).
       export: whether to export the best checkpoint's towers to
         model_dir/export at the end (as a new version).
       projector_images: test images (with their captions) written for
@@ -146,8 +151,18 @@ def train(model_dir,
                 "train.jit_compile = True needs one replica per process: XLA "
                 "cannot compile the losses' cross-replica gather. Set it to "
                 "False for this run.")
-        model.compile_step(jit_compile)
         _log_caption_lengths(train_examples, model)
+        # What fit trains: the model, or only its heads on cached features.
+        trained = model
+        if cache_features:
+            feature_dir = os.path.join(worker.path, "features")
+            train_examples, val_examples = (
+                features.cached_examples(model, examples, split, feature_dir)
+                for split, examples in (("train", train_examples),
+                                        ("val", val_examples)))
+            with strategy.scope():
+                trained = head_model(model, loss, batch_size)
+        trained.compile_step(jit_compile)
         # Every worker reads the chief's checkpoints to resume, and writes
         # its own.
         checkpoint_dir = os.path.join(worker.path, "checkpoints")
@@ -161,7 +176,7 @@ def train(model_dir,
         # Keras warns that fit's shuffle does not apply to a tf.data input;
         # the pipeline shuffles images and pairs itself.
         warnings.filterwarnings("ignore", message="`shuffle=True` was passed")
-        model.fit(
+        trained.fit(
             pipeline.training_pairs(train_examples, batch_size, seed=seed),
             epochs=epochs, steps_per_epoch=steps_per_epoch,
             callbacks=[
@@ -179,16 +194,31 @@ def train(model_dir,
             verbose=2 if os.environ.get("VSE_TF_QUIET_PROGRESS") else "auto")
         if not worker.is_chief:
             return None
-        return _finish(model, model_dir, dataset, data_dir, export,
+        return _finish(model, trained, model_dir, dataset, data_dir, export,
                        projector_images, started)
 
 
-def _finish(model, model_dir, dataset, data_dir, export, projector_images,
-            started):
+def head_model(model, loss, global_batch_size):
+    """The model's heads, compiled to train on cached backbone features."""
+    heads = model.head_model()
+    heads(heads.dummy_inputs())
+    heads.compile(optimizer=optimizers.make_optimizer(
+        global_batch_size=global_batch_size), loss=loss)
+    return heads
+
+
+def _finish(model, trained, model_dir, dataset, data_dir, export,
+            projector_images, started):
     """Test metrics, export and projector of the best checkpoint."""
-    model.load_weights(os.path.join(model_dir, "checkpoints", BEST_WEIGHTS))
+    trained.load_weights(os.path.join(model_dir, "checkpoints",
+                                      BEST_WEIGHTS))
     test_examples = pipeline.load_examples(dataset, "test", data_dir)
-    metrics = embed.evaluate_model(model, test_examples)
+    if trained is not model:  # heads on cached features
+        metrics = embed.evaluate_model(trained, features.cached_examples(
+            model, test_examples, "test", os.path.join(model_dir,
+                                                       "features")))
+    else:
+        metrics = embed.evaluate_model(model, test_examples)
     io_utils.write_json_atomic(os.path.join(model_dir, METRICS), metrics)
     write_operative_config(model_dir)
     if export:
@@ -221,6 +251,8 @@ def _precision_policy(name):
 
 
 def _log_caption_lengths(train_examples, model):
+    if model.tokenizer is None:
+        return  # a pretrained tokenizer: its own length rules
     max_length = model.tokenizer.output_shape[-1]
     cut, empty, total = text_towers.count_long_captions(
         pipeline.training_captions(train_examples), max_length)

@@ -8,6 +8,7 @@ import keras
 import tensorflow as tf
 
 from vse_tf.models import image_towers
+from vse_tf.models import pretrained_towers
 from vse_tf.models import text_towers
 
 
@@ -77,11 +78,28 @@ class DualEncoder(keras.Model):
 
     @property
     def tokenizer(self):
-        return self.text_tower.get_layer(text_towers.TOKENIZER)
+        """The text tower's string half, or None when it has none."""
+        return _sublayer(self.text_tower, text_towers.TOKENIZER)
 
     @property
     def text_encoder(self):
-        return self.text_tower.get_layer(text_towers.ENCODER)
+        """The text tower from token ids (the whole tower if no tokenizer)."""
+        return _sublayer(self.text_tower, text_towers.ENCODER) or (
+            self.text_tower)
+
+    def head_model(self):
+        """A DualEncoder over the towers' heads, sharing their layers and
+        the temperature: it trains on features of frozen backbones (towers of
+        `pretrained_towers`), and what it learns is this model's."""
+        heads = [_sublayer(tower, pretrained_towers.HEAD)
+                 for tower in (self.image_tower, self.text_tower)]
+        if None in heads:
+            raise ValueError("Both towers need a backbone and a head to "
+                             "train on cached features.")
+        view = DualEncoder(*heads, name=f"{self.name}_heads")
+        view.learnable_temperature = self.learnable_temperature
+        view.log_temperature = self.log_temperature
+        return view
 
     def call(self, inputs, training=False):
         outputs = {
@@ -94,9 +112,13 @@ class DualEncoder(keras.Model):
 
     def dummy_inputs(self):
         """One all-zero example: calling the model on it creates weights."""
-        spec = self.image_tower.inputs[0]
-        return {"image": tf.zeros([1, *spec.shape[1:]], spec.dtype),
-                "caption": tf.constant([""])}
+        def zeros(tower):
+            spec = tower.inputs[0]
+            if spec.dtype == "string":
+                return tf.constant([""])
+            return tf.zeros([1, *spec.shape[1:]], spec.dtype)
+        return {"image": zeros(self.image_tower),
+                "caption": zeros(self.text_tower)}
 
     def temperature(self):
         return tf.exp(tf.clip_by_value(
@@ -120,7 +142,9 @@ class DualEncoder(keras.Model):
 
     def train_step(self, data):
         inputs, image_ids = data
-        tokens = self.tokenizer(inputs["caption"])
+        # Strings stay out of the compiled part of the step.
+        tokens = (self.tokenizer(inputs["caption"]) if self.tokenizer else
+                  inputs["caption"])
         step = _xla_step(self) if self.xla_step else self._loss_and_gradients
         loss, gradients = step(inputs["image"], tokens, image_ids)
         self.optimizer.apply_gradients(zip(gradients, self.trainable_weights))
@@ -166,6 +190,13 @@ class DualEncoder(keras.Model):
         return cls(**config)
 
 
+def _sublayer(model, name):
+    try:
+        return model.get_layer(name)
+    except ValueError:
+        return None
+
+
 # Kept off the model, so that no SavedModel of it tries to save the function.
 _XLA_STEPS = weakref.WeakKeyDictionary()
 
@@ -180,9 +211,20 @@ def _xla_step(model):
 
 
 @gin.configurable
-def build_dual_encoder(vocabulary, learnable_temperature=None):
-    """Both towers as gin configures them, joined."""
+def build_dual_encoder(vocabulary, learnable_temperature=None,
+                       image_tower_fn=image_towers.build_image_tower,
+                       text_tower_fn=text_towers.build_text_tower):
+    """Both towers as gin configures them, joined.
+
+    Args:
+      vocabulary: the words of the text tower (a pretrained text tower may
+        ignore them).
+      learnable_temperature: see `DualEncoder`.
+      image_tower_fn: factory of the image tower, e.g.
+        `@build_efficientnet_tower` in gin.
+      text_tower_fn: factory of the text tower, called with the vocabulary,
+        e.g. `@build_minilm_tower`.
+    """
     return DualEncoder(
-        image_towers.build_image_tower(),
-        text_towers.build_text_tower(vocabulary),
+        image_tower_fn(), text_tower_fn(vocabulary),
         learnable_temperature=learnable_temperature, name="dual_encoder")

