@@ -111,6 +111,12 @@ class SentenceEncoder(keras.Model):
 
     def call(self, text):
         token_ids, padding_mask = self.packer(self.tokenizer(text))
+        # Padding up to sequence_length changes nothing but the cost: keep
+        # the batch's longest caption only.
+        longest = tf.reduce_max(tf.reduce_sum(
+            tf.cast(padding_mask, tf.int32), axis=1))
+        token_ids, padding_mask = (token_ids[:, :longest],
+                                   padding_mask[:, :longest])
         hidden = self.backbone({
             "token_ids": token_ids, "padding_mask": padding_mask,
             "segment_ids": tf.zeros_like(token_ids)})["sequence_output"]
