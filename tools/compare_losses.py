@@ -1,11 +1,18 @@
 """Trains the four objectives on the same data and budget, side by side.
 
     python tools/compare_losses.py --gin_file=gin/demo.gin --out_dir=runs/losses
+    python tools/compare_losses.py --gin_file=gin/flickr8k.gin \
+        --data_dir=../shared/data --seeds 0 1 2 --out_dir=runs/f8k_losses \
+        --losses all_negatives hardest_negative vse0 vse_pp
 
-Each loss is a separate `python -m vse_tf.train` run (its own gin state and
-process) in OUT_DIR/<loss>/; a run that already wrote metrics.json is reused.
-Prints a Markdown table of the test metrics and writes it, with the raw
-numbers, to OUT_DIR/comparison.md and OUT_DIR/comparison.json.
+Each (loss, seed) is a separate `python -m vse_tf.train` run (its own gin
+state and process) in OUT_DIR/<loss>/seed<k>/; a run that already wrote
+metrics.json is reused. Runs on cached backbone features share one feature
+folder, OUT_DIR/features. Prints a Markdown table of the test metrics (the
+mean over seeds, and the min-max range of rsum), and says which rsum
+differences exceed the spread: a difference is claimed only where the two
+losses' ranges over seeds do not overlap. Writes it, with the raw numbers,
+to OUT_DIR/comparison.md and OUT_DIR/comparison.json.
 """
 
 import argparse
@@ -39,12 +46,15 @@ LOSSES = {
 COLUMNS = ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "rsum")
 
 
-def train_one(name, args):
-    model_dir = os.path.join(args.out_dir, name)
+def train_one(name, seed, args):
+    model_dir = os.path.join(args.out_dir, name, f"seed{seed}")
     metrics_path = os.path.join(model_dir, "metrics.json")
     if not os.path.exists(metrics_path):
-        bindings = LOSSES[name][1] + [f"train.seed = {args.seed}"] + (
-            args.gin_bindings)
+        feature_dir = os.path.abspath(os.path.join(args.out_dir, "features"))
+        bindings = LOSSES[name][1] + [
+            f"train.seed = {seed}", f"train.feature_dir = '{feature_dir}'",
+            "train.export = False", "train.projector_images = 0"] + (
+                args.gin_bindings)
         command = [sys.executable, "-m", "vse_tf.train",
                    *[f"--gin_file={f}" for f in args.gin_file],
                    *[f"--gin_bindings={b}" for b in bindings],
@@ -61,12 +71,34 @@ def train_one(name, args):
 
 
 def markdown_table(results):
-    header = "| loss | " + " | ".join(
-        c.replace("_r", " R@") for c in COLUMNS) + " |"
-    lines = [header, "|---" * (len(COLUMNS) + 1) + "|"]
-    for name, metrics in results.items():
-        lines.append(f"| {LOSSES[name][0]} | " + " | ".join(
-            f"{metrics[c]:.1f}" for c in COLUMNS) + " |")
+    """results: {loss: [metrics of each seed]}."""
+    header = "| loss | seeds | " + " | ".join(
+        c.replace("_r", " R@") for c in COLUMNS) + " | rsum range |"
+    lines = [header, "|---" * (len(COLUMNS) + 3) + "|"]
+    for name, runs in results.items():
+        mean = {c: sum(r[c] for r in runs) / len(runs) for c in COLUMNS}
+        rsums = [r["rsum"] for r in runs]
+        lines.append(f"| {LOSSES[name][0]} | {len(runs)} | " + " | ".join(
+            f"{mean[c]:.1f}" for c in COLUMNS) +
+            f" | {min(rsums):.1f} - {max(rsums):.1f} |")
+    return "\n".join(lines)
+
+
+def claims(results):
+    """Which rsum differences exceed the spread over seeds."""
+    ranges = {name: (min(r["rsum"] for r in runs),
+                     max(r["rsum"] for r in runs))
+              for name, runs in results.items()}
+    names = sorted(ranges, key=lambda n: -sum(ranges[n]))
+    lines = []
+    for i, better in enumerate(names):
+        for worse in names[i + 1:]:
+            separated = ranges[better][0] > ranges[worse][1]
+            lines.append(
+                f"- {LOSSES[better][0]} vs {LOSSES[worse][0]}: "
+                + ("better beyond the spread (its worst seed beats the "
+                   "other's best)" if separated else
+                   "within the spread; no difference claimed"))
     return "\n".join(lines)
 
 
@@ -79,14 +111,17 @@ def main():
                         help="extra bindings shared by every run")
     parser.add_argument("--out_dir", default="runs/compare_losses")
     parser.add_argument("--data_dir", default=None)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--losses", nargs="+", default=list(LOSSES),
                         choices=list(LOSSES))
     args = parser.parse_args()
     args.gin_file = args.gin_file or ["gin/demo.gin"]
 
-    results = {name: train_one(name, args) for name in args.losses}
+    results = {name: [train_one(name, seed, args) for seed in args.seeds]
+               for name in args.losses}
     table = markdown_table(results)
+    if len(args.seeds) > 1:
+        table += "\n\n" + claims(results)
     print(table)
     os.makedirs(args.out_dir, exist_ok=True)
     with open(os.path.join(args.out_dir, "comparison.md"), "w") as f:

@@ -24,10 +24,14 @@ def _backbones(model):
 
 
 def backbone_signature(model):
-    """Changes whenever a backbone's architecture or weights change."""
+    """Changes whenever a backbone's input size, architecture or weights
+    change (each weight by its shape and first 4 KB)."""
     digest = hashlib.sha256()
     for backbone in _backbones(model):
         digest.update(backbone.name.encode())
+        digest.update(str(getattr(backbone, "sequence_length", "")).encode())
+        if getattr(backbone, "inputs", None):
+            digest.update(str(backbone.inputs[0].shape).encode())
         for weight in backbone.weights:
             digest.update(np.ascontiguousarray(weight.numpy()).tobytes()[:4096])
             digest.update(str(weight.shape).encode())

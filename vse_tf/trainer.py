@@ -88,6 +88,7 @@ def train(model_dir,
           mixed_precision=None,
           jit_compile=False,
           cache_features=False,
+          feature_dir=None,
           export=True,
           projector_images=500):
     """Trains, validates each epoch, and scores the best checkpoint on test.
@@ -110,8 +111,10 @@ def train(model_dir,
       jit_compile: run each step's towers, loss and gradients as one XLA
         program (one replica per process).
       cache_features: train only the towers' heads, on features of their
-        frozen backbones computed once into model_dir/features/ (towers
-        from `vse_tf.models.pretrained_towers`).
+        frozen backbones computed once (towers from
+        `vse_tf.models.pretrained_towers`).
+      feature_dir: where those features are stored; None is
+        model_dir/features. Runs that share backbones and data may share it.
       export: whether to export the best checkpoint's towers to
         model_dir/export at the end (as a new version).
       projector_images: test images (with their captions) written for
@@ -155,7 +158,8 @@ def train(model_dir,
         # What fit trains: the model, or only its heads on cached features.
         trained = model
         if cache_features:
-            feature_dir = os.path.join(worker.path, "features")
+            feature_dir = feature_dir or os.path.join(worker.path,
+                                                      "features")
             train_examples, val_examples = (
                 features.cached_examples(model, examples, split, feature_dir)
                 for split, examples in (("train", train_examples),
@@ -194,8 +198,8 @@ def train(model_dir,
             verbose=2 if os.environ.get("VSE_TF_QUIET_PROGRESS") else "auto")
         if not worker.is_chief:
             return None
-        return _finish(model, trained, model_dir, dataset, data_dir, export,
-                       projector_images, started)
+        return _finish(model, trained, model_dir, dataset, data_dir,
+                       feature_dir, export, projector_images, started)
 
 
 def head_model(model, loss, global_batch_size):
@@ -207,16 +211,15 @@ def head_model(model, loss, global_batch_size):
     return heads
 
 
-def _finish(model, trained, model_dir, dataset, data_dir, export,
-            projector_images, started):
+def _finish(model, trained, model_dir, dataset, data_dir, feature_dir,
+            export, projector_images, started):
     """Test metrics, export and projector of the best checkpoint."""
     trained.load_weights(os.path.join(model_dir, "checkpoints",
                                       BEST_WEIGHTS))
     test_examples = pipeline.load_examples(dataset, "test", data_dir)
     if trained is not model:  # heads on cached features
         metrics = embed.evaluate_model(trained, features.cached_examples(
-            model, test_examples, "test", os.path.join(model_dir,
-                                                       "features")))
+            model, test_examples, "test", feature_dir))
     else:
         metrics = embed.evaluate_model(model, test_examples)
     io_utils.write_json_atomic(os.path.join(model_dir, METRICS), metrics)

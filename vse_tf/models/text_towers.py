@@ -47,6 +47,7 @@ def build_text_tower(vocabulary,
                      units=1024,
                      bidirectional=False,
                      embedding_dim=256,
+                     word_vectors=None,
                      name="text_tower"):
     """Word embedding, a one-layer GRU, a projection.
 
@@ -59,6 +60,8 @@ def build_text_tower(vocabulary,
       bidirectional: False is VSE++'s GRU (last state); True is
         VSE-infinity's BiGRU, whose two final states are averaged.
       embedding_dim: size of the joint space.
+      word_vectors: None learns the word embeddings from scratch;
+        "glove-6b-50d" starts them from GloVe (word_dim must be 50).
     """
     vocabulary = [START] + [w for w in vocabulary if w != START]
     text = keras.Input((), dtype="string", name="text")
@@ -71,9 +74,21 @@ def build_text_tower(vocabulary,
     ], name=TOKENIZER)
 
     tokens = keras.Input((max_length,), dtype="int64", name="tokens")
-    words = keras.layers.Embedding(
-        len(vocabulary) + 2, word_dim, mask_zero=True,
-        name="word_embedding")(tokens)
+    matrix = None
+    if word_vectors:
+        from vse_tf.pretrained import glove
+        # Index 0 is padding and 1 the out-of-vocabulary token.
+        matrix, found = glove.embedding_matrix(["", "[UNK]", *vocabulary],
+                                               word_vectors)
+        if matrix.shape[1] != word_dim:
+            raise ValueError(f"{word_vectors} has {matrix.shape[1]}-d "
+                             f"vectors; set build_text_tower.word_dim = "
+                             f"{matrix.shape[1]}.")
+        print(f"Word embeddings: {found} of {len(vocabulary)} words from "
+              f"{word_vectors}.")
+    embedding_layer = keras.layers.Embedding(
+        len(vocabulary) + 2, word_dim, mask_zero=True, name="word_embedding")
+    words = embedding_layer(tokens)
     gru = keras.layers.GRU(units, name="gru")
     if bidirectional:
         gru = keras.layers.Bidirectional(gru, merge_mode="ave", name="bigru")
@@ -84,6 +99,8 @@ def build_text_tower(vocabulary,
     embedding = keras.layers.UnitNormalization(
         name="l2_normalize", dtype="float32")(x)
     encoder = keras.Model(tokens, embedding, name=ENCODER)
+    if matrix is not None:
+        embedding_layer.set_weights([matrix])
     return keras.Model(text, encoder(tokenizer(text)), name=name)
 
 
