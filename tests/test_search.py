@@ -63,7 +63,8 @@ def test_text_query_ranks_images_by_cosine(trained_run, photo_folder,
     query = captions[0]
     result = run_tool("search", f"--export_dir={export_dir}",
                       f"--images={folder}", f"--query={query}", "--k=3",
-                      f"--index_dir={index_dir}", f"--html={html_path}")
+                      f"--index_dir={index_dir}", f"--html={html_path}",
+                      f"--png={tmp_path / 'hits.png'}")
     assert result.returncode == 0, result.stderr[-3000:]
     names = sorted(os.listdir(folder))
     images, texts = _served_embeddings(
@@ -74,6 +75,14 @@ def test_text_query_ranks_images_by_cosine(trained_run, photo_folder,
     page = html_path.read_text()
     assert page.count("<img ") == 3 and "data:image/jpeg;base64," in page
     assert query in page
+    # The contact sheet: one row of three thumbnails, the top hit first.
+    from PIL import Image
+    sheet = np.asarray(Image.open(tmp_path / "hits.png"))
+    assert sheet.shape == (6 + 22 + 160 + 6, 6 + 3 * (160 + 6), 3)
+    top = Image.open(folder / expected[0]).convert("RGB")
+    top.thumbnail((160, 160))
+    tile = sheet[28 + 20:28 + top.height, 6:6 + top.width]
+    np.testing.assert_array_equal(tile, np.asarray(top)[20:])
 
 
 def test_index_is_reused_until_the_images_change(trained_run, photo_folder,

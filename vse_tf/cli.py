@@ -19,6 +19,7 @@ from absl import flags
 from absl import logging as absl_logging
 
 from vse_tf.data import pipeline
+from vse_tf.pretrained import torch_weights
 
 GIN_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "gin")
 OPERATIVE_CONFIG = "operative_config.gin"
@@ -133,7 +134,8 @@ def exit_on_user_error(main, *args):
     """Calls main(*args); a user error exits 2 with one clean paragraph."""
     try:
         return main(*args)
-    except (UserError, pipeline.DatasetError) as error:
+    except (UserError, pipeline.DatasetError,
+            torch_weights.WeightsError) as error:
         # Gin appends where it was raised ("In call to configurable ..."):
         # noise for an error that already says what to fix.
         message = re.sub(r"\s+In call to configurable .*", "", str(error),

