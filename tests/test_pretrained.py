@@ -124,7 +124,7 @@ def test_efficientnet_lite0_equals_a_pytorch_reference(lite0):
         expected = functional.linear(x.mean(dim=(2, 3)), state["_fc.weight"],
                                      state["_fc.bias"]).numpy()
     np.testing.assert_allclose(lite0.predict(pixels, verbose=0), expected,
-                               atol=2e-3, rtol=1e-3)
+                               atol=1e-4, rtol=1e-5)
 
 
 @pytest.fixture(scope="module")

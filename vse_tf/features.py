@@ -54,8 +54,10 @@ def compute_features(model, examples, batch_size=64, label=""):
                    e["image_id"]),
         num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size).prefetch(2)
     total = int(examples.cardinality())
-    progress = keras.utils.Progbar(total if total > 0 else None,
-                                   unit_name="image")
+    progress = keras.utils.Progbar(
+        total if total > 0 else None, unit_name="image",
+        # One line at the end, as fit's verbose=2, for logs and tools.
+        verbose=2 if os.environ.get("VSE_TF_QUIET_PROGRESS") else 1)
     print(f"Backbone features for {label} ({total} images):")
     images, captions, ids = [], [], []
     for pixels, texts, image_ids in batches:
