@@ -17,6 +17,10 @@ import tensorflow as tf
 from vse_tf import io_utils
 from vse_tf.models import pretrained_towers
 
+# Bumped whenever the backbones' computation changes in a way their weights
+# do not show (1 -> 2: MiniLM with the exact GELU).
+VERSION = 2
+
 
 def _backbones(model):
     return [tower.get_layer(pretrained_towers.BACKBONE)
@@ -26,7 +30,7 @@ def _backbones(model):
 def backbone_signature(model):
     """Changes whenever a backbone's input size, architecture or weights
     change (each weight by its shape and first 4 KB)."""
-    digest = hashlib.sha256()
+    digest = hashlib.sha256(f"v{VERSION}".encode())
     for backbone in _backbones(model):
         digest.update(backbone.name.encode())
         digest.update(str(getattr(backbone, "sequence_length", "")).encode())
