@@ -12,6 +12,8 @@
                          for TF Serving (see vse_tf.export_lib)
   projector/             test images and captions for TensorBoard's
                          projector (see vse_tf.projector_lib)
+  features/              with train.cache_features: the frozen backbones'
+                         features of each split (see vse_tf.features)
 """
 
 import contextlib
