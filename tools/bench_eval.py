@@ -18,7 +18,6 @@ times, their ratios and the peak memory each allocates above the embeddings
 """
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -31,6 +30,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
     __file__))))
 
 from vse_tf import evaluation  # noqa: E402
+from vse_tf import io_utils  # noqa: E402
 
 
 def reference_metrics(images, texts, captions_per_image=5):
@@ -129,8 +129,7 @@ def main():
     print(f"rsum {ours[2]['rsum']:.1f}; {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} CPUs, NumPy {np.__version__}")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(figures, f, indent=2)
+        io_utils.write_json_atomic(args.json, figures)
     return 0 if figures.get("identical_metrics", True) else 1
 
 

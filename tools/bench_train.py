@@ -20,7 +20,6 @@ demo's data path.
 """
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -34,6 +33,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from vse_tf import io_utils  # noqa: E402
 from vse_tf import losses  # noqa: E402
 from vse_tf.data import pipeline  # noqa: E402
 from vse_tf.data import shapes  # noqa: E402,F401  (registers the builder)
@@ -172,8 +172,7 @@ def main():
     print(f"{figures['machine']}; TensorFlow {tf.__version__}, Keras "
           f"{keras.__version__}")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(figures, f, indent=2)
+        io_utils.write_json_atomic(args.json, figures)
 
 
 if __name__ == "__main__":

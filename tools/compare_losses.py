@@ -22,6 +22,11 @@ import subprocess
 import sys
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
+    __file__))))
+
+from vse_tf import io_utils  # noqa: E402
+
 # The paper's settings (fixed t = 0.1) for all four, and the demo's choice,
 # the first loss with a learned temperature. A learned temperature only makes
 # sense for the first loss: the others fall as t grows, so they would push
@@ -124,10 +129,10 @@ def main():
         table += "\n\n" + claims(results)
     print(table)
     os.makedirs(args.out_dir, exist_ok=True)
-    with open(os.path.join(args.out_dir, "comparison.md"), "w") as f:
-        f.write(table + "\n")
-    with open(os.path.join(args.out_dir, "comparison.json"), "w") as f:
-        json.dump(results, f, indent=2, sort_keys=True)
+    io_utils.write_text_atomic(os.path.join(args.out_dir, "comparison.md"),
+                               table + "\n")
+    io_utils.write_json_atomic(os.path.join(args.out_dir, "comparison.json"),
+                               results)
 
 
 if __name__ == "__main__":

@@ -82,8 +82,9 @@ def get_strategy(kind="auto", tpu=None):
     if kind not in KINDS:
         raise cli.UserError(f"Unknown strategy {kind!r}; choose one of "
                             f"{', '.join(KINDS)}.")
+    cluster = cluster_config()
     if kind == "auto":
-        if cluster_config() is not None:
+        if cluster is not None:
             kind = "multi_worker"
         elif tpu:
             kind = "tpu"
@@ -92,7 +93,7 @@ def get_strategy(kind="auto", tpu=None):
         else:
             kind = "default"
     if kind == "multi_worker":
-        if cluster_config() is None:
+        if cluster is None:
             raise cli.UserError("The multi_worker strategy needs TF_CONFIG "
                                 "to describe the cluster.")
         return tf.distribute.MultiWorkerMirroredStrategy()

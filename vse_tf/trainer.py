@@ -64,7 +64,11 @@ def load_or_build_vocabulary(model_dir, output_dir, train_examples,
 
 def build_model(vocabulary, loss=None, global_batch_size=None):
     """The dual encoder as gin configures it, built and compiled."""
-    model = dual_encoder.build_dual_encoder(vocabulary)
+    return _built_and_compiled(dual_encoder.build_dual_encoder(vocabulary),
+                               loss, global_batch_size)
+
+
+def _built_and_compiled(model, loss, global_batch_size):
     model(model.dummy_inputs())  # creates the weights before any restore
     model.compile(optimizer=optimizers.make_optimizer(
         global_batch_size=global_batch_size), loss=loss)
@@ -151,11 +155,12 @@ def train(model_dir,
         with strategy.scope():
             model = build_model(vocabulary, loss,
                                 global_batch_size=batch_size)
-        if jit_compile and strategy.num_replicas_in_sync > 1:
-            raise cli.UserError(
-                "train.jit_compile = True needs one replica per process: XLA "
-                "cannot compile the losses' cross-replica gather. Set it to "
-                "False for this run.")
+        try:
+            # Checked here, before any feature extraction.
+            model.compile_step(jit_compile)
+        except ValueError as error:
+            raise cli.UserError(f"train.jit_compile = True: {error} Set it "
+                                "to False for this run.") from error
         _log_caption_lengths(train_examples, model)
         # What fit trains: the model, or only its heads on cached features.
         trained = model
@@ -168,7 +173,8 @@ def train(model_dir,
                                         ("val", val_examples)))
             with strategy.scope():
                 trained = head_model(model, loss, batch_size)
-        trained.compile_step(jit_compile)
+        if trained is not model:
+            trained.compile_step(jit_compile)
         # Every worker reads the chief's checkpoints to resume, and writes
         # its own.
         checkpoint_dir = os.path.join(worker.path, "checkpoints")
@@ -206,11 +212,7 @@ def train(model_dir,
 
 def head_model(model, loss, global_batch_size):
     """The model's heads, compiled to train on cached backbone features."""
-    heads = model.head_model()
-    heads(heads.dummy_inputs())
-    heads.compile(optimizer=optimizers.make_optimizer(
-        global_batch_size=global_batch_size), loss=loss)
-    return heads
+    return _built_and_compiled(model.head_model(), loss, global_batch_size)
 
 
 def _finish(model, trained, model_dir, dataset, data_dir, feature_dir,
