@@ -118,3 +118,24 @@ def test_table_shows_every_recall():
     assert table.splitlines()[0] == "test"
     assert "image->text" in table and "text->image" in table
     assert table.count("12.3") >= 7
+
+
+def test_paper_row_lists_recalls_both_ways_then_rsum():
+    metrics = {f"{d}_r{k}": 10.0 * i + k for i, d in enumerate(("i2t", "t2i"))
+               for k in (1, 5, 10)}
+    metrics["rsum"] = sum(metrics.values())
+    header, columns, row = evaluation.format_paper_row(
+        metrics, "coco1k").splitlines()
+    assert "image -> text" in header and "text -> image" in header
+    assert columns.split() == ["R@1", "R@5", "R@10"] * 2 + ["rsum"]
+    assert row.split() == ["coco1k", "1.0", "5.0", "10.0", "11.0", "15.0",
+                           "20.0", "62.0"]
+
+
+def test_protocols_check_the_test_size():
+    assert evaluation.check_protocol("coco1k", 5000).folds == 5
+    assert evaluation.check_protocol("coco5k", 5000).folds == 1
+    with pytest.raises(ValueError, match="needs 1000 test images"):
+        evaluation.check_protocol("f30k", 5000)
+    with pytest.raises(ValueError, match="Unknown protocol"):
+        evaluation.check_protocol("coco", 5000)

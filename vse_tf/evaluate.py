@@ -3,9 +3,13 @@
 Rebuilds the model from the run's own operative_config.gin (or the given
 --gin_file), loads its best checkpoint, embeds a split, prints the Recall@K
 table and writes the metrics as JSON: DIR/metrics.json for the test split,
-DIR/metrics_<split>.json otherwise, or --output.
+DIR/metrics_<protocol>.json for a protocol, DIR/metrics_<split>_<folds>fold
+.json otherwise, or --output.
+
+    python -m vse_tf.evaluate --model_dir=runs/coco --protocol=coco1k
 """
 
+import json
 import os
 
 from absl import flags
@@ -17,10 +21,17 @@ from vse_tf import io_utils
 from vse_tf import runs
 from vse_tf.data import pipeline
 
+flags.DEFINE_enum(
+    "protocol", None, list(evaluation.PROTOCOLS),
+    "A standard protocol: " + "; ".join(
+        f"{name} = {p.summary}" for name, p in evaluation.PROTOCOLS.items()) +
+    ". Sets --split and --folds.")
 flags.DEFINE_string("split", "test", "Split to score: train, val or test.")
 flags.DEFINE_integer("folds", 1, "Folds averaged (5 on 5,000 images is "
                      "COCO 1K).")
 flags.DEFINE_string("output", None, "Where to write the metrics JSON.")
+flags.DEFINE_bool("json", False, "Print the metrics as JSON on stdout "
+                  "instead of the table.")
 FLAGS = cli.FLAGS
 
 
@@ -28,15 +39,36 @@ def main(argv):
     del argv
     model = runs.load_from_flags(FLAGS)
     dataset = runs.train_argument("dataset")
-    examples = pipeline.load_examples(dataset, FLAGS.split, FLAGS.data_dir)
-    metrics = embed.evaluate_model(model, examples, folds=FLAGS.folds)
-    print(evaluation.format_table(
-        metrics, title=f"{dataset} {FLAGS.split} ({FLAGS.folds} fold(s)):"))
-    name = ("metrics.json" if FLAGS.split == "test" and FLAGS.folds == 1 else
-            f"metrics_{FLAGS.split}_{FLAGS.folds}fold.json")
+    split, folds = FLAGS.split, FLAGS.folds
+    if FLAGS.protocol:
+        split = evaluation.PROTOCOLS[FLAGS.protocol].split
+        folds = evaluation.PROTOCOLS[FLAGS.protocol].folds
+    examples = pipeline.load_examples(dataset, split, FLAGS.data_dir)
+    if FLAGS.protocol:
+        try:
+            evaluation.check_protocol(FLAGS.protocol,
+                                      int(examples.cardinality()))
+        except ValueError as error:
+            raise cli.UserError(f"{dataset}: {error}") from error
+    try:
+        metrics = embed.evaluate_model(model, examples, folds=folds)
+    except ValueError as error:  # folds that do not divide the split
+        raise cli.UserError(f"--folds={folds}: {error}") from error
+    if FLAGS.protocol:
+        name = f"metrics_{FLAGS.protocol}.json"
+        table = evaluation.format_paper_row(metrics, FLAGS.protocol)
+    else:
+        name = ("metrics.json" if split == "test" and folds == 1 else
+                f"metrics_{split}_{folds}fold.json")
+        table = evaluation.format_table(
+            metrics, title=f"{dataset} {split} ({folds} fold(s)):")
     output = FLAGS.output or os.path.join(FLAGS.model_dir, name)
     io_utils.write_json_atomic(output, metrics)
-    print(f"Wrote {output}")
+    if FLAGS.json:
+        print(json.dumps(metrics, indent=2, sort_keys=True))
+    else:
+        print(table)
+        print(f"Wrote {output}")
 
 
 if __name__ == "__main__":

@@ -8,12 +8,39 @@ strictly higher than the truth, so no query needs a sort, and each score is
 computed once, a chunk of image rows at a time.
 """
 
+import collections
+
 import numpy as np
 
 METRIC_NAMES = (
     "i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "rsum",
     "i2t_medr", "i2t_meanr", "t2i_medr", "t2i_meanr")
 RECALL_AT = (1, 5, 10)
+
+Protocol = collections.namedtuple("Protocol", "split folds images summary")
+# The field's test protocols (Karpathy splits).
+PROTOCOLS = {
+    "coco1k": Protocol("test", 5, 5000, "MS-COCO 1K: the mean over five "
+                       "folds of 1,000 test images"),
+    "coco5k": Protocol("test", 1, 5000, "MS-COCO 5K: all 5,000 test images"),
+    "f30k": Protocol("test", 1, 1000, "Flickr30K: the 1,000 test images"),
+}
+
+
+def check_protocol(name, num_images):
+    """The protocol called `name`, if it applies to `num_images` images."""
+    if name not in PROTOCOLS:
+        raise ValueError(f"Unknown protocol {name!r}; use one of "
+                         f"{', '.join(PROTOCOLS)}.")
+    protocol = PROTOCOLS[name]
+    if num_images != protocol.images:
+        raise ValueError(
+            f"The {name} protocol ({protocol.summary}) needs "
+            f"{protocol.images} {protocol.split} images; this dataset's "
+            f"{protocol.split} split has {num_images}. Score it with "
+            "--split and --folds instead, or evaluate the dataset the "
+            "protocol is for.")
+    return protocol
 
 
 def retrieval_ranks(image_embeddings, text_embeddings, captions_per_image=5,
@@ -103,3 +130,15 @@ def format_table(metrics, title=None):
             f"{metrics[f'{direction}_meanr']:9.1f}")
     lines.append(f"{'rsum':14}{metrics['rsum']:8.1f}")
     return "\n".join(lines)
+
+
+def format_paper_row(metrics, label):
+    """One line in the layout of the papers' tables: R@1 R@5 R@10 image to
+    text, the same text to image, then rsum; with its header."""
+    header = (f"{'':12}{'image -> text':^21}  {'text -> image':^21}\n"
+              f"{'':12}" + f"{'R@1':>7}{'R@5':>7}{'R@10':>7}" * 2 +
+              f"{'rsum':>9}")
+    row = f"{label:12}" + "".join(
+        f"{metrics[f'{d}_r{k}']:7.1f}" for d in ("i2t", "t2i")
+        for k in RECALL_AT) + f"{metrics['rsum']:9.1f}"
+    return f"{header}\n{row}"

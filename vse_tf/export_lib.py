@@ -9,6 +9,10 @@ per model, one numbered folder per version):
   EXPORT/text_tower/N/    serving_default: text, tf.string [None], raw
                             captions, tokenized in the graph
 
+An image tower on precomputed features (gin/*_precomp.gin) has one
+signature instead, serving_default: features, float32 [None, regions, dim]
+(or [None, dim]).
+
 Every signature returns {"embedding": float32 [None, D]}, L2-normalized, and
 uses core TensorFlow ops only, so the stock `tensorflow_model_server` loads
 it. A version is written into a hidden temporary folder and renamed into
@@ -53,6 +57,8 @@ def latest_version_dir(export_dir, tower):
 
 def image_tower_archive(image_tower):
     """The image tower with its two serving signatures."""
+    if len(image_tower.inputs[0].shape) != 4:
+        return features_tower_archive(image_tower)
     _, height, width, channels = image_tower.inputs[0].shape
     if height != width:
         raise ValueError(f"Square image towers only, not {height}x{width}.")
@@ -73,6 +79,20 @@ def image_tower_archive(image_tower):
         "serving_pixels", serve_pixels,
         input_signature=[tf.TensorSpec([None, height, width, channels],
                                        tf.float32, "pixels")])
+    return archive
+
+
+def features_tower_archive(image_tower):
+    """An image tower on precomputed features, which it takes as they are."""
+    archive = keras.export.ExportArchive()
+    archive.track(image_tower)
+
+    def serve_features(features):
+        return {"embedding": image_tower(features, training=False)}
+
+    archive.add_endpoint(
+        "serving_default", serve_features, input_signature=[tf.TensorSpec(
+            image_tower.inputs[0].shape, tf.float32, "features")])
     return archive
 
 

@@ -45,7 +45,7 @@ METRICS = "metrics.json"
 PRECISIONS = (None, "float32", "mixed_float16", "mixed_bfloat16")
 
 
-def load_or_build_vocabulary(model_dir, output_dir, train_examples,
+def load_or_build_vocabulary(model_dir, output_dir, train_captions,
                              max_tokens):
     """The run's vocabulary: read back on resume, else adapted and saved.
 
@@ -55,8 +55,7 @@ def load_or_build_vocabulary(model_dir, output_dir, train_examples,
     path = os.path.join(model_dir, VOCABULARY)
     if os.path.exists(path):
         return text_towers.load_vocabulary(path)
-    vocabulary = text_towers.build_vocabulary(
-        pipeline.training_captions(train_examples), max_tokens)
+    vocabulary = text_towers.build_vocabulary(train_captions, max_tokens)
     text_towers.save_vocabulary(vocabulary,
                                 os.path.join(output_dir, VOCABULARY))
     return vocabulary
@@ -102,7 +101,9 @@ def train(model_dir,
     Args:
       model_dir: output folder (see the module docstring).
       data_dir: dataset root; None is TFDS's default.
-      dataset: a TFDS name, e.g. "shapes" or "shapes/tiny".
+      dataset: a name `pipeline.load_examples` knows: "shapes" (built in),
+        "flickr8k" / "flickr30k" / "coco" (raw images, Karpathy's files),
+        "coco_captions" (TFDS), "coco_precomp" / "f30k_precomp".
       epochs: passes, each of `steps_per_epoch` steps.
       steps_per_epoch: None is one pass over every caption of the train
         split.
@@ -138,8 +139,9 @@ def train(model_dir,
     cli.ensure_writable_dir(model_dir)
     train_examples = pipeline.load_examples(dataset, "train", data_dir)
     val_examples = pipeline.load_examples(dataset, "val", data_dir)
+    # At least: COCO's train split may keep 5 to 7 captions an image.
     pairs = int(train_examples.cardinality()) * (
-        train_examples.element_spec["captions"].shape[0])
+        train_examples.element_spec["captions"].shape[0] or 5)
     if batch_size > pairs:
         raise cli.UserError(
             f"train.batch_size = {batch_size} is larger than the train split "
@@ -150,8 +152,9 @@ def train(model_dir,
 
     with distribute.WorkerDir(model_dir, strategy) as worker, \
             _precision_policy(mixed_precision):
+        train_captions = pipeline.load_captions(dataset, "train", data_dir)
         vocabulary = load_or_build_vocabulary(model_dir, worker.path,
-                                              train_examples, max_vocabulary)
+                                              train_captions, max_vocabulary)
         with strategy.scope():
             model = build_model(vocabulary, loss,
                                 global_batch_size=batch_size)
@@ -161,7 +164,7 @@ def train(model_dir,
         except ValueError as error:
             raise cli.UserError(f"train.jit_compile = True: {error} Set it "
                                 "to False for this run.") from error
-        _log_caption_lengths(train_examples, model)
+        _log_caption_lengths(train_captions, model)
         # What fit trains: the model, or only its heads on cached features.
         trained = model
         if cache_features:
@@ -257,12 +260,12 @@ def _precision_policy(name):
         keras.mixed_precision.set_global_policy(previous)
 
 
-def _log_caption_lengths(train_examples, model):
+def _log_caption_lengths(train_captions, model):
     if model.tokenizer is None:
         return  # a pretrained tokenizer: its own length rules
     max_length = model.tokenizer.output_shape[-1]
     cut, empty, total = text_towers.count_long_captions(
-        pipeline.training_captions(train_examples), max_length)
+        train_captions, max_length)
     if cut or empty:
         print(f"Train captions: {cut} of {total} ({100 * cut / total:.1f}%) "
               f"are longer than {max_length - 1} words and are cut there "

@@ -111,9 +111,20 @@ def looks_complete(path):
     return head.startswith(_PNG_START) and tail.endswith(_PNG_END)
 
 
+def split_entries(name, split, data_dir):
+    """The split file's entries of one split ("train": train + restval)."""
+    entries = [e for e in read_split_file(name, data_dir)
+               if e.get("split") in SPLITS[split]]
+    if not entries:
+        raise errors.DatasetError(
+            f"The {name} split file has no {split!r} images.")
+    return entries
+
+
 @gin.configurable
 def load_examples(name, split, data_dir=None, image_size=256,
-                  captions_per_image=5, on_bad_image="skip"):
+                  captions_per_image=5, on_bad_image="skip",
+                  captions_only=False):
     """Per-image examples of one split of a Karpathy-format dataset.
 
     Args:
@@ -126,16 +137,19 @@ def load_examples(name, split, data_dir=None, image_size=256,
         with more keep the first ones.
       on_bad_image: what to do with a file that is not a whole JPEG or PNG:
         "skip" it (and say how many were skipped) or stop with an "error".
+      captions_only: return the split's captions alone, a dataset of
+        strings read from the split file: a vocabulary needs no image
+        decoded.
     """
     if on_bad_image not in BAD_IMAGE_POLICIES:
         raise errors.DatasetError(
             f"Unknown karpathy.load_examples.on_bad_image {on_bad_image!r}; "
             f"use one of {BAD_IMAGE_POLICIES}.")
-    entries = [e for e in read_split_file(name, data_dir)
-               if e.get("split") in SPLITS[split]]
-    if not entries:
-        raise errors.DatasetError(
-            f"The {name} split file has no {split!r} images.")
+    entries = split_entries(name, split, data_dir)
+    if captions_only:
+        return tf.data.Dataset.from_tensor_slices(
+            [s["raw"] for entry in entries
+             for s in entry.get("sentences", [])[:captions_per_image]])
     folder = image_folder(name, data_dir)
     paths, captions, ids, bad = [], [], [], []
     for entry in entries:

@@ -9,14 +9,24 @@ caption j belongs to image j // C.
 
 import os
 
+import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from vse_tf.data import coco
 from vse_tf.data import karpathy
+from vse_tf.data import precomp
 from vse_tf.data import shapes
 from vse_tf.data.errors import DatasetError
 
 BUILT_IN = {"shapes": shapes.Shapes}
+# A train split is cached in memory (decoded images, read features) when it
+# fits in this; otherwise it is read again each epoch.
+CACHE_BUDGET_BYTES = 8 << 30
+# What an uncached split's image shuffle buffer may hold.
+SHUFFLE_BUDGET_BYTES = 1 << 30
+_STRING_BYTES = 64  # a caption, roughly
+_UNKNOWN_DIM = 7  # a guess for a dimension of unknown size (COCO captions)
 
 
 def load_examples(dataset, split, data_dir=None):
@@ -24,14 +34,39 @@ def load_examples(dataset, split, data_dir=None):
 
     Args:
       dataset: "flickr8k", "flickr30k" or "coco" (raw images read with
-        Karpathy's split files, see `karpathy`), or a TFDS name such as
-        "shapes" or "shapes/tiny".
+        Karpathy's split files, see `karpathy`), "coco_precomp" or
+        "f30k_precomp" (precomputed features, see `precomp`),
+        "coco_captions" (MS-COCO through TFDS, see `coco`), or a TFDS name
+        such as "shapes" or "shapes/tiny".
       split: "train", "val" or "test".
       data_dir: the datasets' root, also the TFDS data directory (default:
         TFDS's own, ~/tensorflow_datasets).
     """
     if dataset in karpathy.DATASETS:
         return karpathy.load_examples(dataset, split, data_dir)
+    if dataset in precomp.DATASETS:
+        return precomp.load_examples(dataset, split, data_dir)
+    if dataset == coco.NAME:
+        return coco.coco_captions(split, data_dir)
+    return _tfds_examples(dataset, split, data_dir)
+
+
+def load_captions(dataset, split, data_dir=None):
+    """The captions of `split` alone, a dataset of strings, read without
+    decoding an image (for the vocabulary and caption statistics)."""
+    if dataset in karpathy.DATASETS:
+        return karpathy.load_examples(dataset, split, data_dir,
+                                      captions_only=True)
+    if dataset in precomp.DATASETS:
+        return precomp.load_examples(dataset, split, data_dir,
+                                     captions_only=True)
+    if dataset == coco.NAME:
+        return coco.coco_captions(split, data_dir, captions_only=True)
+    return _tfds_examples(dataset, split, data_dir, decode_images=False).map(
+        lambda example: example["captions"]).unbatch()
+
+
+def _tfds_examples(dataset, split, data_dir, decode_images=True):
     builder = _builder(dataset, data_dir)
     if type(builder) in BUILT_IN.values():
         # Drawn locally in seconds: nothing is ever downloaded.
@@ -46,7 +81,9 @@ def load_examples(dataset, split, data_dir=None):
         raise DatasetError(
             f"Dataset {dataset!r} has no split {split!r}; it has "
             f"{sorted(builder.info.splits)}.")
-    return builder.as_dataset(split=split, shuffle_files=False)
+    decoders = None if decode_images else {"image": tfds.decode.SkipDecoding()}
+    return builder.as_dataset(split=split, shuffle_files=False,
+                              decoders=decoders)
 
 
 def _builder(dataset, data_dir):
@@ -58,17 +95,42 @@ def _pixels(image):
     return tf.cast(image, tf.float32)
 
 
+def example_bytes(examples):
+    """Memory one example takes, estimated from its spec."""
+    total = 0
+    for spec in tf.nest.flatten(examples.element_spec):
+        size = _STRING_BYTES if spec.dtype == tf.string else spec.dtype.size
+        total += int(np.prod([_UNKNOWN_DIM if d is None else d
+                              for d in spec.shape])) * size
+    return total
+
+
+def fits_in_memory(examples, budget=CACHE_BUDGET_BYTES):
+    """Whether the whole dataset can be cached (an unknown count: yes)."""
+    count = int(examples.cardinality())
+    return count < 0 or example_bytes(examples) * count <= budget
+
+
 def training_pairs(examples, batch_size, image_shuffle_buffer=20_000,
-                   pair_shuffle_buffer=8192, seed=None, cache=True):
+                   pair_shuffle_buffer=8192, seed=None, cache=None):
     """Endless shuffled batches of (inputs, image_id), one pair per caption.
 
     Images are shuffled first and their pairs again, so the captions of one
     image spread over different batches without a buffer of every pair.
-    Decoded images are cached in memory when `cache`; batches are
-    drop_remainder so every step sees `batch_size` pairs.
+    Decoded images are cached in memory when `cache` (None: when they fit
+    in CACHE_BUDGET_BYTES); a split that is not cached is read again each
+    epoch, and its shuffle buffer is bounded in bytes (sources too large to
+    cache, such as precomputed COCO, draw a fresh order themselves). Batches
+    are drop_remainder so every step sees `batch_size` pairs.
     """
+    if cache is None:
+        cache = fits_in_memory(examples)
     if cache:
         examples = examples.cache()
+    else:
+        image_shuffle_buffer = max(1, min(
+            image_shuffle_buffer,
+            SHUFFLE_BUDGET_BYTES // example_bytes(examples)))
     examples = examples.shuffle(image_shuffle_buffer, seed=seed)
 
     def to_pairs(example):
@@ -100,8 +162,3 @@ def evaluation_batches(examples, batch_size=250):
         lambda example: (_pixels(example["image"]), example["captions"]),
         num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size).prefetch(
             tf.data.AUTOTUNE)
-
-
-def training_captions(examples):
-    """Every caption of the split, for adapting the vocabulary."""
-    return examples.map(lambda example: example["captions"]).unbatch()

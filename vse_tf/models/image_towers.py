@@ -4,6 +4,10 @@ import gin
 import keras
 from keras import ops
 
+from vse_tf.models import pooling as pooling_layers
+
+POOLINGS = ("mean", "gpo")
+
 
 @keras.saving.register_keras_serializable(package="vse_tf")
 class AddCoordinates(keras.layers.Layer):
@@ -71,23 +75,37 @@ def build_image_tower(image_size=64,
 def build_precomputed_tower(feature_dim=2048,
                             regions=None,
                             embedding_dim=1024,
+                            pooling="mean",
+                            head_units=None,
                             name="image_tower"):
-    """Precomputed CNN features (the VSE++ / SCAN "precomp" data) in, as
-    VSE++'s EncoderImagePrecomp: one linear projection, L2-normalized.
+    """Precomputed CNN features (the VSE++ / SCAN "precomp" data) in: each
+    feature vector projected linearly (VSE++'s EncoderImagePrecomp), the
+    regions pooled, L2-normalized.
 
     Args:
       feature_dim: size of a feature vector (2048 for ResNet-152 or
         bottom-up-attention regions).
       regions: None for one global vector an image, [B, feature_dim];
         else the region count, [B, regions, feature_dim], each region
-        projected and the projections mean-pooled.
+        projected and the projections pooled.
       embedding_dim: size of the joint space.
+      pooling: over the regions: "mean" (SCAN's and VSE++'s average) or
+        "gpo" (VSE-infinity's generalized pooling, see
+        `pooling.GeneralizedPooling`).
+      head_units: None, or the hidden width of the paper's head after the
+        pooled projection (see `pooling.convse_head`).
     """
+    if pooling not in POOLINGS:
+        raise ValueError(f"build_precomputed_tower.pooling must be one of "
+                         f"{POOLINGS}, got {pooling!r}.")
     shape = (feature_dim,) if regions is None else (regions, feature_dim)
     features = keras.Input(shape, name="features")
     x = keras.layers.Dense(embedding_dim, name="projection")(features)
-    if regions is not None:
+    if regions is not None and pooling == "mean":
         x = keras.layers.GlobalAveragePooling1D(name="mean_pool")(x)
+    elif regions is not None:
+        x = pooling_layers.GeneralizedPooling(name="gpo")(x)
+    x = pooling_layers.convse_head(x, head_units, embedding_dim)
     embedding = keras.layers.UnitNormalization(
         name="l2_normalize", dtype="float32")(x)
     return keras.Model(features, embedding, name=name)

@@ -11,6 +11,7 @@ import keras
 import tensorflow as tf
 
 from vse_tf import io_utils
+from vse_tf.models import pooling
 
 STANDARDIZE = "lower_and_strip_punctuation"
 # Starts every caption, as VSE++'s <start>: an empty caption still has one
@@ -48,6 +49,7 @@ def build_text_tower(vocabulary,
                      bidirectional=False,
                      embedding_dim=256,
                      word_vectors=None,
+                     head_units=None,
                      name="text_tower"):
     """Word embedding, a one-layer GRU, a projection.
 
@@ -62,6 +64,8 @@ def build_text_tower(vocabulary,
       embedding_dim: size of the joint space.
       word_vectors: None learns the word embeddings from scratch;
         "glove-6b-50d" starts them from GloVe (word_dim must be 50).
+      head_units: None, or the hidden width of the paper's head after the
+        projection (see `pooling.convse_head`).
     """
     vocabulary = [START] + [w for w in vocabulary if w != START]
     text = keras.Input((), dtype="string", name="text")
@@ -94,6 +98,7 @@ def build_text_tower(vocabulary,
         gru = keras.layers.Bidirectional(gru, merge_mode="ave", name="bigru")
     x = gru(words)
     x = keras.layers.Dense(embedding_dim, name="projection")(x)
+    x = pooling.convse_head(x, head_units, embedding_dim)
     # float32 under a mixed-precision policy too: the losses and the
     # exported signatures see float32 unit vectors.
     embedding = keras.layers.UnitNormalization(
