@@ -10,8 +10,9 @@ Prepare it once (TFDS downloads the 2014 images from cocodataset.org, about
 
     tfds build coco_captions/2014 --data_dir=DATA_DIR
 
-Examples have the layout of every source (see `pipeline`), images decoded
-by the serving signature's own function (`images.decode_and_resize`).
+Examples have the layout of every source (see `pipeline`), images resized
+and cropped by the serving signature's own function
+(`images.resize_and_crop`).
 """
 
 import gin
@@ -26,13 +27,15 @@ TFDS_NAME = "coco_captions/2014"
 SPLITS = {"train": ("train", "restval"), "val": ("val",), "test": ("test",)}
 
 
-def _splits(split, data_dir):
+def _splits(split, data_dir, captions_only):
     builder = tfds.builder(TFDS_NAME, data_dir=data_dir)
+    # Captions alone: no image read or decoded.
+    decoders = tfds.decode.PartialDecoding(
+        {"captions": {"text": True}}) if captions_only else None
     try:
-        parts = [builder.as_dataset(
-            split=part, shuffle_files=False,
-            decoders={"image": tfds.decode.SkipDecoding()})
-            for part in SPLITS[split]]
+        parts = [builder.as_dataset(split=part, shuffle_files=False,
+                                    decoders=decoders)
+                 for part in SPLITS[split]]
     except (AssertionError, FileNotFoundError) as error:
         raise errors.DatasetError(
             f"MS-COCO ({TFDS_NAME}) is not prepared under "
@@ -63,7 +66,7 @@ def coco_captions(split, data_dir=None, image_size=256, captions_per_image=5,
       captions_only: return the split's captions alone, a dataset of
         strings, without decoding an image.
     """
-    examples = _splits(split, data_dir)
+    examples = _splits(split, data_dir, captions_only)
     keep_all = extra_captions and split == "train"
 
     def captions_of(example):
@@ -74,8 +77,7 @@ def coco_captions(split, data_dir=None, image_size=256, captions_per_image=5,
         return examples.map(captions_of).unbatch()
 
     def to_example(example):
-        pixels = images.decode_and_resize(example["image"], image_size,
-                                          name="coco_captions image")
+        pixels = images.resize_and_crop(example["image"], image_size)
         captions = captions_of(example)
         if not keep_all:
             captions = tf.ensure_shape(captions, [captions_per_image])

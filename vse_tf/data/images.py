@@ -29,6 +29,13 @@ def decode_and_resize(image_bytes, size, name="image_bytes"):
         image = tf.io.decode_image(image_bytes, channels=3,
                                    expand_animations=False)
     image.set_shape([None, None, 3])
+    return resize_and_crop(image, size)
+
+
+def resize_and_crop(image, size):
+    """Decoded pixels [H, W, 3] to float32 [size, size, 3]: the shorter side
+    resized to `size` (area-preserving antialiasing), then the centre
+    cropped. An image already `size` x `size` passes through unchanged."""
     pixels = tf.cast(image, tf.float32)
     shape = tf.shape(image)[:2]
 
