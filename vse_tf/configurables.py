@@ -14,6 +14,7 @@ from vse_tf import losses  # noqa: F401
 from vse_tf import optimizers  # noqa: F401
 from vse_tf import trainer  # noqa: F401
 from vse_tf.data import coco  # noqa: F401
+from vse_tf.data import karpathy_tfds  # noqa: F401
 from vse_tf.models import backbone_towers  # noqa: F401
 from vse_tf.models import dual_encoder  # noqa: F401
 from vse_tf.models import image_towers  # noqa: F401

@@ -10,6 +10,12 @@ Prepare it once (TFDS downloads the 2014 images from cocodataset.org, about
 
     tfds build coco_captions/2014 --data_dir=DATA_DIR
 
+The COCO 1K protocol averages five folds of 1,000 consecutive test images;
+over TFDS's order they are not the folds of Karpathy's file (those of the
+precomputed "testall" and of karpathy_captions/coco), so COCO 1K figures
+from this source are comparable in expectation only. COCO 5K does not
+depend on the order.
+
 Examples have the layout of every source (see `pipeline`), images resized
 and cropped by the serving signature's own function
 (`images.resize_and_crop`).

@@ -58,9 +58,12 @@ def dataset_dir(name, data_dir):
                         name)
 
 
-def read_split_file(name, data_dir):
-    """The parsed split file, or a DatasetError saying where it goes."""
-    folder = dataset_dir(name, data_dir)
+def read_split_file(name, data_dir, folder=None):
+    """The parsed split file, or a DatasetError saying where it goes.
+
+    `folder` is the dataset's own folder, default data_dir/name.
+    """
+    folder = folder or dataset_dir(name, data_dir)
     path = os.path.join(folder, DATASETS[name])
     if not os.path.exists(path):
         raise errors.DatasetError(
@@ -79,8 +82,8 @@ def read_split_file(name, data_dir):
         ) from error
 
 
-def image_folder(name, data_dir):
-    folder = dataset_dir(name, data_dir)
+def image_folder(name, data_dir, folder=None):
+    folder = folder or dataset_dir(name, data_dir)
     candidates = [os.path.join(folder, f.format(name=name))
                   for f in IMAGE_FOLDERS]
     for candidate in candidates:
@@ -111,9 +114,9 @@ def looks_complete(path):
     return head.startswith(_PNG_START) and tail.endswith(_PNG_END)
 
 
-def split_entries(name, split, data_dir):
+def split_entries(name, split, data_dir, folder=None):
     """The split file's entries of one split ("train": train + restval)."""
-    entries = [e for e in read_split_file(name, data_dir)
+    entries = [e for e in read_split_file(name, data_dir, folder)
                if e.get("split") in SPLITS[split]]
     if not entries:
         raise errors.DatasetError(
@@ -121,36 +124,12 @@ def split_entries(name, split, data_dir):
     return entries
 
 
-@gin.configurable
-def load_examples(name, split, data_dir=None, image_size=256,
-                  captions_per_image=5, on_bad_image="skip",
-                  captions_only=False):
-    """Per-image examples of one split of a Karpathy-format dataset.
-
-    Args:
-      name: "flickr8k", "flickr30k" or "coco".
-      split: "train" (COCO: train + restval), "val" or "test".
-      data_dir: the folder holding `name/` (default ~/tensorflow_datasets).
-      image_size: images are resized (shorter side) and centre-cropped to
-        this square.
-      captions_per_image: the protocol's captions per image (5); COCO images
-        with more keep the first ones.
-      on_bad_image: what to do with a file that is not a whole JPEG or PNG:
-        "skip" it (and say how many were skipped) or stop with an "error".
-      captions_only: return the split's captions alone, a dataset of
-        strings read from the split file: a vocabulary needs no image
-        decoded.
-    """
-    if on_bad_image not in BAD_IMAGE_POLICIES:
-        raise errors.DatasetError(
-            f"Unknown karpathy.load_examples.on_bad_image {on_bad_image!r}; "
-            f"use one of {BAD_IMAGE_POLICIES}.")
-    entries = split_entries(name, split, data_dir)
-    if captions_only:
-        return tf.data.Dataset.from_tensor_slices(
-            [s["raw"] for entry in entries
-             for s in entry.get("sentences", [])[:captions_per_image]])
-    folder = image_folder(name, data_dir)
+def checked_split(name, split, data_dir, captions_per_image=5,
+                  on_bad_image="skip", folder=None):
+    """(image paths, their captions, their ids) of a split, every listed
+    image present, files that are not whole images skipped or an error."""
+    entries = split_entries(name, split, data_dir, folder)
+    folder = image_folder(name, data_dir, folder)
     paths, captions, ids, bad = [], [], [], []
     for entry in entries:
         sentences = [s["raw"] for s in entry.get("sentences", [])]
@@ -182,6 +161,39 @@ def load_examples(name, split, data_dir=None, image_size=256,
                 "karpathy.load_examples.on_bad_image = 'skip'.")
         print(f"{name} {split}: skipped {len(bad)} of {len(entries)} images "
               f"that are not whole JPEG or PNG files ({listed}).")
+    return paths, captions, ids
+
+
+@gin.configurable
+def load_examples(name, split, data_dir=None, image_size=256,
+                  captions_per_image=5, on_bad_image="skip",
+                  captions_only=False):
+    """Per-image examples of one split of a Karpathy-format dataset.
+
+    Args:
+      name: "flickr8k", "flickr30k" or "coco".
+      split: "train" (COCO: train + restval), "val" or "test".
+      data_dir: the folder holding `name/` (default ~/tensorflow_datasets).
+      image_size: images are resized (shorter side) and centre-cropped to
+        this square.
+      captions_per_image: the protocol's captions per image (5); COCO images
+        with more keep the first ones.
+      on_bad_image: what to do with a file that is not a whole JPEG or PNG:
+        "skip" it (and say how many were skipped) or stop with an "error".
+      captions_only: return the split's captions alone, a dataset of
+        strings read from the split file: a vocabulary needs no image
+        decoded.
+    """
+    if on_bad_image not in BAD_IMAGE_POLICIES:
+        raise errors.DatasetError(
+            f"Unknown karpathy.load_examples.on_bad_image {on_bad_image!r}; "
+            f"use one of {BAD_IMAGE_POLICIES}.")
+    if captions_only:
+        return tf.data.Dataset.from_tensor_slices(
+            [s["raw"] for entry in split_entries(name, split, data_dir)
+             for s in entry.get("sentences", [])[:captions_per_image]])
+    paths, captions, ids = checked_split(name, split, data_dir,
+                                         captions_per_image, on_bad_image)
 
     def decode(path, caption_list, image_id):
         pixels = images.decode_and_resize(tf.io.read_file(path), image_size,

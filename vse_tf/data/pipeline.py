@@ -15,6 +15,7 @@ import tensorflow_datasets as tfds
 
 from vse_tf.data import coco
 from vse_tf.data import karpathy
+from vse_tf.data import karpathy_tfds
 from vse_tf.data import precomp
 from vse_tf.data import shapes
 from vse_tf.data.errors import DatasetError
@@ -36,8 +37,10 @@ def load_examples(dataset, split, data_dir=None):
       dataset: "flickr8k", "flickr30k" or "coco" (raw images read with
         Karpathy's split files, see `karpathy`), "coco_precomp" or
         "f30k_precomp" (precomputed features, see `precomp`),
-        "coco_captions" (MS-COCO through TFDS, see `coco`), or a TFDS name
-        such as "shapes" or "shapes/tiny".
+        "coco_captions" (MS-COCO through TFDS, see `coco`),
+        "karpathy_captions/flickr30k" (TFDS records built from Karpathy's
+        files, see `karpathy_tfds`), or a TFDS name such as "shapes" or
+        "shapes/tiny".
       split: "train", "val" or "test".
       data_dir: the datasets' root, also the TFDS data directory (default:
         TFDS's own, ~/tensorflow_datasets).
@@ -48,6 +51,9 @@ def load_examples(dataset, split, data_dir=None):
         return precomp.load_examples(dataset, split, data_dir)
     if dataset == coco.NAME:
         return coco.coco_captions(split, data_dir)
+    if dataset.startswith(karpathy_tfds.NAME + "/"):
+        return karpathy_tfds.karpathy_captions(dataset.split("/")[1], split,
+                                               data_dir)
     return _tfds_examples(dataset, split, data_dir)
 
 
@@ -62,6 +68,9 @@ def load_captions(dataset, split, data_dir=None):
                                      captions_only=True)
     if dataset == coco.NAME:
         return coco.coco_captions(split, data_dir, captions_only=True)
+    if dataset.startswith(karpathy_tfds.NAME + "/"):
+        return karpathy_tfds.karpathy_captions(
+            dataset.split("/")[1], split, data_dir, captions_only=True)
     return _tfds_examples(dataset, split, data_dir, decode_images=False).map(
         lambda example: example["captions"]).unbatch()
 

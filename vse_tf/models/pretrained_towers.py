@@ -147,23 +147,27 @@ class SentenceEncoder(keras.Model):
 
 
 def build_sentence_encoder(path=None, sequence_length=32, weights="pretrained"):
+    """MiniLM (or any BERT folder) as a SentenceEncoder; None is the
+    installed all-MiniLM-L6-v2."""
+    return _bert_from_folder(minilm_folder(path), sequence_length, weights)
+
+
+def _bert_from_folder(folder, sequence_length, weights):
     import keras_hub
-    folder = minilm_folder(path)
-    tokenizer = keras_hub.models.BertTokenizer.from_preset(folder)
-    if weights == "pretrained":
-        backbone = keras_hub.models.BertBackbone.from_preset(folder)
-    elif weights == "random":
-        backbone = keras_hub.models.BertBackbone.from_preset(
-            folder, load_weights=False)
-    else:
+    if weights not in ("pretrained", "random"):
         raise ValueError(f"weights must be 'pretrained' or 'random', got "
                          f"{weights!r}.")
-    # keras-hub's BERT uses the tanh approximation of GELU; the checkpoint
-    # was trained with the exact (erf) one, as Hugging Face's BERT computes
-    # it. The exact GELU brings the embeddings from 3e-4 to within 1e-5 of
-    # sentence-transformers'.
-    for layer in backbone.transformer_layers:
-        layer._feedforward_intermediate_dense.activation = exact_gelu
+    tokenizer = keras_hub.models.BertTokenizer.from_preset(folder)
+    backbone = keras_hub.models.BertBackbone.from_preset(
+        folder, load_weights=weights == "pretrained")
+    if not os.path.exists(os.path.join(folder, "metadata.json")):
+        # A Hugging Face checkpoint. keras-hub's BERT uses the tanh
+        # approximation of GELU; these were trained with the exact (erf)
+        # one, as Hugging Face's BERT computes it. The exact GELU brings
+        # all-MiniLM-L6-v2 from 3e-4 to within 1e-5 of
+        # sentence-transformers'.
+        for layer in backbone.transformer_layers:
+            layer._feedforward_intermediate_dense.activation = exact_gelu
     return SentenceEncoder(tokenizer, backbone, sequence_length,
                            name=BACKBONE)
 
@@ -197,6 +201,83 @@ def build_minilm_tower(vocabulary=None,
     """
     del vocabulary
     encoder = build_sentence_encoder(path, sequence_length, weights)
+    encoder.trainable = trainable_backbone
+    head = projection_head(encoder.backbone.hidden_dim, hidden_units,
+                           embedding_dim, dropout)
+    text = keras.Input((), dtype="string", name="text")
+    return keras.Model(text, head(encoder(text)), name=name)
+
+
+@gin.configurable
+def build_bert_tower(vocabulary=None,
+                     preset=None,
+                     vocabulary_file=None,
+                     weights="pretrained",
+                     num_layers=4,
+                     num_heads=4,
+                     hidden_dim=256,
+                     intermediate_dim=1024,
+                     sequence_length=48,
+                     hidden_units=None,
+                     embedding_dim=1024,
+                     dropout=0.0,
+                     trainable_backbone=True,
+                     name="text_tower"):
+    """A keras-hub BERT, mean-pooled over its tokens, then a projection head.
+
+    From a folder: `preset`, a keras-hub preset folder or a Hugging Face
+    BERT folder (config.json, model.safetensors, vocab.txt), with its
+    weights ("pretrained") or without ("random"). From a vocabulary alone:
+    `vocabulary_file` (WordPiece, one token a line, with [CLS], [SEP],
+    [PAD], [UNK] and [MASK]) and `weights = "random"`, a BERT of the given
+    size trained from scratch.
+
+    Args:
+      vocabulary: unused (BERT brings its WordPiece vocabulary).
+      num_layers, num_heads, hidden_dim, intermediate_dim: the size of a
+        BERT built from `vocabulary_file`.
+      sequence_length: WordPiece tokens kept, [CLS] and [SEP] included.
+      hidden_units, embedding_dim, dropout: the head (see
+        `projection_head`).
+      trainable_backbone: fine-tune BERT (the usual); False freezes it.
+    """
+    del vocabulary
+    import keras_hub
+    if preset:
+        folder = os.path.expanduser(preset)
+        if not os.path.exists(os.path.join(folder, "config.json")):
+            raise torch_weights.WeightsError(
+                f"{folder!r} is not a BERT folder (no config.json): give "
+                "build_bert_tower.preset a keras-hub preset folder or a "
+                "Hugging Face BERT folder (config.json, model.safetensors, "
+                "vocab.txt).")
+        encoder = _bert_from_folder(folder, sequence_length, weights)
+    elif vocabulary_file:
+        if weights != "random":
+            raise torch_weights.WeightsError(
+                "A BERT built from build_bert_tower.vocabulary_file has no "
+                "pretrained weights: set build_bert_tower.weights = "
+                "'random' to train it from scratch, or give a preset folder "
+                "with weights as build_bert_tower.preset.")
+        if not os.path.exists(vocabulary_file):
+            raise torch_weights.WeightsError(
+                f"No WordPiece vocabulary at {vocabulary_file!r} "
+                "(build_bert_tower.vocabulary_file): one token a line, e.g. "
+                "the vocab.txt of a BERT checkpoint.")
+        tokenizer = keras_hub.models.BertTokenizer(
+            vocabulary=vocabulary_file, lowercase=True)
+        backbone = keras_hub.models.BertBackbone(
+            vocabulary_size=tokenizer.vocabulary_size(),
+            num_layers=num_layers, num_heads=num_heads,
+            hidden_dim=hidden_dim, intermediate_dim=intermediate_dim,
+            max_sequence_length=sequence_length)
+        encoder = SentenceEncoder(tokenizer, backbone, sequence_length,
+                                  name=BACKBONE)
+    else:
+        raise torch_weights.WeightsError(
+            "build_bert_tower needs a preset folder (build_bert_tower.preset)"
+            " or a WordPiece vocabulary (build_bert_tower.vocabulary_file, "
+            "with weights = 'random').")
     encoder.trainable = trainable_backbone
     head = projection_head(encoder.backbone.hidden_dim, hidden_units,
                            embedding_dim, dropout)

@@ -1,0 +1,71 @@
+"""The keras-hub BERT text tower: from a WordPiece vocabulary (random
+weights), from a keras-hub preset folder, and its errors."""
+
+import numpy as np
+import pytest
+
+from vse_tf.models import pretrained_towers
+from vse_tf.pretrained.torch_weights import WeightsError
+
+TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "dog", "runs",
+          "on", "the", "grass", "cat", "sits", "##s"]
+CAPTIONS = np.array(["A dog runs on the grass", "the cats sit", ""])
+SIZE = dict(num_layers=1, num_heads=2, hidden_dim=16, intermediate_dim=32,
+            sequence_length=12, embedding_dim=8)
+
+
+@pytest.fixture
+def vocabulary_file(tmp_path):
+    path = tmp_path / "vocab.txt"
+    path.write_text("\n".join(TOKENS) + "\n")
+    return str(path)
+
+
+def test_a_random_bert_from_a_vocabulary(vocabulary_file):
+    tower = pretrained_towers.build_bert_tower(
+        vocabulary_file=vocabulary_file, weights="random", **SIZE)
+    embeddings = tower(CAPTIONS).numpy()
+    assert embeddings.shape == (3, 8)
+    np.testing.assert_allclose(np.linalg.norm(embeddings, axis=1), 1.0,
+                               rtol=1e-5)
+    encoder = tower.get_layer(pretrained_towers.BACKBONE)
+    # WordPiece over the file's tokens: "cats" is "cat" + "##s".
+    assert encoder.tokenizer.id_to_token(13) == "##s"
+    ids = list(np.asarray(encoder.tokenizer("the cats")))
+    assert [TOKENS[i] for i in ids] == ["the", "cat", "##s"]
+    # Fine-tuned by default: BERT's weights train with the head.
+    assert len(tower.trainable_weights) > len(
+        tower.get_layer(pretrained_towers.HEAD).trainable_weights)
+
+
+def test_a_keras_hub_preset_folder_gives_the_same_bert(tmp_path,
+                                                       vocabulary_file):
+    tower = pretrained_towers.build_bert_tower(
+        vocabulary_file=vocabulary_file, weights="random", **SIZE)
+    encoder = tower.get_layer(pretrained_towers.BACKBONE)
+    folder = str(tmp_path / "bert")
+    encoder.backbone.save_to_preset(folder)
+    encoder.tokenizer.save_to_preset(folder)
+    loaded = pretrained_towers.build_bert_tower(preset=folder, **SIZE)
+    np.testing.assert_allclose(
+        loaded.get_layer(pretrained_towers.BACKBONE)(CAPTIONS),
+        encoder(CAPTIONS), rtol=1e-5, atol=1e-6)
+    fresh = pretrained_towers.build_bert_tower(preset=folder,
+                                               weights="random", **SIZE)
+    assert not np.allclose(
+        fresh.get_layer(pretrained_towers.BACKBONE)(CAPTIONS),
+        encoder(CAPTIONS), atol=1e-3)
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({}, "needs a preset folder"),
+    ({"vocabulary_file": "VOCAB"}, "set build_bert_tower.weights = 'random'"),
+    ({"vocabulary_file": "/nowhere/vocab.txt", "weights": "random"},
+     "No WordPiece vocabulary at '/nowhere/vocab.txt'"),
+    ({"preset": "/nowhere"}, "is not a BERT folder"),
+])
+def test_what_is_missing_is_named(kwargs, message, vocabulary_file):
+    kwargs = {k: vocabulary_file if v == "VOCAB" else v
+              for k, v in kwargs.items()}
+    with pytest.raises(WeightsError, match=message):
+        pretrained_towers.build_bert_tower(**kwargs)
