@@ -84,29 +84,25 @@ def image_tower_archive(image_tower):
 
 def features_tower_archive(image_tower):
     """An image tower on precomputed features, which it takes as they are."""
-    archive = keras.export.ExportArchive()
-    archive.track(image_tower)
-
-    def serve_features(features):
-        return {"embedding": image_tower(features, training=False)}
-
-    archive.add_endpoint(
-        "serving_default", serve_features, input_signature=[tf.TensorSpec(
-            image_tower.inputs[0].shape, tf.float32, "features")])
-    return archive
+    return _one_signature_archive(image_tower, tf.TensorSpec(
+        image_tower.inputs[0].shape, tf.float32, "features"))
 
 
 def text_tower_archive(text_tower):
     """The text tower taking raw caption strings."""
+    return _one_signature_archive(
+        text_tower, tf.TensorSpec([None], tf.string, "text"))
+
+
+def _one_signature_archive(tower, input_spec):
     archive = keras.export.ExportArchive()
-    archive.track(text_tower)
+    archive.track(tower)
 
-    def serve_text(text):
-        return {"embedding": text_tower(text, training=False)}
+    def serve(inputs):
+        return {"embedding": tower(inputs, training=False)}
 
-    archive.add_endpoint(
-        "serving_default", serve_text,
-        input_signature=[tf.TensorSpec([None], tf.string, "text")])
+    archive.add_endpoint("serving_default", serve,
+                         input_signature=[input_spec])
     return archive
 
 
