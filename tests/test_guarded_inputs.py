@@ -161,6 +161,13 @@ def test_differences_name_model_bindings_and_follow_macros():
     assert compatibility.differences(OLD, OLD) == []
 
 
+def test_every_tower_factory_defines_the_model():
+    old = "build_precomputed_tower.pooling = 'mean'\nmake_optimizer.name = 'adam'\n"
+    new = "build_precomputed_tower.pooling = 'gpo'\nmake_optimizer.name = 'sgd'\n"
+    assert compatibility.differences(old, new) == [
+        ("build_precomputed_tower.pooling", "'mean'", "'gpo'")]
+
+
 def test_resuming_with_another_model_names_the_bindings(trained_run,
                                                         tfds_dir, tmp_path):
     import shutil

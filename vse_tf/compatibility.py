@@ -14,9 +14,9 @@ import gin
 
 from vse_tf import cli
 
-# Selectors whose values shape the weights or the vocabulary.
-MODEL_DEFINING = ("build_image_tower.", "build_text_tower.",
-                  "build_dual_encoder.", "train.dataset", "train.max_vocabulary")
+# Selectors whose values shape the weights or the vocabulary: every model
+# factory is a build_* function (towers, heads, the dual encoder).
+MODEL_DEFINING = ("build_", "train.dataset", "train.max_vocabulary")
 
 _BINDING = re.compile(r"^([\w./]+)\s*=\s*(.*)$")
 
