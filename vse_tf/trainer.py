@@ -103,7 +103,8 @@ def train(model_dir,
       data_dir: dataset root; None is TFDS's default.
       dataset: a name `pipeline.load_examples` knows: "shapes" (built in),
         "flickr8k" / "flickr30k" / "coco" (raw images, Karpathy's files),
-        "coco_captions" (TFDS), "coco_precomp" / "f30k_precomp".
+        "coco_captions" and "karpathy_captions/flickr30k" (TFDS),
+        "coco_precomp" / "f30k_precomp" (precomputed features).
       epochs: passes, each of `steps_per_epoch` steps.
       steps_per_epoch: None is one pass over every caption of the train
         split.

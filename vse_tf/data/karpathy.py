@@ -20,6 +20,7 @@ signature's preprocessing), the first `captions_per_image` captions, and the
 image id.
 """
 
+import functools
 import json
 import os
 
@@ -71,6 +72,16 @@ def read_split_file(name, data_dir, folder=None):
             f"{HOW_TO_GET[name]} there, with the images in "
             f"{os.path.join(folder, IMAGE_FOLDERS[0])}/ (see README.md, "
             "'Data'), and pass the parent folder as --data_dir.")
+    stat = os.stat(path)
+    return _parse_split_file(path, stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=2)
+def _parse_split_file(path, mtime_ns, size):
+    # A run reads one split file for each split and for the captions
+    # (dataset_coco.json: seconds to parse); the file's time and size in the
+    # key make a changed file parsed again.
+    del mtime_ns, size
     try:
         with open(path, encoding="utf-8") as f:
             content = json.load(f)

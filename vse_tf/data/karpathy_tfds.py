@@ -22,7 +22,6 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from vse_tf.data import errors
 from vse_tf.data import images
 from vse_tf.data import karpathy
 
@@ -113,9 +112,5 @@ def karpathy_captions(name, split, data_dir=None, image_size=256,
                 "captions": example["captions"],
                 "image_id": example["image_id"]}
 
-    try:
-        examples = builder.as_dataset(split=split, shuffle_files=False)
-    except KeyError as error:
-        raise errors.DatasetError(
-            f"{NAME}/{name} has no split {split!r}.") from error
-    return examples.map(to_example, num_parallel_calls=tf.data.AUTOTUNE)
+    return builder.as_dataset(split=split, shuffle_files=False).map(
+        to_example, num_parallel_calls=tf.data.AUTOTUNE)

@@ -45,37 +45,33 @@ def load_examples(dataset, split, data_dir=None):
       data_dir: the datasets' root, also the TFDS data directory (default:
         TFDS's own, ~/tensorflow_datasets).
     """
-    if dataset in karpathy.DATASETS:
-        return karpathy.load_examples(dataset, split, data_dir)
-    if dataset in precomp.DATASETS:
-        return precomp.load_examples(dataset, split, data_dir)
-    if dataset == coco.NAME:
-        return coco.coco_captions(split, data_dir)
-    if dataset.startswith(karpathy_tfds.NAME + "/"):
-        return karpathy_tfds.karpathy_captions(dataset.split("/")[1], split,
-                                               data_dir)
-    return _tfds_examples(dataset, split, data_dir)
+    return _load(dataset, split, data_dir, captions_only=False)
 
 
 def load_captions(dataset, split, data_dir=None):
     """The captions of `split` alone, a dataset of strings, read without
     decoding an image (for the vocabulary and caption statistics)."""
+    return _load(dataset, split, data_dir, captions_only=True)
+
+
+def _load(dataset, split, data_dir, captions_only):
     if dataset in karpathy.DATASETS:
         return karpathy.load_examples(dataset, split, data_dir,
-                                      captions_only=True)
+                                      captions_only=captions_only)
     if dataset in precomp.DATASETS:
         return precomp.load_examples(dataset, split, data_dir,
-                                     captions_only=True)
+                                     captions_only=captions_only)
     if dataset == coco.NAME:
-        return coco.coco_captions(split, data_dir, captions_only=True)
+        return coco.coco_captions(split, data_dir,
+                                  captions_only=captions_only)
     if dataset.startswith(karpathy_tfds.NAME + "/"):
         return karpathy_tfds.karpathy_captions(
-            dataset.split("/")[1], split, data_dir, captions_only=True)
-    return _tfds_examples(dataset, split, data_dir, decode_images=False).map(
-        lambda example: example["captions"]).unbatch()
+            dataset.split("/")[1], split, data_dir,
+            captions_only=captions_only)
+    return _tfds_examples(dataset, split, data_dir, captions_only)
 
 
-def _tfds_examples(dataset, split, data_dir, decode_images=True):
+def _tfds_examples(dataset, split, data_dir, captions_only):
     builder = _builder(dataset, data_dir)
     if type(builder) in BUILT_IN.values():
         # Drawn locally in seconds: nothing is ever downloaded.
@@ -90,9 +86,11 @@ def _tfds_examples(dataset, split, data_dir, decode_images=True):
         raise DatasetError(
             f"Dataset {dataset!r} has no split {split!r}; it has "
             f"{sorted(builder.info.splits)}.")
-    decoders = None if decode_images else {"image": tfds.decode.SkipDecoding()}
-    return builder.as_dataset(split=split, shuffle_files=False,
-                              decoders=decoders)
+    if captions_only:
+        return builder.as_dataset(
+            split=split, decoders={"image": tfds.decode.SkipDecoding()}).map(
+                lambda example: example["captions"]).unbatch()
+    return builder.as_dataset(split=split, shuffle_files=False)
 
 
 def _builder(dataset, data_dir):

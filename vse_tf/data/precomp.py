@@ -123,14 +123,13 @@ def load_examples(name, split, data_dir=None, captions_per_image=5,
             f"image, {captions_per_image} captions each) or {len(captions)} "
             "(one per caption). The two files are not from one release.")
     feature_shape = features.shape[1:]
-    del features  # each reader opens its own map
 
     def read_rows(indices):
         # Sorted reads walk the file forward; the rows go back in the order
-        # they were asked for.
+        # they were asked for. Only the rows asked for leave the map.
         order = np.argsort(indices)
         rows = np.empty((len(indices), *feature_shape), np.float32)
-        rows[order] = _memory_map(features_path)[indices[order] * stride]
+        rows[order] = features[indices[order] * stride]
         return rows
 
     table = tf.constant(np.array(captions, dtype=object).astype(str).reshape(
@@ -152,12 +151,3 @@ def load_examples(name, split, data_dir=None, captions_per_image=5,
         read, num_parallel_calls=tf.data.AUTOTUNE).unbatch()
     return examples.apply(tf.data.experimental.assert_cardinality(num_images))
 
-
-_MAPS = {}
-
-
-def _memory_map(path):
-    # One map per file and process, opened on first use by a reader.
-    if path not in _MAPS:
-        _MAPS[path] = np.load(path, mmap_mode="r")
-    return _MAPS[path]

@@ -119,7 +119,7 @@ def _resnet(backbone, weights, crop_size):
     return CaffeNormalization(name="normalize"), model
 
 
-def _keras_hub(folder, weights, crop_size):
+def _keras_hub(folder, weights):
     import keras_hub
     if not os.path.exists(os.path.join(folder, "config.json")):
         raise WeightsError(
@@ -170,9 +170,7 @@ def build_backbone_tower(backbone="resnet152",
     if backbone in RESNETS:
         normalize, model = _resnet(backbone, weights, crop_size)
     else:
-        normalize, model = _keras_hub(os.path.expanduser(backbone), weights,
-                                      crop_size)
-    model.trainable = trainable_backbone
+        normalize, model = _keras_hub(os.path.expanduser(backbone), weights)
     pixels = keras.Input((input_size, input_size, 3), name="pixels")
     x = RandomResizedCrop(crop_size, name="crop")(pixels)
     x = normalize(x)
