@@ -75,13 +75,22 @@ TINY_COCO = [
 ]
 
 
-def test_coco_gin_trains_and_exports(tmp_path):
-    cli.load_gin([os.path.join(REPO, "gin", "coco.gin")], TINY_COCO)
+def test_coco_gin_trains_and_exports(tmp_path, capsys):
+    # VSE++'s fine-tuned ResNet, frozen for the first epoch as in
+    # VSE-infinity.
+    cli.load_gin([os.path.join(REPO, "gin", "coco.gin")], TINY_COCO + [
+        "train.epochs = 2", "train.steps_per_epoch = 1",
+        "build_backbone_tower.trainable_backbone = True",
+        "fine_tune_backbones.frozen_epochs = 1",
+        "fine_tune_backbones.learning_rate_multiplier = 0.1"])
     model_dir = str(tmp_path / "run")
     with tfds.testing.mock_data(num_examples=MOCK_IMAGES):
         metrics = trainer.train(model_dir, data_dir=str(tmp_path / "data"))
     with open(os.path.join(model_dir, "metrics.json")) as f:
         assert json.load(f) == pytest.approx(metrics)
+    log = capsys.readouterr().out
+    assert "epoch 1: backbones frozen" in log
+    assert "epoch 2: backbones training, at 0.1x the learning rate" in log
     served = tf.saved_model.load(os.path.join(model_dir, "export",
                                               "image_tower", "1"))
     png = tf.io.encode_png(tf.zeros([50, 60, 3], tf.uint8))

@@ -7,8 +7,52 @@ import keras
 
 from vse_tf import cli
 
-OPTIMIZERS = {"adam": keras.optimizers.Adam, "adamw": keras.optimizers.AdamW,
-              "sgd": keras.optimizers.SGD}
+
+
+class LearningRateMultipliers:
+    """Lets chosen variables learn at a multiple of the learning rate.
+
+    Keras 3 optimizers have no parameter groups; this mixin gives each
+    variable a factor on the learning rate its update step receives, so a
+    pretrained backbone can be fine-tuned at, say, a tenth of the head's
+    rate (VSE-infinity) while sharing one optimizer, one schedule and one
+    checkpoint with it. AdamW's weight decay keeps the unscaled rate.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.learning_rate_multipliers = {}
+
+    def multiply_learning_rate(self, variables, factor):
+        """From the next traced step on, `variables` learn at `factor` times
+        the learning rate."""
+        for variable in variables:
+            self.learning_rate_multipliers[self._var_key(variable)] = factor
+
+    def update_step(self, gradient, variable, learning_rate):
+        factor = self.learning_rate_multipliers.get(self._var_key(variable),
+                                                    1.0)
+        if factor != 1.0:
+            learning_rate = learning_rate * factor
+        return super().update_step(gradient, variable, learning_rate)
+
+
+@keras.saving.register_keras_serializable(package="vse_tf")
+class Adam(LearningRateMultipliers, keras.optimizers.Adam):
+    pass
+
+
+@keras.saving.register_keras_serializable(package="vse_tf")
+class AdamW(LearningRateMultipliers, keras.optimizers.AdamW):
+    pass
+
+
+@keras.saving.register_keras_serializable(package="vse_tf")
+class SGD(LearningRateMultipliers, keras.optimizers.SGD):
+    pass
+
+
+OPTIMIZERS = {"adam": Adam, "adamw": AdamW, "sgd": SGD}
 SCALINGS = {None: lambda ratio: 1.0, "linear": lambda ratio: ratio,
             "sqrt": math.sqrt}
 

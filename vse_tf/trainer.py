@@ -32,6 +32,7 @@ from vse_tf import embed
 from vse_tf import evaluation
 from vse_tf import export_lib
 from vse_tf import features
+from vse_tf import fine_tuning
 from vse_tf import io_utils
 from vse_tf import optimizers
 from vse_tf import projector_lib
@@ -166,6 +167,7 @@ def train(model_dir,
             raise cli.UserError(f"train.jit_compile = True: {error} Set it "
                                 "to False for this run.") from error
         _log_caption_lengths(train_captions, model)
+        fine_tuner = fine_tuning.fine_tune_backbones(model, cache_features)
         # What fit trains: the model, or only its heads on cached features.
         trained = model
         if cache_features:
@@ -199,6 +201,7 @@ def train(model_dir,
                 # Raises before any epoch-end callback can save broken
                 # weights.
                 callbacks.StopOnNonFiniteLoss(checkpoint_dir),
+                *([fine_tuner] if fine_tuner else []),
                 # Before the rest, so that they log its val metrics.
                 callbacks.RetrievalValidation(val_examples, checkpoint_dir),
                 callbacks.BackupAndRestore(

@@ -87,6 +87,20 @@ class DualEncoder(keras.Model):
         return _sublayer(self.text_tower, text_towers.ENCODER) or (
             self.text_tower)
 
+    def backbones(self):
+        """The towers' pretrained parts: their sub-models named `backbone`
+        (the towers of `pretrained_towers` and `backbone_towers`)."""
+        return [backbone for backbone in (
+            _sublayer(tower, pretrained_towers.BACKBONE)
+            for tower in (self.image_tower, self.text_tower))
+            if backbone is not None]
+
+    def retrace_step(self):
+        """Traces the training step anew at its next call: after a change
+        of which weights train (a traced step keeps the list it saw)."""
+        _XLA_STEPS.pop(self, None)
+        self.make_train_function(force=True)
+
     def head_model(self):
         """A DualEncoder over the towers' heads, sharing their layers and
         the temperature: it trains on features of frozen backbones (towers of

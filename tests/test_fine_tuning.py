@@ -1,0 +1,185 @@
+"""Backbone fine-tuning: a learning-rate multiplier per variable, and
+backbones frozen for the first epochs."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from vse_tf import cli
+from vse_tf import fine_tuning
+from vse_tf import losses
+from vse_tf import optimizers
+from vse_tf.models import dual_encoder
+
+
+@pytest.mark.parametrize("name", ["sgd", "adam"])
+def test_a_multiplier_scales_the_variables_update(name):
+    optimizer = optimizers.make_optimizer(name, learning_rate=0.1,
+                                          global_clipnorm=None)
+    scaled, plain = keras.Variable([1.0, 2.0]), keras.Variable([3.0])
+    optimizer.build([scaled, plain])
+    optimizer.multiply_learning_rate([scaled], 0.25)
+    optimizer.apply_gradients([(tf.constant([0.5, -2.0]), scaled),
+                               (tf.constant([4.0]), plain)])
+    if name == "sgd":  # w -= lr * g
+        np.testing.assert_allclose(scaled.numpy(),
+                                   [1.0 - 0.025 * 0.5, 2.0 + 0.025 * 2.0])
+        np.testing.assert_allclose(plain.numpy(), [3.0 - 0.1 * 4.0])
+    else:  # Adam's first step moves each weight by lr against the sign
+        np.testing.assert_allclose(scaled.numpy(), [0.975, 2.025], rtol=1e-5)
+        np.testing.assert_allclose(plain.numpy(), [2.9], rtol=1e-5)
+
+
+def test_the_multiplier_holds_across_replicas():
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    with strategy.scope():
+        optimizer = optimizers.make_optimizer("sgd", learning_rate=1.0,
+                                              global_clipnorm=None)
+        scaled, plain = keras.Variable([0.0]), keras.Variable([0.0])
+        optimizer.build([scaled, plain])
+    optimizer.multiply_learning_rate([scaled], 0.5)
+
+    @tf.function
+    def step():
+        def replica_step():
+            # Each replica's gradient is 1; they sum to 2.
+            optimizer.apply_gradients([(tf.ones([1]), scaled),
+                                       (tf.ones([1]), plain)])
+        strategy.run(replica_step)
+
+    step()
+    np.testing.assert_allclose(scaled.numpy(), [-1.0])
+    np.testing.assert_allclose(plain.numpy(), [-2.0])
+
+
+def _tower(name, inputs, backbone_layers):
+    """A tower in the layout of the pretrained ones: `backbone`, `head`."""
+    x = keras.Input(inputs.shape[1:])
+    backbone = keras.Sequential(backbone_layers, name="backbone")
+    head = keras.Sequential([keras.layers.Dense(4),
+                             keras.layers.UnitNormalization()], name="head")
+    return keras.Model(x, head(backbone(x)), name=name)
+
+
+def _model():
+    keras.utils.set_random_seed(3)
+    images = keras.Input((6, 6, 3))
+    texts = keras.Input((5,))
+    model = dual_encoder.DualEncoder(
+        _tower("image_tower", images, [
+            keras.layers.Conv2D(4, 3), keras.layers.BatchNormalization(),
+            keras.layers.GlobalAveragePooling2D()]),
+        _tower("text_tower", texts, [keras.layers.Dense(6)]))
+    batch = ({"image": np.random.default_rng(0).normal(
+                  size=(8, 6, 6, 3)).astype(np.float32),
+              "caption": np.random.default_rng(1).normal(
+                  size=(8, 5)).astype(np.float32)},
+             np.arange(8))
+    model(batch[0])
+    model.compile(optimizer=optimizers.make_optimizer(
+        "sgd", learning_rate=0.5, global_clipnorm=None),
+        loss=losses.AllNegativesLoss())
+    return model, tf.data.Dataset.from_tensors(batch).repeat()
+
+
+def _weights(model, part):
+    """Every weight of both towers' sub-models named `part`, copied."""
+    return [w.numpy().copy() for tower in (model.image_tower,
+                                           model.text_tower)
+            for w in tower.get_layer(part).weights]
+
+
+class _Snapshots(keras.callbacks.Callback):
+    """The backbones' and heads' weights at the start and after each
+    epoch."""
+
+    def __init__(self):
+        super().__init__()
+        self.epochs = []
+
+    def _snapshot(self):
+        self.epochs.append({part: _weights(self.model, part)
+                            for part in ("backbone", "head")})
+
+    def on_train_begin(self, logs=None):
+        self._snapshot()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._snapshot()
+
+
+def _fit(multiplier, frozen_epochs, jit_compile=False):
+    model, data = _model()
+    model.compile_step(jit_compile)
+    snapshots = _Snapshots()
+    tuner = fine_tuning.fine_tune_backbones(
+        model, learning_rate_multiplier=multiplier,
+        frozen_epochs=frozen_epochs)
+    model.fit(data, epochs=3, steps_per_epoch=1, verbose=0,
+              callbacks=[tuner, snapshots])
+    return model, snapshots.epochs
+
+
+def _changed(before, after):
+    return [not np.array_equal(b, a) for b, a in zip(before, after)]
+
+
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_frozen_backbones_do_not_move_then_train(jit_compile):
+    model, epochs = _fit(1.0, frozen_epochs=2, jit_compile=jit_compile)
+    start, first, second, third = epochs
+    for earlier, later in ((start, first), (first, second)):
+        # Frozen: no weight of either backbone moves, not even the batch
+        # norm's moving statistics; the heads train.
+        assert not any(_changed(earlier["backbone"], later["backbone"]))
+        assert all(_changed(earlier["head"], later["head"]))
+    # Epoch 3: every backbone weight moves, moving statistics included.
+    assert all(_changed(second["backbone"], third["backbone"]))
+    # fit leaves the backbones trainable, as the model was built.
+    assert all(b.trainable for b in model.backbones())
+
+
+def test_backbones_learn_at_the_multiple_of_the_rate():
+    # Same start, same data, plain SGD: with the backbones frozen for the
+    # first epoch, both runs are equal when they unfreeze, so in epoch 2
+    # the backbones' steps differ by exactly the multiplier and the heads'
+    # not at all.
+    _, tenth = _fit(0.1, frozen_epochs=1)
+    _, full = _fit(1.0, frozen_epochs=1)
+    for part in ("backbone", "head"):
+        for a, b in zip(tenth[1][part], full[1][part]):
+            np.testing.assert_array_equal(a, b)
+    trainable = len(_model()[0].image_tower.get_layer("backbone")
+                    .trainable_weights)
+    image_weights = len(_model()[0].image_tower.get_layer("backbone").weights)
+    steps = [(t2 - t1, f2 - f1) for t1, t2, f1, f2 in zip(
+        tenth[1]["backbone"], tenth[2]["backbone"],
+        full[1]["backbone"], full[2]["backbone"])]
+    # The image backbone's trainable weights (kernel, bias, gamma, beta),
+    # then its moving statistics, then the text backbone's kernel and bias.
+    moving = range(trainable, image_weights)
+    for index, (scaled, plain) in enumerate(steps):
+        if index in moving:
+            continue  # batch statistics: not a gradient step
+        np.testing.assert_allclose(scaled, 0.1 * plain, rtol=1e-4,
+                                   atol=1e-7)
+        assert np.abs(plain).max() > 0
+    for a, b in zip(tenth[2]["head"], full[2]["head"]):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7)
+
+
+def test_fine_tuning_without_a_trainable_backbone_is_refused():
+    model, _ = _model()
+    for backbone in model.backbones():
+        backbone.trainable = False
+    with pytest.raises(cli.UserError, match="trainable_backbone = True"):
+        fine_tuning.fine_tune_backbones(model, frozen_epochs=1)
+    model, _ = _model()
+    with pytest.raises(cli.UserError, match="cache_features"):
+        fine_tuning.fine_tune_backbones(model, cache_features=True,
+                                        learning_rate_multiplier=0.1)
+    with pytest.raises(cli.UserError, match=">= 0"):
+        fine_tuning.fine_tune_backbones(model, frozen_epochs=-1)
+    # The defaults leave training as it was: no callback.
+    assert fine_tuning.fine_tune_backbones(model) is None
