@@ -31,8 +31,8 @@ def test_a_multiplier_scales_the_variables_update(name):
         np.testing.assert_allclose(plain.numpy(), [2.9], rtol=1e-5)
 
 
-def test_the_multiplier_holds_across_replicas():
-    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+def test_the_multiplier_holds_across_replicas(two_replicas):
+    strategy = two_replicas
     with strategy.scope():
         optimizer = optimizers.make_optimizer("sgd", learning_rate=1.0,
                                               global_clipnorm=None)

@@ -130,7 +130,11 @@ def export_towers(model, export_dir, version=None):
     # Both towers are written in full before either is renamed into place.
     with io_utils.staging_dir(export_dir, "export") as staging:
         for tower, archive in archives.items():
-            archive.write_out(os.path.join(staging, tower), verbose=False)
+            # Serving needs no gradients; the packed GRU's hand-written one
+            # holds loop state a SavedModel cannot store.
+            archive.write_out(os.path.join(staging, tower), verbose=False,
+                              options=tf.saved_model.SaveOptions(
+                                  experimental_custom_gradients=False))
         for tower in TOWERS:
             os.makedirs(os.path.join(export_dir, tower), exist_ok=True)
             os.rename(os.path.join(staging, tower),

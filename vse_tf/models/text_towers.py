@@ -11,6 +11,7 @@ import keras
 import tensorflow as tf
 
 from vse_tf import io_utils
+from vse_tf.models import packed_gru
 from vse_tf.models import pooling
 
 STANDARDIZE = "lower_and_strip_punctuation"
@@ -93,7 +94,7 @@ def build_text_tower(vocabulary,
     embedding_layer = keras.layers.Embedding(
         len(vocabulary) + 2, word_dim, mask_zero=True, name="word_embedding")
     words = embedding_layer(tokens)
-    gru = keras.layers.GRU(units, name="gru")
+    gru = packed_gru.PackedGRU(units, name="gru")
     if bidirectional:
         gru = keras.layers.Bidirectional(gru, merge_mode="ave", name="bigru")
     x = gru(words)
