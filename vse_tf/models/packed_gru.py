@@ -14,6 +14,7 @@ a GPU is visible, Keras's cuDNN kernel (which packs too) runs instead.
 
 import keras
 import tensorflow as tf
+# TensorFlow's own test for "inside an XLA compilation"; no public API has it.
 from tensorflow.python.ops import control_flow_util
 
 
