@@ -4,6 +4,7 @@ import importlib.util
 import os
 import pickle
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -151,6 +152,50 @@ def test_folded_batch_norm_computes_the_same_function(lite0):
                              for layer in backbone.layers)
 
 
+@pytest.mark.parametrize("variant", ["lite0", "lite2"])
+def test_pooled_stages_join_standardized_mid_level_features(variant):
+    model = efficientnet_lite.build_efficientnet_lite(
+        variant, include_top=False, image_size=64, pooled_stages=(5, 7))
+    assert model.output_shape == (
+        None, efficientnet_lite.feature_dim(variant, (5, 7)))
+    pixels = np.random.default_rng(0).uniform(0, 255, (3, 64, 64, 3))
+    # The independent reference: the inputs of the first block after each
+    # stage (Lite's stages have 1, 2, 2, 3, 3, 4, 1 blocks, times depth).
+    repeats = {"lite0": [1, 2, 2, 3, 3, 4, 1], "lite2": [1, 3, 3, 4, 4, 5, 1]}
+    ends = np.cumsum(repeats[variant])
+    stage_inputs = keras.Model(model.input, [
+        model.get_layer(f"blocks.{ends[4]}.expand_conv").input,
+        model.get_layer("conv_head").input,
+        model.get_layer("pool").output]).predict(pixels, verbose=0)
+
+    def standardized(x):
+        pooled = x.mean(axis=(1, 2))
+        return (pooled - pooled.mean(1, keepdims=True)) / np.sqrt(
+            pooled.var(1, keepdims=True) + 1e-3)
+
+    expected = np.concatenate([stage_inputs[2], standardized(
+        stage_inputs[0]), standardized(stage_inputs[1])], axis=1)
+    np.testing.assert_allclose(model.predict(pixels, verbose=0), expected,
+                               atol=1e-4, rtol=1e-4)
+
+
+def test_cached_features_are_recomputed_for_other_pooled_stages():
+    from types import SimpleNamespace
+
+    from vse_tf import features
+    from vse_tf.models import pretrained_towers
+
+    def signature(pooled_stages):
+        keras.utils.set_random_seed(0)
+        tower = pretrained_towers.build_efficientnet_tower(
+            weights="random", image_size=32, pooled_stages=pooled_stages)
+        return features.backbone_signature(SimpleNamespace(
+            image_tower=tower, text_tower=tower))
+
+    assert signature(()) == signature(())   # same weights, same features
+    assert signature(()) != signature((6, 7))
+
+
 @pytest.fixture(scope="module")
 def minilm():
     from vse_tf.models import pretrained_towers
@@ -218,7 +263,8 @@ def test_flickr8k_config_trains_heads_on_cached_features(tmp_path):
     for split in ("train", "val", "test"):
         assert (model_dir / "features" / f"{split}.npz").exists()
     with np.load(model_dir / "features" / "train.npz") as stored:
-        assert stored["image"].shape == (8, 1280)
+        # 1280 + the standardized stages 6 and 7 (192 + 320).
+        assert stored["image"].shape == (8, 1792)
         assert stored["captions"].shape == (8, 5, 384)
     assert (model_dir / "export" / "text_tower" / "1").exists()
 

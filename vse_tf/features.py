@@ -28,14 +28,16 @@ def _backbones(model):
 
 
 def backbone_signature(model):
-    """Changes whenever a backbone's input size, architecture or weights
-    change (each weight by its shape and first 4 KB)."""
+    """Changes whenever a backbone's input or output size, architecture or
+    weights change (each weight by its shape and first 4 KB)."""
     digest = hashlib.sha256(f"v{VERSION}".encode())
     for backbone in _backbones(model):
         digest.update(backbone.name.encode())
         digest.update(str(getattr(backbone, "sequence_length", "")).encode())
         if getattr(backbone, "inputs", None):
+            # Inputs and outputs: pooled stages add features, not weights.
             digest.update(str(backbone.inputs[0].shape).encode())
+            digest.update(str(backbone.outputs[0].shape).encode())
         for weight in backbone.weights:
             digest.update(np.ascontiguousarray(weight.numpy()).tobytes()[:4096])
             digest.update(str(weight.shape).encode())

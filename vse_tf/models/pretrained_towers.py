@@ -53,6 +53,7 @@ def build_efficientnet_tower(variant="lite0",
                              dropout=0.0,
                              weights="imagenet",
                              trainable_backbone=False,
+                             pooled_stages=(),
                              name="image_tower"):
     """EfficientNet-Lite features, then a projection head.
 
@@ -67,18 +68,22 @@ def build_efficientnet_tower(variant="lite0",
       trainable_backbone: fine-tune the backbone too; False freezes it (and
         folds its batch norms into its convolutions: the same function, a
         third faster on a CPU).
+      pooled_stages: stages (1 to 7) whose outputs are pooled too and
+        joined to the 1280-d features, each standardized: e.g. (6, 7).
     """
     backbone = efficientnet_lite.build_efficientnet_lite(
         variant, include_top=False, image_size=image_size, name=BACKBONE,
-        folded_batch_norm=not trainable_backbone)
+        folded_batch_norm=not trainable_backbone,
+        pooled_stages=pooled_stages)
     if weights == "imagenet":
         efficientnet_lite.load_pretrained(backbone, variant)
     elif weights != "random":
         raise ValueError(f"weights must be 'imagenet' or 'random', got "
                          f"{weights!r}.")
     backbone.trainable = trainable_backbone
-    head = projection_head(efficientnet_lite.FEATURES, hidden_units,
-                           embedding_dim, dropout)
+    head = projection_head(
+        efficientnet_lite.feature_dim(variant, pooled_stages), hidden_units,
+        embedding_dim, dropout)
     pixels = keras.Input((image_size, image_size, 3), name="pixels")
     return keras.Model(pixels, head(backbone(pixels)), name=name)
 

@@ -78,11 +78,13 @@ def _conv_bn(conv, x, bn_name, folded, **conv_kwargs):
 
 def build_efficientnet_lite(variant="lite0", include_top=True,
                             image_size=None, name=None,
-                            folded_batch_norm=False):
+                            folded_batch_norm=False, pooled_stages=()):
     """EfficientNet-Lite from float pixels in [0, 255].
 
     Returns logits over the 1,000 ImageNet classes (`include_top`), else the
-    1280-d globally average-pooled features. `folded_batch_norm` builds the
+    1280-d globally average-pooled features, followed by those of the
+    outputs of `pooled_stages` (of 1 to 7; see `feature_dim`), each
+    standardized over its channels. `folded_batch_norm` builds the
     inference-only form (see the module's docstring), which cannot be
     fine-tuned.
     """
@@ -96,8 +98,9 @@ def build_efficientnet_lite(variant="lite0", include_top=True,
     x = _conv_bn(keras.layers.Conv2D, x, "bn0", folded, filters=32,
                  kernel_size=3, strides=2, name="conv_stem")
     x = keras.layers.ReLU(6.0)(x)
-    for index, (kernel, stride, expand, in_f, out_f) in enumerate(
-            _blocks(width, depth)):
+    blocks = _blocks(width, depth)
+    stage_outputs = []
+    for index, (kernel, stride, expand, in_f, out_f) in enumerate(blocks):
         prefix = f"blocks.{index}."
         inputs = x
         if expand != 1:
@@ -114,13 +117,33 @@ def build_efficientnet_lite(variant="lite0", include_top=True,
                      name=prefix + "project_conv")
         if stride == 1 and in_f == out_f:
             x = keras.layers.Add()([x, inputs])
+        if index + 1 == len(blocks) or blocks[index + 1][4] != out_f:
+            stage_outputs.append(x)   # the last block of a stage
     x = _conv_bn(keras.layers.Conv2D, x, "bn1", folded, filters=FEATURES,
                  kernel_size=1, name="conv_head")
     x = keras.layers.ReLU(6.0)(x)
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
     if include_top:
         x = keras.layers.Dense(1000, name="fc")(x)
+    elif pooled_stages:
+        # Mid-level features (textures, colours, parts) that the last stage,
+        # trained for ImageNet's classes, keeps less of. The stages' scales
+        # differ by 10x; standardized, none swamps the others in the head.
+        x = keras.layers.Concatenate(name="multi_level_pool")([x] + [
+            keras.layers.LayerNormalization(
+                center=False, scale=False, name=f"stage{stage}_standardize")(
+                keras.layers.GlobalAveragePooling2D(
+                    name=f"stage{stage}_pool")(stage_outputs[stage - 1]))
+            for stage in pooled_stages])
     return keras.Model(pixels, x, name=name or f"efficientnet_{variant}")
+
+
+def feature_dim(variant="lite0", pooled_stages=()):
+    """Size of the features `build_efficientnet_lite(include_top=False)`
+    returns."""
+    width, depth, _ = VARIANTS[variant]
+    return FEATURES + sum(_round_filters(STAGES[stage - 1][5], width)
+                          for stage in pooled_stages)
 
 
 def _torch_key(name):
