@@ -44,36 +44,57 @@ def backbone_signature(model):
     return digest.hexdigest()[:16]
 
 
-def compute_features(model, examples, batch_size=64, label=""):
-    """{"image": [N, F], "captions": [N, C, G], "image_id": [N]} arrays."""
+def compute_features(model, examples, batch_size=64, caption_batch_size=256,
+                     label=""):
+    """{"image": [N, F], "captions": [N, C, G], "image_id": [N]} arrays.
+
+    The images go through their backbone in dataset order; the captions,
+    all of them, shortest first, so that a batch pads to a length close to
+    its own (a text backbone pads to its batch's longest caption).
+    """
     image_backbone, text_backbone = _backbones(model)
-
-    @tf.function(reduce_retracing=True)
-    def embed(pixels, captions):
-        flat = text_backbone(tf.reshape(captions, [-1]), training=False)
-        return (image_backbone(pixels, training=False),
-                tf.reshape(flat, [tf.shape(captions)[0],
-                                  tf.shape(captions)[1], -1]))
-
+    embed_images = tf.function(
+        lambda pixels: image_backbone(pixels, training=False),
+        reduce_retracing=True)
+    embed_texts = tf.function(
+        lambda texts: text_backbone(texts, training=False),
+        reduce_retracing=True)
     batches = examples.map(
         lambda e: (tf.cast(e["image"], tf.float32), e["captions"],
                    e["image_id"]),
         num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size).prefetch(2)
     total = int(examples.cardinality())
-    progress = keras.utils.Progbar(
-        total if total > 0 else None, unit_name="image",
-        # One line at the end, as fit's verbose=2, for logs and tools.
-        verbose=2 if os.environ.get("VSE_TF_QUIET_PROGRESS") else 1)
     print(f"Backbone features for {label} ({total} images):")
     images, captions, ids = [], [], []
+    progress = _progress(total if total > 0 else None, "image")
     for pixels, texts, image_ids in batches:
-        image_features, caption_features = embed(pixels, texts)
-        images.append(image_features.numpy())
-        captions.append(caption_features.numpy())
+        images.append(embed_images(pixels).numpy())
+        captions.append(texts.numpy())
         ids.append(image_ids.numpy())
         progress.add(len(ids[-1]))
-    return {"image": np.concatenate(images), "captions": np.concatenate(
-        captions), "image_id": np.concatenate(ids)}
+    captions = np.concatenate(captions)
+    flat = captions.reshape(-1)
+    order = np.argsort([len(text) for text in flat], kind="stable")
+    caption_features = None
+    progress = _progress(len(flat), "caption")
+    for start in range(0, len(flat), caption_batch_size):
+        rows = order[start:start + caption_batch_size]
+        batch = embed_texts(tf.constant(flat[rows])).numpy()
+        if caption_features is None:
+            caption_features = np.empty((len(flat), batch.shape[-1]),
+                                        batch.dtype)
+        caption_features[rows] = batch
+        progress.add(len(rows))
+    return {"image": np.concatenate(images),
+            "captions": caption_features.reshape(captions.shape + (-1,)),
+            "image_id": np.concatenate(ids)}
+
+
+def _progress(total, unit):
+    # verbose=2: one line at the end, as fit's, for logs and tools.
+    return keras.utils.Progbar(
+        total, unit_name=unit,
+        verbose=2 if os.environ.get("VSE_TF_QUIET_PROGRESS") else 1)
 
 
 def cached_examples(model, examples, split, cache_dir):

@@ -1,0 +1,46 @@
+"""Backbone features computed once: each feature lands on its own example."""
+
+from types import SimpleNamespace
+
+import numpy as np
+import tensorflow as tf
+
+from vse_tf import features
+from vse_tf.models import pretrained_towers
+
+
+def _tower(backbone):
+    return SimpleNamespace(get_layer=lambda name: {
+        pretrained_towers.BACKBONE: backbone}[name])
+
+
+def test_captions_sorted_by_length_come_back_in_place(monkeypatch):
+    monkeypatch.setenv("VSE_TF_QUIET_PROGRESS", "1")
+    rng = np.random.default_rng(0)
+    captions = np.array([[" ".join(["w" * rng.integers(1, 6)] *
+                                   rng.integers(1, 9)) for _ in range(5)]
+                         for _ in range(7)], dtype=object)
+    pixels = rng.integers(0, 256, (7, 4, 4, 3), dtype=np.uint8)
+    examples = tf.data.Dataset.from_tensor_slices({
+        "image": pixels, "captions": captions.astype(bytes),
+        "image_id": np.arange(7) + 100})
+
+    def text_backbone(texts, training):
+        # Two features a NumPy reference can tell apart: length and spaces.
+        spaces = tf.strings.length(texts) - tf.strings.length(
+            tf.strings.regex_replace(texts, " ", ""))
+        return tf.cast(tf.stack([tf.strings.length(texts), spaces], 1),
+                       tf.float32)
+
+    model = SimpleNamespace(
+        image_tower=_tower(lambda x, training: tf.reduce_mean(x, [1, 2])),
+        text_tower=_tower(text_backbone))
+    # Batches smaller than the data, so that sorting crosses batches.
+    arrays = features.compute_features(model, examples, batch_size=3,
+                                       caption_batch_size=4)
+    np.testing.assert_array_equal(arrays["image_id"], np.arange(7) + 100)
+    np.testing.assert_allclose(arrays["image"], pixels.mean(axis=(1, 2)),
+                               rtol=1e-6)
+    expected = np.array([[[len(c), c.count(" ")] for c in row]
+                         for row in captions], np.float32)
+    np.testing.assert_array_equal(arrays["captions"], expected)
