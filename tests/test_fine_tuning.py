@@ -181,3 +181,48 @@ def test_fine_tuning_without_a_trainable_backbone_is_refused():
         fine_tuning.fine_tune_backbones(model, frozen_epochs=-1)
     # The defaults leave training as it was: no callback.
     assert fine_tuning.fine_tune_backbones(model) is None
+
+
+def _heads_with_fine_tuned_stages(multiplier):
+    """Heads on cached features, the image head holding a pretrained part
+    (as build_efficientnet_tower.fine_tuned_stages makes one)."""
+    keras.utils.set_random_seed(5)
+    features = keras.Input((6,))
+    stages = keras.Sequential([keras.layers.Dense(5, activation="relu")],
+                              name="fine_tuned_lite0")
+    projection = keras.layers.Dense(4, name="projection")
+    image_head = keras.Model(features, keras.layers.UnitNormalization()(
+        projection(stages(features))), name="head")
+    text_head = keras.Sequential([keras.layers.Dense(4),
+                                  keras.layers.UnitNormalization()])
+    model = dual_encoder.DualEncoder(image_head, text_head)
+    rng = np.random.default_rng(0)
+    batch = ({"image": rng.normal(size=(8, 6)).astype(np.float32),
+              "caption": rng.normal(size=(8, 3)).astype(np.float32)},
+             np.arange(8))
+    model(batch[0])
+    model.compile(optimizer=optimizers.make_optimizer(
+        "sgd", learning_rate=0.5, global_clipnorm=None),
+        loss=losses.AllNegativesLoss())
+    tuner = fine_tuning.fine_tune_backbones(
+        model, cache_features=True, learning_rate_multiplier=multiplier)
+    # (At 1.0 there is nothing to do: no callback.)
+    assert tuner is None if multiplier == 1.0 else tuner.backbones == [stages]
+    before = [w.numpy().copy() for w in (*stages.weights,
+                                         *projection.weights)]
+    model.fit(tf.data.Dataset.from_tensors(batch).repeat(), epochs=1,
+              steps_per_epoch=1, verbose=0,
+              callbacks=[tuner] if tuner else [])
+    after = [w.numpy() for w in (*stages.weights, *projection.weights)]
+    return [a - b for a, b in zip(after, before)]
+
+
+def test_stages_fine_tuned_in_a_head_learn_at_the_multiple_on_cached_features():
+    tenth, full = (_heads_with_fine_tuned_stages(m) for m in (0.1, 1.0))
+    # Kernel and bias of the fine-tuned stages: a tenth of the step; the
+    # projection after them: the same step.
+    for t, f in zip(tenth[:2], full[:2]):
+        np.testing.assert_allclose(t, 0.1 * f, rtol=1e-4, atol=1e-8)
+        assert np.abs(f).max() > 0
+    for t, f in zip(tenth[2:], full[2:]):
+        np.testing.assert_allclose(t, f, rtol=1e-5, atol=1e-8)

