@@ -18,8 +18,10 @@ def _split(strategy, array):
                                               1)]))
 
 
-@pytest.mark.parametrize("kind", KINDS)
-def test_loss_and_gradients_equal_single_device(kind, two_replicas):
+@pytest.mark.parametrize("kind,projection_heads", [
+    *((kind, 1) for kind in KINDS), ("all", 2), ("vse++", 2)])
+def test_loss_and_gradients_equal_single_device(kind, projection_heads,
+                                                two_replicas):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(8, 16)).astype(np.float32)
     y = rng.normal(size=(8, 16)).astype(np.float32)
@@ -27,6 +29,7 @@ def test_loss_and_gradients_equal_single_device(kind, two_replicas):
     y /= np.linalg.norm(y, axis=1, keepdims=True)
     ids = IDS.astype(np.float32)
     loss = make_loss(kind)
+    loss.projection_heads = projection_heads
 
     tx, ty = tf.constant(x), tf.constant(y)
     with tf.GradientTape() as tape:

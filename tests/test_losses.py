@@ -197,3 +197,31 @@ def test_serialization_round_trip(loss):
 def test_nonpositive_temperature_is_rejected():
     with pytest.raises(ValueError, match="temperature"):
         losses.AllNegativesLoss(temperature=0.0)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_projection_heads_average_each_heads_own_loss(kind):
+    # Three heads' unit embeddings, joined and scaled by 1/sqrt(3) as the
+    # towers join them: the loss is the mean of the three heads' losses,
+    # each on its own cosines (not one loss on the mean cosine).
+    rng = np.random.default_rng(1)
+    heads = [(_unit(rng, 8, 4), _unit(rng, 8, 4)) for _ in range(3)]
+    expected = np.mean([reference_per_anchor(kind, x, y, IDS).mean()
+                        for x, y in heads])
+    x = np.concatenate([x for x, _ in heads], axis=1) / np.sqrt(3)
+    y = np.concatenate([y for _, y in heads], axis=1) / np.sqrt(3)
+    np.testing.assert_allclose(np.linalg.norm(x, axis=1), 1.0)
+    loss = make_loss(kind)
+    loss.projection_heads = 3
+    value = loss(IDS, {"image": x.astype(np.float32),
+                       "text": y.astype(np.float32)})
+    np.testing.assert_allclose(float(value), expected, rtol=1e-5, atol=1e-5)
+    # One head on the joined embedding is another loss.
+    one = make_loss(kind)(IDS, {"image": x.astype(np.float32),
+                                "text": y.astype(np.float32)})
+    assert abs(float(one) - expected) > 1e-3
+
+
+def test_projection_heads_must_be_positive():
+    with pytest.raises(ValueError, match="projection_heads"):
+        losses.AllNegativesLoss(projection_heads=0)

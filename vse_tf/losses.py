@@ -18,7 +18,15 @@ gradients add up to the single-device loss on the global batch.
 
 Image ids arrive as float32 (Keras casts `y_true` to the loss dtype), which is
 exact for ids below 2**24.
+
+With `projection_heads=K` the embeddings are K unit vectors joined and scaled
+by 1/sqrt(K) (towers with K projection heads), so that x . y is the mean of
+the K heads' cosines, a score-level ensemble. Each head's pair is then scored
+on its own cosines and the loss is the mean of the K heads' losses: the heads
+learn as K separate models would, not as one wider one.
 """
+
+import math
 
 import gin
 import keras
@@ -46,6 +54,7 @@ class _CrossModalLoss(keras.losses.Loss):
                i2t_weight=1.0,
                t2i_weight=1.0,
                mask_same_image=True,
+               projection_heads=1,
                name=None,
                reduction="sum_over_batch_size",
                dtype=None):
@@ -56,6 +65,10 @@ class _CrossModalLoss(keras.losses.Loss):
     self.i2t_weight = i2t_weight
     self.t2i_weight = t2i_weight
     self.mask_same_image = mask_same_image
+    if projection_heads < 1:
+      raise ValueError(f"projection_heads must be >= 1, got "
+                       f"{projection_heads}.")
+    self.projection_heads = projection_heads
 
   def call(self, y_true, y_pred):
     # Logits and reductions stay in float32 under mixed precision.
@@ -78,6 +91,15 @@ class _CrossModalLoss(keras.losses.Loss):
     else:
       negative = tf.logical_not(positive)
 
+    heads = self.projection_heads
+    losses = []
+    for part in zip(*(tf.split(x * math.sqrt(heads), heads, axis=1)
+                      for x in (image, text, all_images, all_texts))):
+      losses.append(self._both_directions(*part, negative, temperature))
+    return tf.add_n(losses) / heads
+
+  def _both_directions(self, image, text, all_images, all_texts, negative,
+                       temperature):
     positive_scores = tf.reduce_sum(image * text, axis=1)
     i2t = self.direction_loss(
         tf.matmul(image, all_texts, transpose_b=True), positive_scores,
@@ -105,6 +127,7 @@ class _CrossModalLoss(keras.losses.Loss):
         "i2t_weight": self.i2t_weight,
         "t2i_weight": self.t2i_weight,
         "mask_same_image": self.mask_same_image,
+        "projection_heads": self.projection_heads,
     }
 
 

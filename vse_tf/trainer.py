@@ -39,6 +39,7 @@ from vse_tf import projector_lib
 from vse_tf.callbacks import BEST_WEIGHTS
 from vse_tf.data import pipeline
 from vse_tf.models import dual_encoder
+from vse_tf.models import pretrained_towers
 from vse_tf.models import text_towers
 
 VOCABULARY = "vocabulary.txt"
@@ -70,6 +71,16 @@ def build_model(vocabulary, loss=None, global_batch_size=None):
 
 def _built_and_compiled(model, loss, global_batch_size):
     model(model.dummy_inputs())  # creates the weights before any restore
+    heads = getattr(loss, "projection_heads", 1)
+    for tower in (model.image_tower, model.text_tower) if loss else ():
+        if pretrained_towers.count_projection_heads(tower) != heads:
+            raise cli.UserError(
+                f"The loss scores {heads} projection head(s) "
+                f"({type(loss).__name__}.projection_heads), but the "
+                f"{tower.name} joins "
+                f"{pretrained_towers.count_projection_heads(tower)}: bind "
+                "both towers' projection_heads and the loss's to one value "
+                "(a gin macro, as gin/flickr8k.gin does).")
     model.compile(optimizer=optimizers.make_optimizer(
         global_batch_size=global_batch_size), loss=loss)
     return model

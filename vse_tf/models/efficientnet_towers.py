@@ -35,6 +35,7 @@ def build_efficientnet_tower(variant="lite0",
                              pooled_stages=(),
                              mirror_view=False,
                              fine_tuned_stages=0,
+                             projection_heads=1,
                              name="image_tower"):
     """EfficientNet-Lite features, then a projection head.
 
@@ -60,6 +61,8 @@ def build_efficientnet_tower(variant="lite0",
       fine_tuned_stages: the last stages of each network (0 to 6) that
         train in the head (see the module's docstring); one number for
         every network, or one per network, e.g. (2, 0, 0).
+      projection_heads: heads joined into one embedding (see
+        `projection_head`).
     """
     variants = (variant,) if isinstance(variant, str) else tuple(variant)
     unknown = [v for v in variants if v not in efficientnet_lite.VARIANTS]
@@ -94,7 +97,7 @@ def build_efficientnet_tower(variant="lite0",
         sum(n.backbone_dim for n in networks), hidden_units, embedding_dim,
         dropout, views=2 if mirror_view else 1,
         features_fn=(lambda x: _fine_tuned_features(x, networks, weights))
-        if any(tuned) else None)
+        if any(tuned) else None, projection_heads=projection_heads)
     pixels = keras.Input((image_size, image_size, 3), name="pixels")
     return keras.Model(pixels, head(backbone(pixels)), name=name)
 

