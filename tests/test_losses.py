@@ -225,3 +225,21 @@ def test_projection_heads_average_each_heads_own_loss(kind):
 def test_projection_heads_must_be_positive():
     with pytest.raises(ValueError, match="projection_heads"):
         losses.AllNegativesLoss(projection_heads=0)
+
+
+def test_towers_and_loss_must_agree_on_projection_heads():
+    from vse_tf import cli
+    from vse_tf import trainer
+    from vse_tf.models import dual_encoder
+    from vse_tf.models import pretrained_towers
+
+    def model(heads):
+        return dual_encoder.DualEncoder(*(
+            pretrained_towers.projection_head(6, 0, 4, projection_heads=heads)
+            for _ in range(2)))
+
+    built = trainer._built_and_compiled(
+        model(2), losses.AllNegativesLoss(projection_heads=2), None)
+    assert built.image_tower.output_shape == (None, 8)
+    with pytest.raises(cli.UserError, match="projection_heads"):
+        trainer._built_and_compiled(model(2), losses.AllNegativesLoss(), None)
