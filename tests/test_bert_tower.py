@@ -110,3 +110,16 @@ def test_pooled_layers_outside_the_model_are_refused(vocabulary_file):
         pretrained_towers.build_bert_tower(
             vocabulary_file=vocabulary_file, weights="random",
             pooled_layers=(2,), **SIZE)
+
+
+def test_projection_heads_join_unit_vectors(vocabulary_file):
+    tower = pretrained_towers.build_bert_tower(
+        vocabulary_file=vocabulary_file, weights="random",
+        projection_heads=2, **SIZE)
+    embeddings = tower(CAPTIONS).numpy()
+    assert embeddings.shape == (3, 16)
+    # Two unit vectors scaled by 1/sqrt(2): each half has norm 1/sqrt(2).
+    for half in (embeddings[:, :8], embeddings[:, 8:]):
+        np.testing.assert_allclose(np.linalg.norm(half, axis=1),
+                                   np.sqrt(0.5), rtol=1e-5)
+    assert pretrained_towers.count_projection_heads(tower) == 2

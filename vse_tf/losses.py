@@ -22,8 +22,9 @@ exact for ids below 2**24.
 With `projection_heads=K` the embeddings are K unit vectors joined and scaled
 by 1/sqrt(K) (towers with K projection heads), so that x . y is the mean of
 the K heads' cosines, a score-level ensemble. Each head's pair is then scored
-on its own cosines and the loss is the mean of the K heads' losses: the heads
-learn as K separate models would, not as one wider one.
+on its own cosines and the loss is the mean of the K heads' losses: each head
+learns as a model of its own would on the same batches, not as part of one
+wider head.
 """
 
 import math

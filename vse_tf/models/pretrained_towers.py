@@ -255,6 +255,7 @@ def build_bert_tower(vocabulary=None,
                      dropout=0.0,
                      trainable_backbone=True,
                      pooled_layers=None,
+                     projection_heads=1,
                      name="text_tower"):
     """A keras-hub BERT, mean-pooled over its tokens, then a projection head.
 
@@ -275,6 +276,8 @@ def build_bert_tower(vocabulary=None,
       trainable_backbone: fine-tune BERT (the usual); False freezes it.
       pooled_layers: layers whose mean-pooled states are joined (see
         `SentenceEncoder`); None is the last alone.
+      projection_heads: heads joined into one embedding (see
+        `projection_head`).
     """
     del vocabulary
     import keras_hub
@@ -316,6 +319,7 @@ def build_bert_tower(vocabulary=None,
             "with weights = 'random').")
     encoder.trainable = trainable_backbone
     head = projection_head(encoder.output_dim, hidden_units,
-                           embedding_dim, dropout)
+                           embedding_dim, dropout,
+                           projection_heads=projection_heads)
     text = keras.Input((), dtype="string", name="text")
     return keras.Model(text, head(encoder(text)), name=name)
