@@ -73,12 +73,12 @@ def _built_and_compiled(model, loss, global_batch_size):
     model(model.dummy_inputs())  # creates the weights before any restore
     heads = getattr(loss, "projection_heads", 1)
     for tower in (model.image_tower, model.text_tower) if loss else ():
-        if pretrained_towers.count_projection_heads(tower) != heads:
+        joined = pretrained_towers.count_projection_heads(tower)
+        if joined != heads:
             raise cli.UserError(
                 f"The loss scores {heads} projection head(s) "
                 f"({type(loss).__name__}.projection_heads), but the "
-                f"{tower.name} joins "
-                f"{pretrained_towers.count_projection_heads(tower)}: bind "
+                f"{tower.name} joins {joined}: bind "
                 "both towers' projection_heads and the loss's to one value "
                 "(a gin macro, as gin/flickr8k.gin does).")
     model.compile(optimizer=optimizers.make_optimizer(

@@ -13,6 +13,8 @@ fine-tuning it all. The backbone then outputs each network's feature map
 flattened, joined into one vector, and the head takes them apart again.
 """
 
+import math
+
 import gin
 import keras
 
@@ -89,10 +91,13 @@ def build_efficientnet_tower(variant="lite0",
             "stages with a frozen backbone below them; with "
             "trainable_backbone = True the whole network trains already. "
             "Set one of them.")
+    # One whole network, one view: the network itself is the backbone.
+    alone = len(variants) == 1 and not mirror_view and not any(tuned)
     networks = [_Network(v, image_size if len(variants) == 1 else None, k,
-                         pooled_stages) for v, k in zip(variants, tuned)]
-    backbone = efficientnet_backbone(networks, image_size, weights,
-                                     trainable_backbone, mirror_view)
+                         pooled_stages, weights, trainable_backbone, alone)
+                for v, k in zip(variants, tuned)]
+    backbone = networks[0].frozen if alone else efficientnet_backbone(
+        networks, image_size, trainable_backbone, mirror_view)
     head = projection_head(
         sum(n.backbone_dim for n in networks), hidden_units, embedding_dim,
         dropout, views=2 if mirror_view else 1,
@@ -103,62 +108,50 @@ def build_efficientnet_tower(variant="lite0",
 
 
 class _Network:
-    """One EfficientNet-Lite of a tower: its resolution, and where the
-    backbone ends."""
+    """One EfficientNet-Lite of a tower: its resolution, and its frozen
+    part (the whole network, or its stages up to the fine-tuned ones)."""
 
-    def __init__(self, variant, size, fine_tuned_stages, pooled_stages):
+    def __init__(self, variant, size, fine_tuned_stages, pooled_stages,
+                 weights, trainable, alone):
         self.variant = variant
         self.size = size or efficientnet_lite.VARIANTS[variant][2]
         self.fine_tuned_stages = fine_tuned_stages
         self.pooled_stages = pooled_stages
         self.last_frozen_stage = (len(efficientnet_lite.STAGES) -
                                   fine_tuned_stages)
-        self.features_dim = efficientnet_lite.feature_dim(variant,
-                                                          pooled_stages)
-        self.map_shape = None  # of the last frozen stage, once built
+        # Alone, the network itself is the backbone, as weights and
+        # checkpoints have it.
+        self.frozen = efficientnet_lite.build_efficientnet_lite(
+            variant, include_top=False, image_size=self.size,
+            name=BACKBONE if alone else f"efficientnet_{variant}",
+            folded_batch_norm=not trainable, pooled_stages=pooled_stages,
+            last_stage=self.last_frozen_stage if fine_tuned_stages else None)
+        if weights == "imagenet":
+            efficientnet_lite.load_pretrained(
+                self.frozen, variant, part=bool(fine_tuned_stages))
+        self.frozen.trainable = trainable
+
+    @property
+    def map_shape(self):
+        """The frozen part's output: features, or a stage's feature map."""
+        return tuple(self.frozen.output_shape[1:])
 
     @property
     def backbone_dim(self):
-        if not self.fine_tuned_stages:
-            return self.features_dim
-        height, width, channels = self.map_shape
-        return height * width * channels
+        return math.prod(self.map_shape)
 
 
-def efficientnet_backbone(networks, image_size, weights, trainable,
-                          mirror_view):
+def efficientnet_backbone(networks, image_size, trainable, mirror_view):
     """Pixels -> the networks' joined features ([B, F]; [B, 2, F] with the
     mirror image's); a fine-tuned network's feature map, flattened."""
-    # One whole network, one view: the network itself is the backbone, as
-    # weights and checkpoints have it.
-    alone = len(networks) == 1 and not mirror_view and not (
-        networks[0].fine_tuned_stages)
-    built = []
-    for network in networks:
-        model = efficientnet_lite.build_efficientnet_lite(
-            network.variant, include_top=False, image_size=network.size,
-            name=BACKBONE if alone else f"efficientnet_{network.variant}",
-            folded_batch_norm=not trainable,
-            pooled_stages=network.pooled_stages,
-            last_stage=(network.last_frozen_stage if
-                        network.fine_tuned_stages else None))
-        if weights == "imagenet":
-            efficientnet_lite.load_pretrained(
-                model, network.variant, part=bool(network.fine_tuned_stages))
-        model.trainable = trainable
-        if network.fine_tuned_stages:
-            network.map_shape = tuple(model.output_shape[1:])
-        built.append(model)
-    if alone:
-        return built[0]
     pixels = keras.Input((image_size, image_size, 3), name="pixels")
     x = views_lib.MirrorViews(name="mirror_views")(pixels) if (
         mirror_view) else pixels
     features = []
-    for network, model in zip(networks, built):
+    for network in networks:
         resized = x if network.size == image_size else keras.layers.Resizing(
             network.size, network.size, name=f"resize_{network.size}")(x)
-        y = model(resized)
+        y = network.frozen(resized)
         if network.fine_tuned_stages:
             y = keras.layers.Flatten(name=f"flatten_{network.variant}")(y)
         features.append(y)
