@@ -130,3 +130,27 @@ def test_fine_tuned_stages_are_checked():
     with pytest.raises(ValueError, match="pool stages from 6 on"):
         efficientnet_towers.build_efficientnet_tower(
             fine_tuned_stages=1, pooled_stages=(5,), weights="random")
+
+
+def test_linear_shortcut_adds_a_linear_projection_to_the_mlp():
+    head = pretrained_towers.projection_head(6, 5, 4, dropout=0.5,
+                                             projection_heads=2,
+                                             linear_shortcut=True)
+    x = np.random.default_rng(3).normal(size=(3, 6)).astype(np.float32)
+    # Random non-zero biases, so that each one's place is checked too.
+    for layer in head.layers:
+        if isinstance(layer, keras.layers.Dense):
+            layer.bias.assign(np.random.default_rng(4).normal(
+                size=layer.bias.shape))
+
+    def dense(name, inputs):
+        kernel, bias = head.get_layer(name).get_weights()
+        return inputs @ kernel + bias
+
+    expected = np.concatenate([_unit(
+        dense(f"projection_{k}", np.maximum(dense(f"hidden_{k}", x), 0))
+        + dense(f"shortcut_{k}", x)) for k in (1, 2)], axis=1) / np.sqrt(2)
+    np.testing.assert_allclose(head(x, training=False).numpy(), expected,
+                               atol=1e-5)
+    with pytest.raises(ValueError, match="needs hidden_units"):
+        pretrained_towers.projection_head(6, 0, 4, linear_shortcut=True)

@@ -10,6 +10,7 @@ import gin
 import keras
 
 from vse_tf import distribute  # noqa: F401
+from vse_tf import hubness  # noqa: F401
 from vse_tf import losses  # noqa: F401
 from vse_tf import optimizers  # noqa: F401
 from vse_tf import trainer  # noqa: F401

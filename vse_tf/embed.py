@@ -37,8 +37,16 @@ def embed_examples(model, examples, batch_size=250):
     return np.concatenate(images), np.concatenate(texts), captions_per_image
 
 
-def evaluate_model(model, examples, folds=1, batch_size=250):
+def evaluate_model(model, examples, folds=1, batch_size=250,
+                   correction=None):
+    """Retrieval metrics of the split; with a fitted
+    `hubness.HubnessCorrection`, those of its corrected scores, and the
+    plain cosine ones under "cosine"."""
     images, texts, captions_per_image = embed_examples(model, examples,
                                                        batch_size)
-    return evaluation.retrieval_metrics(images, texts, captions_per_image,
-                                        folds=folds)
+    metrics = evaluation.retrieval_metrics(images, texts, captions_per_image,
+                                           folds=folds)
+    if correction is None:
+        return metrics
+    return {**correction.metrics(images, texts, captions_per_image, folds),
+            "cosine": metrics}

@@ -17,6 +17,7 @@ from absl import flags
 from vse_tf import cli
 from vse_tf import embed
 from vse_tf import evaluation
+from vse_tf import hubness
 from vse_tf import io_utils
 from vse_tf import runs
 from vse_tf.data import pipeline
@@ -51,7 +52,10 @@ def main(argv):
         except ValueError as error:
             raise cli.UserError(f"{dataset}: {error}") from error
     try:
-        metrics = embed.evaluate_model(model, examples, folds=folds)
+        # A run fitted with a hubness correction is scored as it serves.
+        metrics = embed.evaluate_model(
+            model, examples, folds=folds,
+            correction=hubness.load_run_banks(FLAGS.model_dir))
     except ValueError as error:  # folds that do not divide the split
         raise cli.UserError(f"--folds={folds}: {error}") from error
     if FLAGS.protocol:

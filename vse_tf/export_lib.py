@@ -13,8 +13,12 @@ An image tower on precomputed features (gin/*_precomp.gin) has one
 signature instead, serving_default: features, float32 [None, regions, dim]
 (or [None, dim]).
 
-Every signature returns {"embedding": float32 [None, D]}, L2-normalized, and
-uses core TensorFlow ops only, so the stock `tensorflow_model_server` loads
+Every signature returns {"embedding": float32 [None, D]}, L2-normalized; a
+run fitted with a hubness correction (`vse_tf.hubness`) also serves
+"hubness": float32 [None], to subtract from the dot product with any
+candidate (s(i, t) = e_i . e_t - h_i - h_t), each tower holding the bank of
+the other modality's train embeddings it is computed from. Signatures use
+core TensorFlow ops only, so the stock `tensorflow_model_server` loads
 it. A version is written into a hidden temporary folder and renamed into
 place, so TF Serving (which polls the base path for numbered folders) never
 sees half a model; an existing version is never overwritten.
@@ -27,6 +31,7 @@ import keras
 import tensorflow as tf
 
 from vse_tf import cli
+from vse_tf import hubness
 from vse_tf import io_utils
 from vse_tf.data import images
 
@@ -55,22 +60,52 @@ def latest_version_dir(export_dir, tower):
     return os.path.join(export_dir, tower, str(found[-1]))
 
 
-def image_tower_archive(image_tower):
+class _HubnessBank(tf.Module):
+    """Embeddings -> their hubness against a bank the SavedModel holds."""
+
+    def __init__(self, bank, neighbours, weight):
+        super().__init__(name="hubness_bank")
+        self.bank = tf.Variable(bank, trainable=False, name="bank")
+        self.neighbours = neighbours
+        self.weight = weight
+
+    def __call__(self, embeddings):
+        return hubness.hubness(embeddings, self.bank, self.neighbours,
+                               self.weight)
+
+
+def _serving_outputs(tower, inputs, bank):
+    embedding = tower(inputs, training=False)
+    if bank is None:
+        return {"embedding": embedding}
+    return {"embedding": embedding, "hubness": bank(embedding)}
+
+
+def _bank(archive, bank, correction):
+    if correction is None:
+        return None
+    module = _HubnessBank(bank, correction.neighbours, correction.weight)
+    archive.track(module)
+    return module
+
+
+def image_tower_archive(image_tower, correction=None):
     """The image tower with its two serving signatures."""
     if len(image_tower.inputs[0].shape) != 4:
-        return features_tower_archive(image_tower)
+        return features_tower_archive(image_tower, correction)
     _, height, width, channels = image_tower.inputs[0].shape
     if height != width:
         raise ValueError(f"Square image towers only, not {height}x{width}.")
     archive = keras.export.ExportArchive()
     archive.track(image_tower)
+    bank = _bank(archive, correction and correction.text_bank, correction)
 
     def serve_bytes(image_bytes):
         pixels = images.decode_batch(image_bytes, height, name="image_bytes")
-        return {"embedding": image_tower(pixels, training=False)}
+        return _serving_outputs(image_tower, pixels, bank)
 
     def serve_pixels(pixels):
-        return {"embedding": image_tower(pixels, training=False)}
+        return _serving_outputs(image_tower, pixels, bank)
 
     archive.add_endpoint(
         "serving_default", serve_bytes,
@@ -82,32 +117,37 @@ def image_tower_archive(image_tower):
     return archive
 
 
-def features_tower_archive(image_tower):
+def features_tower_archive(image_tower, correction=None):
     """An image tower on precomputed features, which it takes as they are."""
     return _one_signature_archive(image_tower, tf.TensorSpec(
-        image_tower.inputs[0].shape, tf.float32, "features"))
+        image_tower.inputs[0].shape, tf.float32, "features"),
+        correction and correction.text_bank, correction)
 
 
-def text_tower_archive(text_tower):
+def text_tower_archive(text_tower, correction=None):
     """The text tower taking raw caption strings."""
     return _one_signature_archive(
-        text_tower, tf.TensorSpec([None], tf.string, "text"))
+        text_tower, tf.TensorSpec([None], tf.string, "text"),
+        correction and correction.image_bank, correction)
 
 
-def _one_signature_archive(tower, input_spec):
+def _one_signature_archive(tower, input_spec, bank=None, correction=None):
     archive = keras.export.ExportArchive()
     archive.track(tower)
+    bank = _bank(archive, bank, correction)
 
     def serve(inputs):
-        return {"embedding": tower(inputs, training=False)}
+        return _serving_outputs(tower, inputs, bank)
 
     archive.add_endpoint("serving_default", serve,
                          input_signature=[input_spec])
     return archive
 
 
-def export_towers(model, export_dir, version=None):
+def export_towers(model, export_dir, version=None, correction=None):
     """Writes both towers of `model` as `version`; returns the version.
+
+    `correction`: a fitted `hubness.HubnessCorrection` the towers serve.
 
     Raises:
       cli.UserError: `version` already exists for either tower.
@@ -124,8 +164,9 @@ def export_towers(model, export_dir, version=None):
                 f"{os.path.join(export_dir, tower, str(version))} already "
                 "exists and is never overwritten: TF Serving may be serving "
                 "it. Pass another --version, or leave it out for the next.")
-    archives = {IMAGE_TOWER: image_tower_archive(model.image_tower),
-                TEXT_TOWER: text_tower_archive(model.text_tower)}
+    archives = {IMAGE_TOWER: image_tower_archive(model.image_tower,
+                                                 correction),
+                TEXT_TOWER: text_tower_archive(model.text_tower, correction)}
     cli.ensure_writable_dir(export_dir, "export dir")
     # Both towers are written in full before either is renamed into place.
     with io_utils.staging_dir(export_dir, "export") as staging:

@@ -19,6 +19,7 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from vse_tf import cli
+from vse_tf import hubness
 from vse_tf import io_utils
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -97,7 +98,9 @@ def _tower_identity(tower_dir):
 
 
 def embed_images(serve_bytes, collection, batch_size=64, progress=True):
-    """Embeddings [N, D] of every image, in collection order."""
+    """Embeddings [N, D] of every image, in collection order ([N, D + 2]
+    with their hubness where the tower serves one: see
+    `hubness.image_scoring`)."""
     chunks = []
     starts = range(0, len(collection), batch_size)
     for start in tqdm(starts, desc="Embedding images", unit="batch",
@@ -111,7 +114,7 @@ def embed_images(serve_bytes, collection, batch_size=64, progress=True):
                 f"An image in {collection.names[start]!r} .. "
                 f"{collection.names[start + len(batch) - 1]!r} could not be "
                 f"decoded: {error.message.splitlines()[0]}") from error
-        chunks.append(outputs["embedding"].numpy())
+        chunks.append(hubness.served_image_scoring(outputs))
     return np.concatenate(chunks)
 
 

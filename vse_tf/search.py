@@ -8,8 +8,9 @@
 Loads the newest version of each tower from EXPORT with TensorFlow alone,
 as a deployment would. Images are embedded once and cached (see
 `vse_tf.image_index`); every query is scored against all of them by one
-matrix product, exactly. --html writes a page of the top-k thumbnails per
-query.
+matrix product, exactly (the cosine, less the hubness of both sides where
+the towers serve one: see `vse_tf.hubness`). --html writes a page of the
+top-k thumbnails per query.
 """
 
 import argparse
@@ -24,6 +25,7 @@ import tensorflow as tf
 
 from vse_tf import cli
 from vse_tf import export_lib
+from vse_tf import hubness
 from vse_tf import image_index
 from vse_tf import io_utils
 
@@ -31,7 +33,8 @@ THUMBNAIL = 160
 
 
 def top_k(query_embeddings, candidate_embeddings, k):
-    """(indices [Q, k], scores [Q, k]), best first, by cosine similarity."""
+    """(indices [Q, k], scores [Q, k]), best first, by dot product: the
+    cosine, less the hubness where the towers serve one."""
     scores = query_embeddings @ candidate_embeddings.T
     k = min(k, scores.shape[1])
     best = np.argpartition(-scores, k - 1, axis=1)[:, :k]
@@ -66,8 +69,8 @@ def _load_signature(export_dir, tower):
 
 def _embed_texts(serve_text, texts, batch_size=256):
     return np.concatenate([
-        serve_text(text=tf.constant(texts[i:i + batch_size]))[
-            "embedding"].numpy()
+        hubness.served_text_scoring(
+            serve_text(text=tf.constant(texts[i:i + batch_size])))
         for i in range(0, len(texts), batch_size)])
 
 
@@ -178,8 +181,8 @@ def caption_image(args):
     _, serve_bytes = _load_signature(args.export_dir, export_lib.IMAGE_TOWER)
     _, serve_text = _load_signature(args.export_dir, export_lib.TEXT_TOWER)
     try:
-        image = serve_bytes(image_bytes=tf.constant([image_bytes]))[
-            "embedding"].numpy()
+        image = hubness.served_image_scoring(
+            serve_bytes(image_bytes=tf.constant([image_bytes])))
     except tf.errors.InvalidArgumentError as error:
         raise cli.UserError(
             f"{args.caption_for!r} is not a JPEG or PNG image.") from error

@@ -14,6 +14,8 @@
                          projector (see vse_tf.projector_lib)
   features/              with train.cache_features: the frozen backbones'
                          features of each split (see vse_tf.features)
+  hubness.npz            with train.hubness_correction: its banks of train
+                         embeddings (see vse_tf.hubness)
 """
 
 import contextlib
@@ -33,6 +35,7 @@ from vse_tf import evaluation
 from vse_tf import export_lib
 from vse_tf import features
 from vse_tf import fine_tuning
+from vse_tf import hubness
 from vse_tf import io_utils
 from vse_tf import optimizers
 from vse_tf import projector_lib
@@ -107,7 +110,8 @@ def train(model_dir,
           cache_features=False,
           feature_dir=None,
           export=True,
-          projector_images=500):
+          projector_images=500,
+          hubness_correction=None):
     """Trains, validates each epoch, and scores the best checkpoint on test.
 
     Args:
@@ -139,6 +143,10 @@ def train(model_dir,
         model_dir/export at the end (as a new version).
       projector_images: test images (with their captions) written for
         TensorBoard's projector at the end; 0 writes none.
+      hubness_correction: a `hubness.HubnessCorrection` to fit on the train
+        split's embeddings of the best checkpoint (model_dir/hubness.npz):
+        the test metrics are then those of its corrected scores (the
+        cosine ones under "cosine"), and the exported towers serve it.
 
     Returns:
       The test metrics, as in metrics.json (None on a non-chief worker).
@@ -225,7 +233,8 @@ def train(model_dir,
         if not worker.is_chief:
             return None
         return _finish(model, trained, model_dir, dataset, data_dir,
-                       feature_dir, export, projector_images, started)
+                       feature_dir, export, projector_images,
+                       hubness_correction, started)
 
 
 def head_model(model, loss, global_batch_size):
@@ -234,29 +243,42 @@ def head_model(model, loss, global_batch_size):
 
 
 def _finish(model, trained, model_dir, dataset, data_dir, feature_dir,
-            export, projector_images, started):
+            export, projector_images, correction, started):
     """Test metrics, export and projector of the best checkpoint."""
     trained.load_weights(os.path.join(model_dir, "checkpoints",
                                       BEST_WEIGHTS))
-    test_examples = pipeline.load_examples(dataset, "test", data_dir)
-    if trained is not model:  # heads on cached features
-        metrics = embed.evaluate_model(trained, features.cached_examples(
-            model, test_examples, "test", feature_dir))
-    else:
-        metrics = embed.evaluate_model(model, test_examples)
+
+    def split_examples(split):
+        examples = pipeline.load_examples(dataset, split, data_dir)
+        if trained is not model:  # heads on cached features
+            return features.cached_examples(model, examples, split,
+                                            feature_dir)
+        return examples
+
+    if correction is not None:
+        correction.fit(trained, split_examples("train"))
+        correction.save(os.path.join(model_dir, hubness.BANKS))
+    metrics = embed.evaluate_model(trained, split_examples("test"),
+                                   correction=correction)
     io_utils.write_json_atomic(os.path.join(model_dir, METRICS), metrics)
     write_operative_config(model_dir)
     if export:
         export_dir = os.path.join(model_dir, "export")
-        version = export_lib.export_towers(model, export_dir)
+        version = export_lib.export_towers(model, export_dir,
+                                           correction=correction)
         print(f"Exported both towers to {export_dir} (version {version}).")
     if projector_images:
         projector_lib.write_projector(
-            model, test_examples, os.path.join(model_dir, "projector"),
-            projector_images)
-    print(evaluation.format_table(
-        metrics, title=f"\nTest metrics of the best checkpoint ({dataset}, "
-        f"{time.time() - started:.0f} s):"))
+            model, pipeline.load_examples(dataset, "test", data_dir),
+            os.path.join(model_dir, "projector"), projector_images)
+    title = (f"\nTest metrics of the best checkpoint ({dataset}, "
+             f"{time.time() - started:.0f} s)")
+    if correction is not None:
+        print(evaluation.format_table(metrics["cosine"],
+                                      title=title + ", cosine:"))
+        title = (f"With the hubness correction (k = {correction.neighbours}"
+                 f", weight {correction.weight:g})")
+    print(evaluation.format_table(metrics, title=title + ":"))
     return metrics
 
 

