@@ -260,7 +260,8 @@ def test_flickr8k_config_trains_heads_on_cached_features(tmp_path):
     args = ["--gin_file=gin/flickr8k.gin",
             *bindings(["train.dataset = 'flickr8k'", "train.batch_size = 8",
                        "train.projector_images = 0", "HIDDEN_UNITS = 16",
-                       "EMBEDDING_DIM = 8"]),
+                       "EMBEDDING_DIM = 8",
+                       "HubnessCorrection.neighbours = 3"]),
             f"--model_dir={model_dir}", f"--data_dir={tmp_path}"]
     result = run_tool("train", *args)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -274,6 +275,10 @@ def test_flickr8k_config_trains_heads_on_cached_features(tmp_path):
         assert stored["image"].shape == (8, 2, 3 * 1280 + 2 * 624 + 680)
         assert stored["captions"].shape == (8, 5, 3 * 384)
     assert (model_dir / "export" / "text_tower" / "1").exists()
+    with np.load(model_dir / "hubness.npz") as banks:
+        # Three heads of 8: every train image, the first caption of each.
+        assert banks["image_bank"].shape == banks["text_bank"].shape == (
+            8, 3 * 8)
 
     # Resumed for one more epoch, the run reuses its features.
     again = run_tool("train", *args, "--gin_bindings=train.epochs = 3")

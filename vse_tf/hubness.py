@@ -28,6 +28,8 @@ import gin
 import numpy as np
 import tensorflow as tf
 
+from vse_tf import cli
+from vse_tf import embed
 from vse_tf import evaluation
 from vse_tf import io_utils
 
@@ -58,17 +60,15 @@ class HubnessCorrection:
     def fit(self, model, train_examples):
         """Banks from `model`'s embeddings of the train split: each image,
         and the first caption of each image."""
-        # Here, not above: search scores with this module and needs none of
-        # the data pipeline that embedding a split brings.
-        from vse_tf import embed
         images, texts, captions_per_image = embed.embed_examples(
             model, train_examples)
         for name, bank in (("images", images), ("captions", texts)):
             if len(bank) < self.neighbours:
-                raise ValueError(
+                raise cli.UserError(
                     f"The train split has {len(bank)} {name}, fewer than "
                     f"the hubness correction's {self.neighbours} "
-                    "neighbours; lower HubnessCorrection.neighbours.")
+                    "neighbours; lower HubnessCorrection.neighbours (or "
+                    "set train.hubness_correction = None).")
         self.image_bank = images
         self.text_bank = texts[::captions_per_image]
         return self
