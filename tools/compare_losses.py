@@ -76,16 +76,21 @@ def train_one(name, seed, args):
 
 
 def markdown_table(results):
-    """results: {loss: [metrics of each seed]}."""
+    """results: {loss: [metrics of each seed]}. Runs scored with a hubness
+    correction get a last column, their plain cosine rsum."""
+    cosine = all("cosine" in r for runs in results.values() for r in runs)
     header = "| loss | seeds | " + " | ".join(
-        c.replace("_r", " R@") for c in COLUMNS) + " | rsum range |"
-    lines = [header, "|---" * (len(COLUMNS) + 3) + "|"]
+        c.replace("_r", " R@") for c in COLUMNS) + " | rsum range |" + (
+            " cosine rsum |" if cosine else "")
+    lines = [header, "|---" * (len(COLUMNS) + 3 + cosine) + "|"]
     for name, runs in results.items():
         mean = {c: sum(r[c] for r in runs) / len(runs) for c in COLUMNS}
         rsums = [r["rsum"] for r in runs]
         lines.append(f"| {LOSSES[name][0]} | {len(runs)} | " + " | ".join(
             f"{mean[c]:.1f}" for c in COLUMNS) +
-            f" | {min(rsums):.1f} - {max(rsums):.1f} |")
+            f" | {min(rsums):.1f} - {max(rsums):.1f} |" + (
+                f" {sum(r['cosine']['rsum'] for r in runs) / len(runs):.1f} |"
+                if cosine else ""))
     return "\n".join(lines)
 
 
