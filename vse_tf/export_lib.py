@@ -81,6 +81,22 @@ def _serving_outputs(tower, inputs, bank):
     return {"embedding": embedding, "hubness": bank(embedding)}
 
 
+def _archive(tower):
+    """An archive holding `tower`'s lookup tables and, once, its weights.
+
+    add_endpoint tracks the variables a traced call captures; tracking the
+    whole tower too would store every weight a second time under other keys
+    (keras-team/keras#23553: twice the SavedModel on disk and twice the
+    variable memory in TF Serving). So only the layers without weights are
+    tracked, for the tables of their tokenizers and vocabularies.
+    """
+    archive = keras.export.ExportArchive()
+    for layer in tower._flatten_layers(include_self=False):
+        if layer.built and not layer.weights:
+            archive.track(layer)
+    return archive
+
+
 def _bank(archive, bank, correction):
     if correction is None:
         return None
@@ -96,8 +112,7 @@ def image_tower_archive(image_tower, correction=None):
     _, height, width, channels = image_tower.inputs[0].shape
     if height != width:
         raise ValueError(f"Square image towers only, not {height}x{width}.")
-    archive = keras.export.ExportArchive()
-    archive.track(image_tower)
+    archive = _archive(image_tower)
     bank = _bank(archive, correction and correction.text_bank, correction)
 
     def serve_bytes(image_bytes):
@@ -132,8 +147,7 @@ def text_tower_archive(text_tower, correction=None):
 
 
 def _one_signature_archive(tower, input_spec, bank=None, correction=None):
-    archive = keras.export.ExportArchive()
-    archive.track(tower)
+    archive = _archive(tower)
     bank = _bank(archive, bank, correction)
 
     def serve(inputs):

@@ -44,7 +44,9 @@ def load_trained_model(model_dir):
     model = trainer.build_model(text_towers.load_vocabulary(vocabulary))
     if train_argument("cache_features"):
         # The run trained the heads; the backbones are the pretrained ones.
-        model.head_model().load_weights(checkpoint)
+        heads = model.head_model()
+        heads(heads.dummy_inputs())  # a model takes weights once built
+        heads.load_weights(checkpoint)
     else:
         model.load_weights(checkpoint)
     return model
