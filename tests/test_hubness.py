@@ -233,3 +233,19 @@ def test_search_ranks_by_the_corrected_score(corrected_run, tfds_dir,
                                           np.argsort(-scores)]
     np.testing.assert_allclose([float(s) for s, _ in hits],
                                np.sort(scores)[::-1], atol=1e-3)
+
+
+def test_too_small_a_train_split_for_k_is_a_clear_error(tfds_dir, tmp_path):
+    result = run_tool("train", "--gin_file=gin/demo.gin", *bindings([
+        "train.hubness_correction = @HubnessCorrection()",
+        "HubnessCorrection.neighbours = 100000", "train.export = False",
+        "train.projector_images = 0"]),
+        f"--model_dir={tmp_path}", f"--data_dir={tfds_dir}")
+    assert result.returncode != 0
+    message = " ".join(result.stderr.split())
+    assert "fewer than the hubness correction's 100000 neighbours" in message
+    assert "Traceback" not in result.stderr
+    # Refused before training: no epoch ran, nothing claims to be a result.
+    assert "Epoch 1" not in result.stdout
+    assert not (tmp_path / "metrics.json").exists()
+    assert not (tmp_path / "hubness.npz").exists()

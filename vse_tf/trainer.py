@@ -170,6 +170,10 @@ def train(model_dir,
             "batch would repeat pairs. Use a batch of at most that size.")
     if steps_per_epoch is None:
         steps_per_epoch = max(pairs // batch_size, 1)
+    if hubness_correction is not None:
+        # Before training, not after it.
+        hubness_correction.check_bank_size(
+            int(train_examples.cardinality()))
 
     with distribute.WorkerDir(model_dir, strategy) as worker, \
             _precision_policy(mixed_precision):
