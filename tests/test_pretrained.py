@@ -189,7 +189,6 @@ def test_cached_features_are_recomputed_for_other_pooled_stages():
     from types import SimpleNamespace
 
     from vse_tf import features
-    from vse_tf.models import pretrained_towers
 
     def signature(pooled_stages):
         keras.utils.set_random_seed(0)
