@@ -44,6 +44,19 @@ def run_tool(tool, *args, env_extra=None):
         capture_output=True, text=True, timeout=600)
 
 
+def evaluate_again(model_dir, data_dir, output):
+    """(CompletedProcess, its metrics, the run's metrics.json) of
+    `python -m vse_tf.evaluate` on a finished run."""
+    import json
+    result = run_tool("evaluate", f"--model_dir={model_dir}",
+                      f"--data_dir={data_dir}", f"--output={output}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    with open(output) as f:
+        again = json.load(f)
+    with open(os.path.join(model_dir, "metrics.json")) as f:
+        return result, again, json.load(f)
+
+
 def bindings(extra=()):
     return [f"--gin_bindings={b}" for b in [*TINY, *extra]]
 

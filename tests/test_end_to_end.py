@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from tests.conftest import bindings, run_tool
+from tests.conftest import bindings, evaluate_again, run_tool
 from vse_tf import evaluation
 
 def test_training_writes_every_output(trained_run):
@@ -60,14 +60,8 @@ def test_tensorboard_logs_hold_recall_and_learning_rate(trained_run):
 def test_evaluate_reproduces_the_test_metrics(trained_run, tfds_dir,
                                               tmp_path):
     model_dir, _ = trained_run
-    output = str(tmp_path / "metrics.json")
-    result = run_tool("evaluate", f"--model_dir={model_dir}",
-                      f"--data_dir={tfds_dir}", f"--output={output}")
-    assert result.returncode == 0, result.stderr[-3000:]
-    with open(output) as f:
-        again = json.load(f)
-    with open(os.path.join(model_dir, "metrics.json")) as f:
-        trained = json.load(f)
+    result, again, trained = evaluate_again(model_dir, tfds_dir,
+                                            tmp_path / "metrics.json")
     assert again == pytest.approx(trained)
     assert "image->text" in result.stdout
 

@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from tests.conftest import bindings, run_tool
+from tests.conftest import bindings, evaluate_again, run_tool
 from vse_tf import evaluation
 from vse_tf import hubness
 from vse_tf.data import pipeline
@@ -162,14 +162,8 @@ def test_run_fits_banks_on_train_and_reports_both_scorings(corrected_run,
 def test_evaluate_scores_the_run_as_it_was_trained(corrected_run, tfds_dir,
                                                    tmp_path):
     model_dir, _ = corrected_run
-    output = str(tmp_path / "metrics.json")
-    result = run_tool("evaluate", f"--model_dir={model_dir}",
-                      f"--data_dir={tfds_dir}", f"--output={output}")
-    assert result.returncode == 0, result.stderr[-3000:]
-    with open(output) as f:
-        again = json.load(f)
-    with open(os.path.join(model_dir, "metrics.json")) as f:
-        trained = json.load(f)
+    _, again, trained = evaluate_again(model_dir, tfds_dir,
+                                       tmp_path / "metrics.json")
     assert again["cosine"] == pytest.approx(trained["cosine"])
     assert {k: v for k, v in again.items() if k != "cosine"} == (
         pytest.approx({k: v for k, v in trained.items() if k != "cosine"}))
