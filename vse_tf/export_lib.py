@@ -97,9 +97,14 @@ def _archive(tower):
     return archive
 
 
-def _bank(archive, bank, correction):
+def _bank(archive, correction, tower_name):
+    """The module serving the hubness of `tower_name` (IMAGE_TOWER or
+    TEXT_TOWER) against the other modality's bank, tracked by `archive`;
+    None without a correction."""
     if correction is None:
         return None
+    bank = (correction.text_bank if tower_name == IMAGE_TOWER
+            else correction.image_bank)
     module = _HubnessBank(bank, correction.neighbours, correction.weight)
     archive.track(module)
     return module
@@ -113,7 +118,7 @@ def image_tower_archive(image_tower, correction=None):
     if height != width:
         raise ValueError(f"Square image towers only, not {height}x{width}.")
     archive = _archive(image_tower)
-    bank = _bank(archive, correction and correction.text_bank, correction)
+    bank = _bank(archive, correction, IMAGE_TOWER)
 
     def serve_bytes(image_bytes):
         pixels = images.decode_batch(image_bytes, height, name="image_bytes")
@@ -136,19 +141,19 @@ def features_tower_archive(image_tower, correction=None):
     """An image tower on precomputed features, which it takes as they are."""
     return _one_signature_archive(image_tower, tf.TensorSpec(
         image_tower.inputs[0].shape, tf.float32, "features"),
-        correction and correction.text_bank, correction)
+        correction, IMAGE_TOWER)
 
 
 def text_tower_archive(text_tower, correction=None):
     """The text tower taking raw caption strings."""
     return _one_signature_archive(
         text_tower, tf.TensorSpec([None], tf.string, "text"),
-        correction and correction.image_bank, correction)
+        correction, TEXT_TOWER)
 
 
-def _one_signature_archive(tower, input_spec, bank=None, correction=None):
+def _one_signature_archive(tower, input_spec, correction, tower_name):
     archive = _archive(tower)
-    bank = _bank(archive, bank, correction)
+    bank = _bank(archive, correction, tower_name)
 
     def serve(inputs):
         return _serving_outputs(tower, inputs, bank)

@@ -238,7 +238,7 @@ def train(model_dir,
             return None
         return _finish(model, trained, model_dir, dataset, data_dir,
                        feature_dir, export, projector_images,
-                       hubness_correction, started)
+                       hubness_correction, train_examples, started)
 
 
 def head_model(model, loss, global_batch_size):
@@ -247,23 +247,23 @@ def head_model(model, loss, global_batch_size):
 
 
 def _finish(model, trained, model_dir, dataset, data_dir, feature_dir,
-            export, projector_images, correction, started):
-    """Test metrics, export and projector of the best checkpoint."""
+            export, projector_images, correction, train_examples, started):
+    """Test metrics, export and projector of the best checkpoint.
+
+    `train_examples` are what `trained` trained on (cached features for
+    heads): the hubness correction's banks are their embeddings.
+    """
     trained.load_weights(os.path.join(model_dir, "checkpoints",
                                       BEST_WEIGHTS))
-
-    def split_examples(split):
-        examples = pipeline.load_examples(dataset, split, data_dir)
-        if trained is not model:  # heads on cached features
-            return features.cached_examples(model, examples, split,
-                                            feature_dir)
-        return examples
-
+    test_examples = pipeline.load_examples(dataset, "test", data_dir)
     if correction is not None:
-        correction.fit(trained, split_examples("train"))
+        correction.fit(trained, train_examples)
         correction.save(os.path.join(model_dir, hubness.BANKS))
-    metrics = embed.evaluate_model(trained, split_examples("test"),
-                                   correction=correction)
+    scored = test_examples
+    if trained is not model:  # heads on cached features
+        scored = features.cached_examples(model, test_examples, "test",
+                                          feature_dir)
+    metrics = embed.evaluate_model(trained, scored, correction=correction)
     io_utils.write_json_atomic(os.path.join(model_dir, METRICS), metrics)
     write_operative_config(model_dir)
     if export:
@@ -273,8 +273,8 @@ def _finish(model, trained, model_dir, dataset, data_dir, feature_dir,
         print(f"Exported both towers to {export_dir} (version {version}).")
     if projector_images:
         projector_lib.write_projector(
-            model, pipeline.load_examples(dataset, "test", data_dir),
-            os.path.join(model_dir, "projector"), projector_images)
+            model, test_examples, os.path.join(model_dir, "projector"),
+            projector_images)
     title = (f"\nTest metrics of the best checkpoint ({dataset}, "
              f"{time.time() - started:.0f} s)")
     if correction is not None:
