@@ -1,4 +1,9 @@
-"""retrieval_metrics against a brute-force argsort reference and by hand."""
+"""retrieval_metrics against brute-force references and by hand.
+
+Two references: VSE++'s argsort loop, which agrees with vse_tf wherever
+no two scores tie, and a pessimistic count in exact integer arithmetic,
+which defines what a tie does: it counts against the truth.
+"""
 
 import numpy as np
 import pytest
@@ -54,6 +59,69 @@ def test_ranks_match_argsort_reference(n, captions_per_image, chunk):
     ref_i2t, ref_t2i = reference_ranks(images, texts, captions_per_image)
     np.testing.assert_array_equal(i2t, ref_i2t)
     np.testing.assert_array_equal(t2i, ref_t2i)
+
+
+def pessimistic_ranks(images, texts, captions_per_image):
+    """Ranks by counting, in exact integer arithmetic, the competitors that
+    score at least as high as the truth (ties against the truth)."""
+    scores = images.astype(np.int64) @ texts.astype(np.int64).T
+    owner = np.arange(len(texts)) // captions_per_image
+    i2t = np.array([
+        np.sum(scores[i, owner != i] >= scores[i, owner == i].max())
+        for i in range(len(images))])
+    t2i = np.array([
+        np.sum(np.delete(scores[:, j], owner[j]) >= scores[owner[j], j])
+        for j in range(len(texts))])
+    return i2t, t2i
+
+
+@pytest.mark.parametrize("n,captions_per_image,chunk", [
+    (40, 5, 512), (40, 5, 7), (23, 3, 4)])
+def test_ties_count_against_the_truth(n, captions_per_image, chunk):
+    # Embeddings in {-1, 0, 1}^4: integer scores with many exact ties, and
+    # repeated captions, as Flickr8k repeats caption strings across images.
+    rng = np.random.default_rng(n)
+    images = rng.integers(-1, 2, size=(n, 4))
+    texts = np.repeat(images, captions_per_image, axis=0)
+    noisy = rng.random(len(texts)) < 0.6
+    texts[noisy] = rng.integers(-1, 2, size=(noisy.sum(), 4))
+    texts[1::7] = texts[0]
+    i2t, t2i = evaluation.retrieval_ranks(
+        images.astype(np.float32), texts.astype(np.float32),
+        captions_per_image, chunk_size=chunk)
+    ref_i2t, ref_t2i = pessimistic_ranks(images, texts, captions_per_image)
+    np.testing.assert_array_equal(i2t, ref_i2t)
+    np.testing.assert_array_equal(t2i, ref_t2i)
+    # The data has ties that decide ranks: an argsort would differ.
+    argsort_i2t, argsort_t2i = reference_ranks(images, texts,
+                                               captions_per_image)
+    assert (argsort_i2t < ref_i2t).any() and (argsort_t2i < ref_t2i).any()
+
+
+@pytest.mark.parametrize("n,chunk", [(200, 512), (1030, 512), (300, 64)])
+@pytest.mark.parametrize("value", ["constant", "zero"])
+def test_a_collapsed_model_ranks_every_truth_last(n, chunk, value):
+    rng = np.random.default_rng(0)
+    row = rng.normal(size=(1, 256)).astype(np.float32)
+    row = row / np.linalg.norm(row) if value == "constant" else 0 * row
+    i2t, t2i = evaluation.retrieval_ranks(
+        np.repeat(row, n, axis=0), np.repeat(row, 5 * n, axis=0),
+        chunk_size=chunk)
+    assert (i2t == 5 * (n - 1)).all() and (t2i == n - 1).all()
+    metrics = evaluation.metrics_from_ranks(i2t, t2i)
+    assert metrics["rsum"] == 0.0
+
+
+@pytest.mark.parametrize("side", ["image", "caption"])
+def test_non_finite_embeddings_are_refused(side):
+    images, texts = _embeddings(np.random.default_rng(2), 10)
+    bad = images if side == "image" else texts
+    bad[3, 0] = np.nan
+    bad[7, 2] = np.inf
+    with pytest.raises(ValueError,
+                       match=f"2 of {len(bad)} {side} embeddings are not "
+                       "finite"):
+        evaluation.retrieval_metrics(images, texts)
 
 
 def test_metrics_match_reference():

@@ -3,9 +3,25 @@
 N images and captions_per_image * N captions; caption j belongs to image
 j // captions_per_image. The image->text rank of image i is the best rank of
 its own captions among all captions; the text->image rank of caption j is the
-rank of its image among all images. Ranks count the candidates that score
-strictly higher than the truth, so no query needs a sort, and each score is
-computed once, a chunk of image rows at a time.
+rank of its image among all images. A rank is a count, so no query needs a
+sort, and each score is computed once, a chunk of image rows at a time:
+
+  image->text: the other images' captions that score at least as high as
+               the image's best-scoring own caption;
+  text->image: the other images that score at least as high with the
+               caption as its own image.
+
+Ties count against the truth. An argsort (VSE++'s evaluation loop) breaks
+ties arbitrarily, and counting only strictly higher candidates breaks all of
+them for the truth: a collapsed model, every embedding equal, would then rank
+every truth first and score rsum 600. Here it ranks every truth last.
+
+A candidate ties the truth when the two scores agree to float32 precision:
+within TIE_TOLERANCE times the largest image norm times the largest caption
+norm (about 1e-6 for unit vectors). A float32 matrix product rounds a score
+by a few 1e-7 and rounds two equal scores differently depending on where
+they sit in the product, so closer scores cannot be told apart; the truth's
+own score is computed in float64.
 """
 
 import collections
@@ -16,6 +32,7 @@ METRIC_NAMES = (
     "i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "rsum",
     "i2t_medr", "i2t_meanr", "t2i_medr", "t2i_meanr")
 RECALL_AT = (1, 5, 10)
+TIE_TOLERANCE = 2.0 ** -20
 
 Protocol = collections.namedtuple("Protocol", "split folds images summary")
 # The field's test protocols (Karpathy splits).
@@ -43,22 +60,42 @@ def check_protocol(name, num_images):
     return protocol
 
 
+def check_finite(embeddings, what):
+    """Raises ValueError naming how many rows of `embeddings` hold a NaN or
+    an infinity: they cannot be ranked, and NaN compares unequal to all."""
+    bad = int(np.count_nonzero(~np.isfinite(embeddings).all(axis=1)))
+    if bad:
+        raise ValueError(
+            f"{bad} of {len(embeddings)} {what} embeddings are not finite "
+            "(NaN or infinity), so they cannot be ranked. A model whose "
+            "training diverged produces them; score an earlier checkpoint.")
+
+
 def retrieval_ranks(image_embeddings, text_embeddings, captions_per_image=5,
                     chunk_size=512):
-    """0-based ranks: (i2t [N], t2i [captions_per_image * N])."""
-    images = np.asarray(image_embeddings, dtype=np.float32)
-    texts = np.asarray(text_embeddings, dtype=np.float32)
+    """0-based ranks, ties against the truth: (i2t [N], t2i [cpi * N])."""
+    images = np.ascontiguousarray(image_embeddings, dtype=np.float32)
+    texts = np.ascontiguousarray(text_embeddings, dtype=np.float32)
     num_images = images.shape[0]
     if texts.shape[0] != captions_per_image * num_images:
         raise ValueError(
             f"Expected {captions_per_image} captions per image, i.e. "
             f"{captions_per_image * num_images} caption embeddings for "
             f"{num_images} images; got {texts.shape[0]}.")
-    # Score of each caption with its own image: the bar the other images of
-    # the text->image ranking must clear.
+    check_finite(images, "image")
+    check_finite(texts, "caption")
+    if num_images == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    tolerance = TIE_TOLERANCE * (np.linalg.norm(images, axis=1).max() *
+                                 np.linalg.norm(texts, axis=1).max())
+    # Each caption's score with its own image, exact to float64; what a
+    # candidate must reach, less the tolerance, to rank above or tie it.
     positive = np.einsum(
-        "icd,id->ic", texts.reshape(num_images, captions_per_image, -1),
-        images).reshape(-1)
+        "icd,id->ic",
+        texts.reshape(num_images, captions_per_image, -1).astype(np.float64),
+        images.astype(np.float64))
+    t2i_bar = (positive - tolerance).astype(np.float32).reshape(-1)
+    i2t_bar = (positive.max(axis=1) - tolerance).astype(np.float32)
     i2t = np.empty(num_images, dtype=np.int64)
     t2i = np.zeros(texts.shape[0], dtype=np.int64)
     for start in range(0, num_images, chunk_size):
@@ -67,16 +104,15 @@ def retrieval_ranks(image_embeddings, text_embeddings, captions_per_image=5,
         rows = np.arange(stop - start)
         own = scores.reshape(stop - start, num_images, captions_per_image)[
             rows, np.arange(start, stop)]
-        best_own = own.max(axis=1)
-        i2t[start:stop] = np.sum(scores > best_own[:, None], axis=1,
-                                 dtype=np.int64)
-        t2i += np.sum(scores > positive[None, :], axis=0, dtype=np.int64)
-        # An image never outranks itself, whatever the rounding of the
-        # matrix product against `positive` says.
+        # Own captions are no competitors, nor is an image for its own
+        # captions: count all, then take out what they added.
+        bar = i2t_bar[start:stop, None]
+        i2t[start:stop] = (np.count_nonzero(scores >= bar, axis=1) -
+                           np.count_nonzero(own >= bar, axis=1))
+        t2i += np.count_nonzero(scores >= t2i_bar, axis=0)
         own_columns = slice(start * captions_per_image,
                             stop * captions_per_image)
-        t2i[own_columns] -= (own > positive[own_columns].reshape(
-            own.shape)).reshape(-1)
+        t2i[own_columns] -= (own.reshape(-1) >= t2i_bar[own_columns])
     return i2t, t2i
 
 
