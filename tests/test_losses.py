@@ -55,6 +55,14 @@ def make_loss(kind, temperature=0.1, margin=0.2, mask_same_image=True,
 
 
 KINDS = ["all", "hardest", "vse0", "vse++"]
+
+
+def reference_value(kind, per_anchor):
+    """The batch's value: the authors' mean for ConVSE and ConVSE++,
+    VSE++'s sum over the batch (cost_s.sum() + cost_im.sum()) for the
+    hinges."""
+    return per_anchor.sum() if kind in ("vse0", "vse++") else (
+        per_anchor.mean())
 # Pairs 0/3 and 2/5/6 share an image: captions of one image in one batch.
 IDS = np.array([7, 11, 3, 7, 20, 3, 3, 42])
 
@@ -67,8 +75,8 @@ def test_value_matches_numpy_reference(kind, temperature, margin,
                                        mask_same_image):
     rng = np.random.default_rng(0)
     x, y = _unit(rng, 8, 16), _unit(rng, 8, 16)
-    expected = reference_per_anchor(kind, x, y, IDS, temperature, margin,
-                                    mask_same_image).mean()
+    expected = reference_value(kind, reference_per_anchor(
+        kind, x, y, IDS, temperature, margin, mask_same_image))
     loss = make_loss(kind, temperature, margin, mask_same_image)
     value = loss(IDS, {"image": x.astype(np.float32),
                        "text": y.astype(np.float32)})
@@ -97,7 +105,8 @@ def test_gradient_matches_finite_differences_of_reference(kind):
     gx, gy = tape.gradient(value, [tx, ty])
 
     def f(x_, y_):
-        return reference_per_anchor(kind, x_, y_, IDS, temperature=0.5).mean()
+        return reference_value(kind, reference_per_anchor(
+            kind, x_, y_, IDS, temperature=0.5))
 
     eps = 1e-6
     for array, grad, which in ((x, gx, 0), (y, gy, 1)):
@@ -143,19 +152,49 @@ def test_hand_computed_all_negatives_value():
 def test_direction_weights_and_sum_reduction():
     rng = np.random.default_rng(3)
     x, y = _unit(rng, 8, 16), _unit(rng, 8, 16)
-    i2t_only = reference_per_anchor("all", x, y.copy(), IDS)
-    # With t2i_weight = 0 the loss is the i2t half alone: recompute it by
-    # hand from the similarity rows.
+    # Each direction's per-anchor terms by hand, from the similarity rows
+    # (image anchors) and columns (caption anchors).
     s = x @ y.T / 0.1
-    expected = []
-    for i in range(8):
-        keep = [j for j in range(8) if j == i or IDS[j] != IDS[i]]
-        expected.append(np.log(np.exp(s[i, keep]).sum()) - s[i, i])
-    loss = losses.AllNegativesLoss(t2i_weight=0.0, reduction="sum")
-    value = loss(IDS, {"image": x.astype(np.float32),
-                       "text": y.astype(np.float32)})
-    np.testing.assert_allclose(float(value), np.sum(expected), rtol=1e-5)
-    assert np.sum(expected) < i2t_only.sum()
+    halves = []
+    for scores in (s, s.T):
+        halves.append(np.array([
+            np.log(np.exp(scores[i, [j for j in range(8) if j == i or
+                                     IDS[j] != IDS[i]]]).sum()) - scores[i, i]
+            for i in range(8)]))
+    inputs = {"image": x.astype(np.float32), "text": y.astype(np.float32)}
+    loss = losses.AllNegativesLoss(i2t_weight=2.0, t2i_weight=0.5,
+                                   reduction="sum")
+    np.testing.assert_allclose(float(loss(IDS, inputs)),
+                               np.sum(2.0 * halves[0] + 0.5 * halves[1]),
+                               rtol=1e-5)
+    i2t_only = losses.AllNegativesLoss(t2i_weight=0.0)
+    np.testing.assert_allclose(float(i2t_only(IDS, inputs)),
+                               halves[0].mean(), rtol=1e-5)
+
+
+@pytest.mark.parametrize("max_violation", [False, True])
+def test_hinge_losses_sum_over_the_batch_as_vse_pp_does(max_violation):
+    # VSE++'s ContrastiveLoss, written out as it is in PyTorch:
+    # cost_s = (margin + scores - d1).clamp(min=0) with the diagonal
+    # masked, max or sum over captions; cost_im the same over images;
+    # cost_s.sum() + cost_im.sum(). One image per pair, so no id mask.
+    rng = np.random.default_rng(4)
+    x, y = _unit(rng, 6, 5), _unit(rng, 6, 5)
+    scores = x @ y.T
+    diagonal = np.diag(scores)
+    cost_s = np.maximum(0.2 + scores - diagonal[:, None], 0)
+    cost_im = np.maximum(0.2 + scores - diagonal[None, :], 0)
+    np.fill_diagonal(cost_s, 0)
+    np.fill_diagonal(cost_im, 0)
+    if max_violation:
+        expected = cost_s.max(axis=1).sum() + cost_im.max(axis=0).sum()
+    else:
+        expected = cost_s.sum() + cost_im.sum()
+    loss = losses.HingeLoss(margin=0.2, max_violation=max_violation)
+    value = loss(np.arange(6), {"image": x.astype(np.float32),
+                                "text": y.astype(np.float32)})
+    np.testing.assert_allclose(float(value), expected, rtol=1e-5)
+    assert loss.reduction == "sum"
 
 
 def test_learned_temperature_in_outputs_overrides_fixed_one():
@@ -206,8 +245,8 @@ def test_projection_heads_average_each_heads_own_loss(kind):
     # each on its own cosines (not one loss on the mean cosine).
     rng = np.random.default_rng(1)
     heads = [(_unit(rng, 8, 4), _unit(rng, 8, 4)) for _ in range(3)]
-    expected = np.mean([reference_per_anchor(kind, x, y, IDS).mean()
-                        for x, y in heads])
+    expected = np.mean([reference_value(kind, reference_per_anchor(
+        kind, x, y, IDS)) for x, y in heads])
     x = np.concatenate([x for x, _ in heads], axis=1) / np.sqrt(3)
     y = np.concatenate([y for _, y in heads], axis=1) / np.sqrt(3)
     np.testing.assert_allclose(np.linalg.norm(x, axis=1), 1.0)

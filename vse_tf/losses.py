@@ -8,13 +8,18 @@ and a candidate whose image id equals the anchor's (another caption of the
 same image in this batch) is never a negative when `mask_same_image=True`.
 
 Each loss returns one value per anchor pair, i2t_weight * l_i(image->text) +
-t2i_weight * l_i(text->image), so Keras's default reduction gives "mean over
-image anchors + mean over caption anchors".
+t2i_weight * l_i(text->image), and Keras's reduction makes the batch's value:
+"sum_over_batch_size" (the mean over image anchors + the mean over caption
+anchors: the authors' ConVSE and ConVSE++, `.mean()`) or "sum" (the sum of
+both directions over the batch: VSE++'s `ContrastiveLoss`, `cost_s.sum() +
+cost_im.sum()`, the default of `HingeLoss`). The choice is not cosmetic:
+under a gradient clip the sum takes steps B times larger before clipping.
 
 Under `tf.distribute` with R replicas each replica scores its local anchors
-against the candidates of *all* replicas (`all_gather`, differentiable). With
-Keras's own 1/R scaling of a replica's mean, the per-replica values and
-gradients add up to the single-device loss on the global batch.
+against the candidates of *all* replicas (`all_gather`, differentiable). A
+replica's mean is scaled by 1/R (Keras's reduction) and its sum is not, so
+either way the per-replica values and gradients add up to the single-device
+loss on the global batch.
 
 Image ids arrive as float32 (Keras casts `y_true` to the loss dtype), which is
 exact for ids below 2**24.
@@ -194,12 +199,15 @@ class HingeLoss(_CrossModalLoss):
       VSE0  (max_violation=False): l_i = sum_{j in N(i)} [a - s_ii + s_ij]+
       VSE++ (max_violation=True):  l_i = max_{j in N(i)} [a - s_ii + s_ij]+
 
-  The temperature plays no part; it is accepted (and ignored) so that every
+  Reduced as VSE++ reduces it: summed over the batch, both directions
+  (`reduction="sum"`); "sum_over_batch_size" gives the mean instead. The
+  temperature plays no part; it is accepted (and ignored) so that every
   loss takes the same model outputs.
   """
 
-  def __init__(self, margin=0.2, max_violation=False, **kwargs):
-    super().__init__(**kwargs)
+  def __init__(self, margin=0.2, max_violation=False, reduction="sum",
+               **kwargs):
+    super().__init__(reduction=reduction, **kwargs)
     self.margin = margin
     self.max_violation = max_violation
 
