@@ -6,6 +6,7 @@ import pytest
 import tensorflow as tf
 
 from vse_tf import losses
+from vse_tf import optimizers
 from vse_tf.models import dual_encoder
 from vse_tf.models import image_towers
 from vse_tf.models import text_towers
@@ -63,6 +64,50 @@ def test_two_replicas_train_the_same_weights_as_one_device(loss,
     assert moved > 1e-3  # the step did change the weights
     for a, b in zip(single_weights, mirrored_weights):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)  # float32
+
+
+def _fit(model, loss, optimizer, steps=3):
+    """`steps` SGD or Adam steps on shuffled copies of the batch."""
+    model.compile(optimizer=optimizer, loss=loss)
+    inputs, ids = batch()
+    order = np.concatenate([np.random.default_rng(step).permutation(8)
+                            for step in range(steps)])
+    data = tf.data.Dataset.from_tensor_slices((
+        {name: value[order] for name, value in inputs.items()},
+        ids[order])).batch(8)
+    model.fit(data, epochs=1, verbose=0)
+    return [w.numpy() for w in model.weights]
+
+
+@pytest.mark.parametrize("clip", [
+    {"global_clipnorm": 1e-3}, {"clipnorm": 1e-3}, {"clipvalue": 1e-4}],
+    ids=["global_clipnorm", "clipnorm", "clipvalue"])
+@pytest.mark.parametrize("name,loss", [
+    ("sgd", losses.AllNegativesLoss()),
+    ("adam", losses.AllNegativesLoss()),
+    ("sgd", losses.HingeLoss(max_violation=True))],
+    ids=["sgd-mean", "adam-mean", "sgd-sum"])
+def test_clipped_steps_on_two_replicas_equal_one_device(name, loss, clip,
+                                                        two_replicas):
+    # A clip this small acts on every step: the summed gradient's norm is
+    # far above it. Clipping each replica's part instead moves the weights
+    # elsewhere (a few % of the update).
+    settings = {"name": name, "learning_rate": 0.5 if name == "sgd" else
+                1e-2, "global_clipnorm": None, **clip}
+    single = tiny_model()
+    single(batch()[0])
+    start = [w.numpy() for w in single.weights]
+    expected = _fit(single, loss, optimizers.make_optimizer(**settings))
+    with two_replicas.scope():
+        mirrored = tiny_model()
+        mirrored(batch()[0])
+        mirrored.set_weights(start)
+        optimizer = optimizers.make_optimizer(**settings)
+    found = _fit(mirrored, loss, optimizer)
+    update = max(np.abs(a - b).max() for a, b in zip(expected, start))
+    assert update > 1e-4  # the steps did move the weights
+    error = max(np.abs(a - b).max() for a, b in zip(expected, found))
+    assert error <= 1e-4 * update, (error, update)
 
 
 def test_outputs_are_unit_vectors_even_for_an_empty_caption():

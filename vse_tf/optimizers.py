@@ -37,18 +37,46 @@ class LearningRateMultipliers:
         return super().update_step(gradient, variable, learning_rate)
 
 
+class ClipAfterReplicaSum:
+    """Clips the gradient summed over all replicas, as one device would.
+
+    Keras 3 clips (`global_clipnorm`, `clipnorm`, `clipvalue`) each
+    replica's partial gradient inside `apply` and sums the replicas only
+    after that, so with clipping on, R replicas train something else than
+    one device on the same global batch: the norm of a part is not the
+    norm of the whole. Here the clip waits for the sum (across the replicas
+    of every worker) and then acts on it, so clipping has the same meaning
+    whatever the number of replicas. A loss-scale optimizer (mixed_float16)
+    unscales before its inner optimizer's `apply`, so the clip sees true
+    gradients. Both methods are private to Keras 3's TensorFlow optimizer;
+    tests/test_optimizers.py fails clearly if a release renames them.
+    """
+
+    def _clip_gradients(self, grads):
+        return grads  # deferred to the summed gradient
+
+    def _all_reduce_sum_gradients(self, grads_and_vars):
+        summed = list(super()._all_reduce_sum_gradients(grads_and_vars))
+        clipped = super()._clip_gradients([grad for grad, _ in summed])
+        return [(grad, variable)
+                for grad, (_, variable) in zip(clipped, summed)]
+
+
 @keras.saving.register_keras_serializable(package="vse_tf")
-class Adam(LearningRateMultipliers, keras.optimizers.Adam):
+class Adam(ClipAfterReplicaSum, LearningRateMultipliers,
+           keras.optimizers.Adam):
     pass
 
 
 @keras.saving.register_keras_serializable(package="vse_tf")
-class AdamW(LearningRateMultipliers, keras.optimizers.AdamW):
+class AdamW(ClipAfterReplicaSum, LearningRateMultipliers,
+            keras.optimizers.AdamW):
     pass
 
 
 @keras.saving.register_keras_serializable(package="vse_tf")
-class SGD(LearningRateMultipliers, keras.optimizers.SGD):
+class SGD(ClipAfterReplicaSum, LearningRateMultipliers,
+          keras.optimizers.SGD):
     pass
 
 

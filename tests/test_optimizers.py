@@ -1,0 +1,47 @@
+"""The optimizers' clip: what it hooks into, and where it acts."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from vse_tf import optimizers
+
+
+def test_keras_still_has_the_hooks_the_clip_replaces():
+    # ClipAfterReplicaSum overrides two private methods of Keras 3's
+    # TensorFlow optimizer; a release without them would clip per replica
+    # again, silently.
+    base = keras.src.backend.tensorflow.optimizer.TFOptimizer
+    for name in ("_clip_gradients", "_all_reduce_sum_gradients"):
+        assert callable(getattr(base, name, None)), (
+            f"Keras {keras.__version__} has no TFOptimizer.{name}: "
+            "vse_tf.optimizers.ClipAfterReplicaSum needs porting.")
+
+
+@pytest.mark.parametrize("clip", [{"global_clipnorm": 1e-2},
+                                  {"clipvalue": 1e-3}])
+def test_loss_scaling_unscales_before_the_clip(clip):
+    # mixed_float16 wraps the optimizer in a LossScaleOptimizer: the clip
+    # must see the true gradient, not the one scaled by 2**15.
+    gradient = np.array([3.0, -4.0, 0.5], np.float32)
+
+    def step(wrap):
+        variable = keras.Variable(np.zeros(3, np.float32))
+        optimizer = optimizers.make_optimizer("sgd", learning_rate=1.0,
+                                              **{"global_clipnorm": None,
+                                                 **clip})
+        if wrap:
+            optimizer = keras.optimizers.LossScaleOptimizer(
+                optimizer, initial_scale=2.0 ** 15)
+        scale = optimizer.scale_loss(tf.constant(1.0))
+        optimizer.apply([tf.constant(gradient) * scale], [variable])
+        return variable.numpy()
+
+    plain = step(wrap=False)
+    if "global_clipnorm" in clip:
+        np.testing.assert_allclose(-plain, gradient / np.linalg.norm(
+            gradient) * 1e-2, rtol=1e-6)
+    else:
+        np.testing.assert_allclose(-plain, np.clip(gradient, -1e-3, 1e-3))
+    np.testing.assert_allclose(step(wrap=True), plain, rtol=1e-6)
