@@ -11,6 +11,7 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import gin  # noqa: E402
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
@@ -55,6 +56,29 @@ def evaluate_again(model_dir, data_dir, output):
         again = json.load(f)
     with open(os.path.join(model_dir, "metrics.json")) as f:
         return result, again, json.load(f)
+
+
+def read_weights(path):
+    """{dataset path: array} of every weight in a Keras .weights.h5 file."""
+    import h5py
+    weights = {}
+    with h5py.File(path, "r") as f:
+        f.visititems(lambda name, item: weights.__setitem__(name, item[()])
+                     if isinstance(item, h5py.Dataset) else None)
+    return weights
+
+
+def assert_same_training(found, expected, start, relative=1e-4):
+    """Weights `found` equal `expected` to `relative` times the largest
+    update a weight made from `start` (all {path: array})."""
+    assert found.keys() == expected.keys()
+    update = max(float(np.abs(expected[k] - start[k]).max())
+                 for k in expected if not k.startswith("optimizer"))
+    assert update > 1e-4, "training did not move the weights"
+    error = max(float(np.abs(found[k] - expected[k]).max()) for k in expected)
+    assert error <= relative * update, (
+        f"weights differ by {error:.3g}, {error / update:.2%} of the "
+        f"largest update {update:.3g}")
 
 
 def bindings(extra=()):

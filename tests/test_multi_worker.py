@@ -10,7 +10,8 @@ import sys
 import numpy as np
 import tensorflow as tf
 
-from tests.conftest import REPO, bindings
+from tests.conftest import REPO, assert_same_training, bindings, read_weights
+from tests.conftest import run_tool
 from tests.test_fault_tolerance import _outputs
 
 
@@ -37,8 +38,25 @@ def _epoch_losses(model_dir):
     return [losses[step] for step in sorted(losses)]
 
 
-def test_two_workers_train_like_one_process(trained_run, tfds_dir, tmp_path):
-    single_dir, _ = trained_run
+# A clip this small acts on every step; clipping each worker's part of the
+# gradient instead of the sum trains other weights.
+CLIPPED = ["make_optimizer.global_clipnorm = 0.01"]
+
+
+def _train_one_process(tfds_dir, model_dir, extra):
+    result = run_tool("train", "--gin_file=gin/demo.gin",
+                      *bindings(CLIPPED + extra), f"--model_dir={model_dir}",
+                      f"--data_dir={tfds_dir}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return read_weights(os.path.join(model_dir, "checkpoints", "backup",
+                                     "latest.weights.h5"))
+
+
+def test_two_workers_train_like_one_process(tfds_dir, tmp_path):
+    single_dir = tmp_path / "single"
+    expected = _train_one_process(tfds_dir, single_dir, [])
+    start = _train_one_process(tfds_dir, tmp_path / "start", [
+        "keras.optimizers.schedules.CosineDecay.initial_learning_rate = 0.0"])
     model_dir = tmp_path / "run"
     ports = _free_ports(2)
     cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
@@ -53,7 +71,7 @@ def test_two_workers_train_like_one_process(trained_run, tfds_dir, tmp_path):
                    "task": {"type": "worker", "index": index}})}
         workers.append(subprocess.Popen(
             [sys.executable, "-m", "vse_tf.train", "--gin_file=gin/demo.gin",
-             *bindings(), f"--model_dir={model_dir}",
+             *bindings(CLIPPED), f"--model_dir={model_dir}",
              f"--data_dir={tfds_dir}"],
             cwd=REPO, env=env, stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, text=True))
@@ -75,8 +93,12 @@ def test_two_workers_train_like_one_process(trained_run, tfds_dir, tmp_path):
     assert not os.path.exists(own) and not os.listdir(scratch[1])
     assert "Test metrics" in chief_out and "Test metrics" not in other_out
 
-    # The global batch is split across the workers and the losses gather
-    # it back: the logged losses are the single process's, epoch by epoch.
+    # The global batch is split across the workers, the losses gather it
+    # back and the clip acts on the gradient summed over both: the logged
+    # losses and the weights are the single process's.
     single = _epoch_losses(single_dir)
     assert len(single) == 2
     np.testing.assert_allclose(_epoch_losses(model_dir), single, rtol=1e-5)
+    assert_same_training(read_weights(os.path.join(
+        model_dir, "checkpoints", "backup", "latest.weights.h5")), expected,
+        start)
