@@ -143,13 +143,28 @@ def test_missing_dataset_is_one_paragraph_not_a_traceback(tmp_path):
     FLICKR8K, "flickr8k", "dataset_flickr8k.json")),
     reason="the shared Flickr8k copy (../shared/data/flickr8k) is absent")
 def test_shared_flickr8k_has_the_official_splits():
-    counts, seen = {}, {}
+    # What the loader serves, split by split, against the split file as
+    # this test reads it: the same images, whole, and no image in two
+    # splits.
+    with open(os.path.join(FLICKR8K, "flickr8k",
+                           "dataset_flickr8k.json")) as f:
+        listed = {}
+        for entry in json.load(f)["images"]:
+            listed.setdefault(entry["split"], {})[entry["imgid"]] = (
+                entry["filename"])
+    served = {}
     for split in ("train", "val", "test"):
+        paths, captions, ids = karpathy.checked_split(
+            "flickr8k", split, FLICKR8K, on_bad_image="error")
+        assert len(ids) == len(set(ids)) == len(captions)
+        assert all(len(c) == 5 for c in captions)
+        assert {i: os.path.basename(p) for i, p in zip(ids, paths)} == (
+            listed[split])
+        served[split] = set(ids)
         examples = karpathy.load_examples("flickr8k", split, FLICKR8K)
-        counts[split] = int(examples.cardinality())
-        assert examples.element_spec["captions"].shape == (5,)
-        seen[split] = {e["filename"] for e in karpathy.read_split_file(
-            "flickr8k", FLICKR8K) if e["split"] == split}
-    assert counts == {"train": 6000, "val": 1000, "test": 1000}
-    assert not (seen["train"] & seen["val"] or seen["train"] & seen["test"]
-                or seen["val"] & seen["test"])
+        assert int(examples.cardinality()) == len(ids)
+    assert {k: len(v) for k, v in served.items()} == {
+        "train": 6000, "val": 1000, "test": 1000}
+    assert not (served["train"] & served["val"] or
+                served["train"] & served["test"] or
+                served["val"] & served["test"])

@@ -156,7 +156,6 @@ def train(model_dir,
     # TensorFlow runs anything.
     strategy = distribute.get_strategy()
     distribute.check_batch_size(batch_size, strategy)
-    keras.utils.set_random_seed(seed)
     cli.ensure_writable_dir(model_dir)
     train_examples = pipeline.load_examples(dataset, "train", data_dir)
     val_examples = pipeline.load_examples(dataset, "val", data_dir)
@@ -180,6 +179,10 @@ def train(model_dir,
         train_captions = pipeline.load_captions(dataset, "train", data_dir)
         vocabulary = load_or_build_vocabulary(model_dir, worker.path,
                                               train_captions, max_vocabulary)
+        # Seeded here, after the data is ready: generating a dataset on
+        # first use draws from the global random state, and would give the
+        # first run on a new data dir other initial weights than the rest.
+        keras.utils.set_random_seed(seed)
         with strategy.scope():
             model = build_model(vocabulary, loss,
                                 global_batch_size=batch_size)
