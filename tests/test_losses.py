@@ -14,7 +14,8 @@ def _unit(rng, n, d):
 
 def reference_per_anchor(kind, x, y, ids, temperature=0.1, margin=0.2,
                          mask_same_image=True, smooth=False):
-    """Loop-by-loop transcription of DESIGN.md's formulas, float64."""
+    """Loop-by-loop transcription of the formulas in vse_tf/losses.py's
+    docstrings (the paper's ConVSE and ConVSE++, VSE++'s hinges), float64."""
     n = len(ids)
     s = x @ y.T
     total = np.zeros(n)
