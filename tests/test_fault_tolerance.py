@@ -7,7 +7,9 @@ import subprocess
 import sys
 import time
 
-from tests.conftest import REPO, bindings, run_tool
+import numpy as np
+
+from tests.conftest import REPO, bindings, read_weights, run_tool
 
 
 def _outputs(model_dir):
@@ -26,11 +28,16 @@ def _read_json(path):
         return json.load(f)
 
 
-def test_killed_run_resumes_from_its_backup(tfds_dir, tmp_path):
-    epochs, steps = 6, 20
+def test_killed_run_resumes_to_the_uninterrupted_weights(tfds_dir,
+                                                          tmp_path):
+    # Killed with SIGKILL during epoch 2 of 3, rerun with the same command:
+    # with deterministic ops it ends where a run never killed ends, to the
+    # bit, because it resumes the data at its epoch as well as the weights.
+    epochs, steps = 3, 20
     args = ["--gin_file=gin/demo.gin",
             *bindings([f"train.epochs = {epochs}",
                        f"train.steps_per_epoch = {steps}",
+                       "train.deterministic = True",
                        "train.projector_images = 4"]),
             f"--data_dir={tfds_dir}"]
     killed_dir = tmp_path / "killed"
@@ -63,6 +70,14 @@ def test_killed_run_resumes_from_its_backup(tfds_dir, tmp_path):
     whole = run_tool("train", *args, f"--model_dir={whole_dir}")
     assert whole.returncode == 0, whole.stderr[-3000:]
     assert _outputs(killed_dir) == _outputs(whole_dir)
+    latest = os.path.join("checkpoints", "backup", "latest.weights.h5")
+    expected = read_weights(whole_dir / latest)
+    found = read_weights(killed_dir / latest)
+    assert found.keys() == expected.keys()
+    for name, value in expected.items():
+        np.testing.assert_array_equal(found[name], value, err_msg=name)
+    assert _read_json(killed_dir / "metrics.json") == _read_json(
+        whole_dir / "metrics.json")
 
 
 def test_nan_loss_stops_the_run_and_keeps_the_best_checkpoint(tfds_dir,

@@ -109,6 +109,21 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
                          delete_checkpoint=False)
         self.steps_per_epoch = steps_per_epoch
         self.write_dir = write_dir or backup_dir
+        self._restored = False
+
+    def restore(self, model):
+        """Loads the backup into `model` now, before `fit` (which then
+        loads nothing more); returns the epoch to resume at, 0 for none.
+        The trainer needs it first, to start the data where it stopped."""
+        self.set_model(model)
+        with model.distribute_strategy.scope():
+            super().on_train_begin()
+        self._restored = True
+        return model._initial_epoch or 0
+
+    def on_train_begin(self, logs=None):
+        if not self._restored:
+            super().on_train_begin(logs)
 
     def _save_model(self):
         os.makedirs(self.write_dir, exist_ok=True)

@@ -25,6 +25,7 @@ import warnings
 
 import gin
 import keras
+import tensorflow as tf
 
 from vse_tf import callbacks
 from vse_tf import cli
@@ -111,7 +112,8 @@ def train(model_dir,
           feature_dir=None,
           export=True,
           projector_images=500,
-          hubness_correction=None):
+          hubness_correction=None,
+          deterministic=False):
     """Trains, validates each epoch, and scores the best checkpoint on test.
 
     Args:
@@ -147,6 +149,11 @@ def train(model_dir,
         split's embeddings of the best checkpoint (model_dir/hubness.npz):
         the test metrics are then those of its corrected scores (the
         cosine ones under "cosine"), and the exported towers serve it.
+      deterministic: run TensorFlow's ops deterministically
+        (`tf.config.experimental.enable_op_determinism`): two runs with
+        one seed, or a run killed and resumed, end with the same weights
+        to the bit, at some cost in speed. Without it they agree to float
+        rounding, which training can amplify.
 
     Returns:
       The test metrics, as in metrics.json (None on a non-chief worker).
@@ -183,6 +190,8 @@ def train(model_dir,
         # first use draws from the global random state, and would give the
         # first run on a new data dir other initial weights than the rest.
         keras.utils.set_random_seed(seed)
+        if deterministic:
+            tf.config.experimental.enable_op_determinism()
         with strategy.scope():
             model = build_model(vocabulary, loss,
                                 global_batch_size=batch_size)
@@ -217,12 +226,22 @@ def train(model_dir,
               f"epochs x {steps_per_epoch} steps of {batch_size} pairs, "
               f"{strategy.num_replicas_in_sync} replica(s).")
 
+        backup = callbacks.BackupAndRestore(
+            backup_dir, steps_per_epoch,
+            write_dir=os.path.join(checkpoint_dir, "backup"))
+        # A resumed run starts the data at the epoch it resumes, in the
+        # order a run never stopped would see it.
+        first_epoch = backup.restore(trained)
         # Keras warns that fit's shuffle does not apply to a tf.data input;
         # the pipeline shuffles images and pairs itself.
         warnings.filterwarnings("ignore", message="`shuffle=True` was passed")
         trained.fit(
-            pipeline.training_pairs(train_examples, batch_size, seed=seed),
+            pipeline.training_pairs(train_examples, batch_size, seed=seed,
+                                    steps_per_epoch=steps_per_epoch,
+                                    first_epoch=first_epoch,
+                                    epochs=epochs),
             epochs=epochs, steps_per_epoch=steps_per_epoch,
+            initial_epoch=first_epoch,
             callbacks=[
                 # Raises before any epoch-end callback can save broken
                 # weights.
@@ -230,9 +249,7 @@ def train(model_dir,
                 *([fine_tuner] if fine_tuner else []),
                 # Before the rest, so that they log its val metrics.
                 callbacks.RetrievalValidation(val_examples, checkpoint_dir),
-                callbacks.BackupAndRestore(
-                    backup_dir, steps_per_epoch,
-                    write_dir=os.path.join(checkpoint_dir, "backup")),
+                backup,
                 keras.callbacks.TensorBoard(os.path.join(worker.path,
                                                          "logs")),
             ],

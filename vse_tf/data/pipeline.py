@@ -119,11 +119,16 @@ def fits_in_memory(examples, budget=CACHE_BUDGET_BYTES):
 
 
 def training_pairs(examples, batch_size, image_shuffle_buffer=20_000,
-                   pair_shuffle_buffer=8192, seed=None, cache=None):
-    """Endless shuffled batches of (inputs, image_id), one pair per caption.
+                   pair_shuffle_buffer=8192, seed=None, cache=None,
+                   steps_per_epoch=None, first_epoch=0, epochs=None):
+    """Shuffled batches of (inputs, image_id), one pair per caption, epoch
+    `first_epoch` to `epochs` - 1.
 
     Images are shuffled first and their pairs again, so the captions of one
     image spread over different batches without a buffer of every pair.
+    Each epoch is `steps_per_epoch` batches (None: one endless epoch) drawn
+    in an order that is a function of (seed, epoch) alone, so a run resumed
+    at epoch e sees the batches a run never stopped saw from epoch e on.
     Decoded images are cached in memory when `cache` (None: when they fit
     in CACHE_BUDGET_BYTES); a split that is not cached is read again each
     epoch, and its shuffle buffer is bounded in bytes (sources too large to
@@ -138,7 +143,6 @@ def training_pairs(examples, batch_size, image_shuffle_buffer=20_000,
         image_shuffle_buffer = max(1, min(
             image_shuffle_buffer,
             SHUFFLE_BUDGET_BYTES // example_bytes(examples)))
-    examples = examples.shuffle(image_shuffle_buffer, seed=seed)
 
     def to_pairs(example):
         captions = example["captions"]
@@ -147,10 +151,19 @@ def training_pairs(examples, batch_size, image_shuffle_buffer=20_000,
             tf.repeat(example["image"][None], count, axis=0), captions,
             tf.repeat(example["image_id"], count)))
 
-    pairs = examples.repeat().flat_map(to_pairs)
-    pairs = pairs.shuffle(pair_shuffle_buffer, seed=seed)
-    pairs = pairs.batch(batch_size, drop_remainder=True)
-    pairs = pairs.map(
+    def epoch_batches(epoch):
+        # Python integers: deterministic ops refuse a seed that is a tensor.
+        epoch_seed = None if seed is None else seed * 1_000_003 + epoch
+        pairs = examples.shuffle(image_shuffle_buffer, seed=epoch_seed)
+        pairs = pairs.repeat().flat_map(to_pairs)
+        pairs = pairs.shuffle(pair_shuffle_buffer, seed=epoch_seed)
+        batches = pairs.batch(batch_size, drop_remainder=True)
+        return batches.take(steps_per_epoch) if steps_per_epoch else batches
+
+    batches = epoch_batches(first_epoch)
+    for epoch in range(first_epoch + 1, epochs if steps_per_epoch else 0):
+        batches = batches.concatenate(epoch_batches(epoch))
+    batches = batches.map(
         lambda image, caption, image_id: (
             {"image": _pixels(image), "caption": caption}, image_id),
         num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
@@ -160,7 +173,7 @@ def training_pairs(examples, batch_size, image_shuffle_buffer=20_000,
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = (
         tf.data.experimental.AutoShardPolicy.DATA)
-    return pairs.with_options(options)
+    return batches.with_options(options)
 
 
 def evaluation_batches(examples, batch_size=250):
