@@ -19,9 +19,8 @@ every truth first and score rsum 600. Here it ranks every truth last.
 A candidate ties the truth when the two scores agree to float32 precision:
 within TIE_TOLERANCE times the largest image norm times the largest caption
 norm (about 1e-6 for unit vectors). A float32 matrix product rounds a score
-by a few 1e-7 and rounds two equal scores differently depending on where
-they sit in the product, so closer scores cannot be told apart; the truth's
-own score is computed in float64.
+by a few 1e-7, and rounds two equal scores differently depending on where
+they sit in the product, so closer scores cannot be told apart.
 """
 
 import collections
@@ -86,16 +85,16 @@ def retrieval_ranks(image_embeddings, text_embeddings, captions_per_image=5,
     check_finite(texts, "caption")
     if num_images == 0:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    tolerance = TIE_TOLERANCE * (np.linalg.norm(images, axis=1).max() *
-                                 np.linalg.norm(texts, axis=1).max())
-    # Each caption's score with its own image, exact to float64; what a
-    # candidate must reach, less the tolerance, to rank above or tie it.
+    tolerance = TIE_TOLERANCE * np.sqrt(
+        np.einsum("id,id->i", images, images).max() *
+        np.einsum("jd,jd->j", texts, texts).max())
+    # Each caption's score with its own image, and what a candidate must
+    # reach to rank above it or tie it.
     positive = np.einsum(
-        "icd,id->ic",
-        texts.reshape(num_images, captions_per_image, -1).astype(np.float64),
-        images.astype(np.float64))
-    t2i_bar = (positive - tolerance).astype(np.float32).reshape(-1)
-    i2t_bar = (positive.max(axis=1) - tolerance).astype(np.float32)
+        "icd,id->ic", texts.reshape(num_images, captions_per_image, -1),
+        images)
+    t2i_bar = (positive - tolerance).reshape(-1)
+    i2t_bar = positive.max(axis=1) - tolerance
     i2t = np.empty(num_images, dtype=np.int64)
     t2i = np.zeros(texts.shape[0], dtype=np.int64)
     for start in range(0, num_images, chunk_size):
