@@ -22,6 +22,7 @@ demo's data path.
 import argparse
 import os
 import platform
+import statistics
 import sys
 import time
 
@@ -86,7 +87,7 @@ def one_batch(config, rng):
 
 
 def time_steps(config, precision, xla, steps, warmup):
-    """Seconds per training step, the best of three timed runs."""
+    """Seconds per training step, the median of three timed runs."""
     keras.utils.set_random_seed(0)
     keras.mixed_precision.set_global_policy(precision)
     try:
@@ -102,7 +103,7 @@ def time_steps(config, precision, xla, steps, warmup):
             started = time.perf_counter()
             model.fit(data, steps_per_epoch=steps, epochs=1, verbose=0)
             runs.append((time.perf_counter() - started) / steps)
-        return min(runs)
+        return statistics.median(runs)
     finally:
         keras.mixed_precision.set_global_policy("float32")
 
