@@ -160,6 +160,8 @@ def training_pairs(examples, batch_size, image_shuffle_buffer=20_000,
         batches = pairs.batch(batch_size, drop_remainder=True)
         return batches.take(steps_per_epoch) if steps_per_epoch else batches
 
+    if steps_per_epoch and epochs is None:
+        raise ValueError("training_pairs: steps_per_epoch needs epochs.")
     batches = epoch_batches(first_epoch)
     for epoch in range(first_epoch + 1, epochs if steps_per_epoch else 0):
         batches = batches.concatenate(epoch_batches(epoch))
