@@ -81,6 +81,20 @@ def assert_same_training(found, expected, start, relative=1e-4):
         f"largest update {update:.3g}")
 
 
+def pessimistic_ranks(images, texts, captions_per_image, tie=0.0):
+    """Ranks by brute force in float64: the competitors that score at least
+    as high as the truth, less `tie` (ties count against the truth)."""
+    scores = np.asarray(images, np.float64) @ np.asarray(texts, np.float64).T
+    owner = np.arange(len(texts)) // captions_per_image
+    i2t = np.array([
+        np.sum(scores[i, owner != i] >= scores[i, owner == i].max() - tie)
+        for i in range(len(images))])
+    t2i = np.array([
+        np.sum(np.delete(scores[:, j], owner[j]) >= scores[owner[j], j] - tie)
+        for j in range(len(texts))])
+    return i2t, t2i
+
+
 def bindings(extra=()):
     return [f"--gin_bindings={b}" for b in [*TINY, *extra]]
 

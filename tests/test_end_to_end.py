@@ -6,7 +6,8 @@ import os
 import numpy as np
 import pytest
 
-from tests.conftest import bindings, evaluate_again, run_tool
+from tests.conftest import bindings, evaluate_again, pessimistic_ranks
+from tests.conftest import run_tool
 from vse_tf import embed
 from vse_tf import evaluation
 from vse_tf import runs
@@ -46,16 +47,9 @@ def test_test_metrics_are_those_of_the_best_checkpoint(trained_run,
     images, texts, per_image = embed.embed_examples(
         runs.load_trained_model(model_dir),
         pipeline.load_examples("shapes/tiny", "test", tfds_dir))
-    scores = images.astype(np.float64) @ texts.astype(np.float64).T
-    tie = evaluation.TIE_TOLERANCE * (np.linalg.norm(images, axis=1).max() *
-                                      np.linalg.norm(texts, axis=1).max())
-    owner = np.arange(len(texts)) // per_image
-    i2t = np.array([np.sum(scores[i, owner != i] >=
-                           scores[i, owner == i].max() - tie)
-                    for i in range(len(images))])
-    t2i = np.array([np.sum(np.delete(scores[:, j], owner[j]) >=
-                           scores[owner[j], j] - tie)
-                    for j in range(len(texts))])
+    i2t, t2i = pessimistic_ranks(images, texts, per_image, tie=(
+        evaluation.TIE_TOLERANCE * np.linalg.norm(images, axis=1).max() *
+        np.linalg.norm(texts, axis=1).max()))
     expected = {f"{name}_r{k}": 100.0 * np.mean(ranks < k)
                 for name, ranks in (("i2t", i2t), ("t2i", t2i))
                 for k in (1, 5, 10)}

@@ -1,13 +1,15 @@
 """retrieval_metrics against brute-force references and by hand.
 
 Two references: VSE++'s argsort loop, which agrees with vse_tf wherever
-no two scores tie, and a pessimistic count in exact integer arithmetic,
-which defines what a tie does: it counts against the truth.
+no two scores tie, and a pessimistic brute-force count on integer
+embeddings (exact scores), which defines what a tie does: it counts against
+the truth.
 """
 
 import numpy as np
 import pytest
 
+from tests.conftest import pessimistic_ranks
 from vse_tf import evaluation
 
 
@@ -59,20 +61,6 @@ def test_ranks_match_argsort_reference(n, captions_per_image, chunk):
     ref_i2t, ref_t2i = reference_ranks(images, texts, captions_per_image)
     np.testing.assert_array_equal(i2t, ref_i2t)
     np.testing.assert_array_equal(t2i, ref_t2i)
-
-
-def pessimistic_ranks(images, texts, captions_per_image):
-    """Ranks by counting, in exact integer arithmetic, the competitors that
-    score at least as high as the truth (ties against the truth)."""
-    scores = images.astype(np.int64) @ texts.astype(np.int64).T
-    owner = np.arange(len(texts)) // captions_per_image
-    i2t = np.array([
-        np.sum(scores[i, owner != i] >= scores[i, owner == i].max())
-        for i in range(len(images))])
-    t2i = np.array([
-        np.sum(np.delete(scores[:, j], owner[j]) >= scores[owner[j], j])
-        for j in range(len(texts))])
-    return i2t, t2i
 
 
 @pytest.mark.parametrize("n,captions_per_image,chunk", [
