@@ -21,7 +21,6 @@ demo's data path.
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import time
@@ -34,6 +33,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+import machine_info  # noqa: E402
 from vse_tf import io_utils  # noqa: E402
 from vse_tf import losses  # noqa: E402
 from vse_tf.data import pipeline  # noqa: E402
@@ -121,16 +121,9 @@ def pipeline_pairs_per_second(data_dir, batches):
 
 
 def machine():
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f
-                       if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
     gpus = [d.name for d in tf.config.list_physical_devices("GPU")]
-    return (f"{cpu}, {os.cpu_count()} CPUs" + (f", GPUs {gpus}" if gpus
-                                                else ", no GPU"))
+    return machine_info.describe() + (f", GPUs {gpus}" if gpus
+                                      else ", no GPU")
 
 
 def main():
