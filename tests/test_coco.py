@@ -10,11 +10,11 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from tests.conftest import REPO
-from vse_tf import cli
-from vse_tf import trainer
+from vse_tf import errors
+from vse_tf.cli import config
 from vse_tf.data import coco
-from vse_tf.data import errors
 from vse_tf.data import pipeline
+from vse_tf.training import trainer
 
 MOCK_IMAGES = 4  # a split
 
@@ -78,7 +78,7 @@ TINY_COCO = [
 def test_coco_gin_trains_and_exports(tmp_path, capsys):
     # VSE++'s fine-tuned ResNet, frozen for the first epoch as in
     # VSE-infinity.
-    cli.load_gin([os.path.join(REPO, "gin", "coco.gin")], TINY_COCO + [
+    config.load_gin([os.path.join(REPO, "gin", "coco.gin")], TINY_COCO + [
         "train.epochs = 2", "train.steps_per_epoch = 1",
         "build_backbone_tower.trainable_backbone = True",
         "fine_tune_backbones.frozen_epochs = 1",

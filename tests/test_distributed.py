@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests.test_losses import IDS
+from tests.test_losses import KINDS
+from tests.test_losses import make_loss
 from vse_tf import losses
-from tests.test_losses import IDS, KINDS, make_loss
-
-
 
 
 def _split(strategy, array):

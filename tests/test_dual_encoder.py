@@ -7,10 +7,10 @@ import tensorflow as tf
 
 from tests.conftest import assert_same_training
 from vse_tf import losses
-from vse_tf import optimizers
 from vse_tf.models import dual_encoder
 from vse_tf.models import image_towers
 from vse_tf.models import text_towers
+from vse_tf.training import optimizers
 
 VOCABULARY = ["a", "red", "blue", "circle", "square", "left", "of"]
 CAPTIONS = ["a red circle", "a blue square", "red left of blue", "a circle",
@@ -39,7 +39,8 @@ def one_step(model, loss):
     model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.5),
                   loss=loss)
     inputs, ids = batch()
-    history = model.fit(tf.data.Dataset.from_tensor_slices((inputs, ids)).batch(8),
+    batches = tf.data.Dataset.from_tensor_slices((inputs, ids)).batch(8)
+    history = model.fit(batches,
                         epochs=1, verbose=0)
     return history.history["loss"][0], [w.numpy() for w in model.weights]
 

@@ -6,12 +6,15 @@ import os
 import numpy as np
 import pytest
 
-from tests.conftest import bindings, evaluate_again, pessimistic_ranks
+from tests.conftest import bindings
+from tests.conftest import evaluate_again
+from tests.conftest import pessimistic_ranks
 from tests.conftest import run_tool
-from vse_tf import embed
 from vse_tf import evaluation
-from vse_tf import runs
+from vse_tf.cli import config
 from vse_tf.data import pipeline
+from vse_tf.evaluation import embedding
+from vse_tf.training import runs
 
 
 def test_training_writes_every_output(trained_run):
@@ -43,8 +46,8 @@ def test_test_metrics_are_those_of_the_best_checkpoint(trained_run,
     # in float64 (a competitor within float32 precision of the truth ties
     # it, and ties count against the truth), reduced to recalls by hand.
     model_dir, _ = trained_run
-    runs.load_gin_for_run(model_dir)
-    images, texts, per_image = embed.embed_examples(
+    config.load_gin_for_run(model_dir)
+    images, texts, per_image = embedding.embed_examples(
         runs.load_trained_model(model_dir),
         pipeline.load_examples("shapes/tiny", "test", tfds_dir))
     i2t, t2i = pessimistic_ranks(images, texts, per_image, tie=(

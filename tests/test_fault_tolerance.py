@@ -9,7 +9,10 @@ import time
 
 import numpy as np
 
-from tests.conftest import REPO, bindings, read_weights, run_tool
+from tests.conftest import REPO
+from tests.conftest import bindings
+from tests.conftest import read_weights
+from tests.conftest import run_tool
 
 
 def _outputs(model_dir):

@@ -5,8 +5,8 @@ from types import SimpleNamespace
 import numpy as np
 import tensorflow as tf
 
-from vse_tf import features
 from vse_tf.models import pretrained_towers
+from vse_tf.training import features
 
 
 def _tower(backbone):

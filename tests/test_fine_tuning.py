@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from vse_tf import cli
-from vse_tf import fine_tuning
+from vse_tf import errors
 from vse_tf import losses
-from vse_tf import optimizers
 from vse_tf.models import dual_encoder
+from vse_tf.training import fine_tuning
+from vse_tf.training import optimizers
 
 
 @pytest.mark.parametrize("name", ["sgd", "adam"])
@@ -171,13 +171,13 @@ def test_fine_tuning_without_a_trainable_backbone_is_refused():
     model, _ = _model()
     for backbone in model.backbones():
         backbone.trainable = False
-    with pytest.raises(cli.UserError, match="trainable_backbone = True"):
+    with pytest.raises(errors.UserError, match="trainable_backbone = True"):
         fine_tuning.fine_tune_backbones(model, frozen_epochs=1)
     model, _ = _model()
-    with pytest.raises(cli.UserError, match="cache_features"):
+    with pytest.raises(errors.UserError, match="cache_features"):
         fine_tuning.fine_tune_backbones(model, cache_features=True,
                                         learning_rate_multiplier=0.1)
-    with pytest.raises(cli.UserError, match=">= 0"):
+    with pytest.raises(errors.UserError, match=">= 0"):
         fine_tuning.fine_tune_backbones(model, frozen_epochs=-1)
     # The defaults leave training as it was: no callback.
     assert fine_tuning.fine_tune_backbones(model) is None

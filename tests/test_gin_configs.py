@@ -3,11 +3,12 @@
 import glob
 import os
 
-import gin
 import pytest
 
+import gin
 from tests.conftest import REPO
-from vse_tf import cli
+from vse_tf import errors
+from vse_tf.cli import config
 
 CONFIGS = sorted(
     os.path.relpath(p, REPO)
@@ -21,18 +22,18 @@ def test_there_are_configs():
 
 @pytest.mark.parametrize("config", CONFIGS)
 def test_config_parses(config):
-    cli.load_gin([os.path.join(REPO, config)], [])
+    config.load_gin([os.path.join(REPO, config)], [])
 
 
 def test_demo_picks_a_loss_and_the_paper_temperature():
-    cli.load_gin([os.path.join(REPO, "gin", "demo.gin")], [])
+    config.load_gin([os.path.join(REPO, "gin", "demo.gin")], [])
     assert gin.query_parameter("AllNegativesLoss.temperature") == 0.1
     assert gin.query_parameter("train.loss").selector.endswith(
         "AllNegativesLoss")
 
 
 def test_unknown_names_are_errors_not_skipped():
-    with pytest.raises(cli.UserError, match="Did you mean 'train'"):
-        cli.load_gin([], ["trainn.epochs = 1"])
-    with pytest.raises(cli.UserError, match="'epochs'"):
-        cli.load_gin([], ["train.epoch = 1"])
+    with pytest.raises(errors.UserError, match="Did you mean 'train'"):
+        config.load_gin([], ["trainn.epochs = 1"])
+    with pytest.raises(errors.UserError, match="'epochs'"):
+        config.load_gin([], ["train.epoch = 1"])

@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.conftest import bindings, run_tool
-from vse_tf import cli
-from vse_tf import compatibility
-from vse_tf import distribute
-from vse_tf import optimizers
+from tests.conftest import bindings
+from tests.conftest import run_tool
+from vse_tf import errors
 from vse_tf.models import text_towers
+from vse_tf.training import distribute
+from vse_tf.training import optimizers
+from vse_tf.training import resume
 
 
 def _fails_cleanly(result, *phrases):
@@ -37,7 +38,7 @@ def _fails_cleanly(result, *phrases):
 ])
 def test_bad_tf_config_is_explained(monkeypatch, tf_config, phrase):
     monkeypatch.setenv("TF_CONFIG", tf_config)
-    with pytest.raises(cli.UserError, match=phrase):
+    with pytest.raises(errors.UserError, match=phrase):
         distribute.cluster_config()
 
 
@@ -83,7 +84,7 @@ def test_exactly_one_task_is_the_chief(task, cluster, chief):
 
 
 def test_unknown_strategy_is_a_user_error():
-    with pytest.raises(cli.UserError, match="auto, default, mirrored"):
+    with pytest.raises(errors.UserError, match="auto, default, mirrored"):
         distribute.get_strategy("mirored")
 
 
@@ -92,7 +93,7 @@ def test_unknown_strategy_is_a_user_error():
 
 def test_batch_not_divisible_by_replicas(two_replicas):
     distribute.check_batch_size(16, two_replicas)
-    with pytest.raises(cli.UserError, match="does not split over 2 replicas"
+    with pytest.raises(errors.UserError, match="does not split over 2 replicas"
                        ".* e.g. 14"):
         distribute.check_batch_size(15, two_replicas)
 
@@ -154,17 +155,19 @@ def test_differences_name_model_bindings_and_follow_macros():
     new = (OLD.replace("EMBEDDING_DIM = 8", "EMBEDDING_DIM = 16")
            .replace("train.epochs = 2", "train.epochs = 9")
            .replace("(8, 4, 4)", "(8, 4, 2)"))
-    assert compatibility.differences(OLD, new) == [
+    assert resume.differences(OLD, new) == [
         ("build_image_tower.conv_layers", "((8, 4, 4),)", "((8, 4, 2),)"),
         ("build_image_tower.embedding_dim", "8", "16"),
     ]
-    assert compatibility.differences(OLD, OLD) == []
+    assert resume.differences(OLD, OLD) == []
 
 
 def test_every_tower_factory_defines_the_model():
-    old = "build_precomputed_tower.pooling = 'mean'\nmake_optimizer.name = 'adam'\n"
-    new = "build_precomputed_tower.pooling = 'gpo'\nmake_optimizer.name = 'sgd'\n"
-    assert compatibility.differences(old, new) == [
+    old = ("build_precomputed_tower.pooling = 'mean'\n"
+           "make_optimizer.name = 'adam'\n")
+    new = ("build_precomputed_tower.pooling = 'gpo'\n"
+           "make_optimizer.name = 'sgd'\n")
+    assert resume.differences(old, new) == [
         ("build_precomputed_tower.pooling", "'mean'", "'gpo'")]
 
 
@@ -205,6 +208,6 @@ def test_learning_rate_scales_with_the_global_batch():
     config = keras.optimizers.schedules.serialize(scaled)
     again = keras.optimizers.schedules.deserialize(config)
     assert float(again(25)) == pytest.approx(float(scaled(25)))
-    with pytest.raises(cli.UserError, match="'linear' or 'sqrt'"):
+    with pytest.raises(errors.UserError, match="'linear' or 'sqrt'"):
         optimizers.make_optimizer(scale_learning_rate="cubic")
     assert np.isfinite(rate(learning_rate=1e-3))

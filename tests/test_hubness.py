@@ -11,12 +11,15 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from tests.conftest import bindings, evaluate_again, run_tool
-from vse_tf import embed
+from tests.conftest import bindings
+from tests.conftest import evaluate_again
+from tests.conftest import run_tool
 from vse_tf import evaluation
-from vse_tf import hubness
-from vse_tf import runs
+from vse_tf.cli import config
 from vse_tf.data import pipeline
+from vse_tf.evaluation import embedding
+from vse_tf.evaluation import hubness
+from vse_tf.training import runs
 
 
 def _unit(rows, dim, seed):
@@ -145,15 +148,15 @@ def corrected_run(tfds_dir, tmp_path_factory):
 def test_run_fits_banks_on_train_and_reports_both_scorings(corrected_run,
                                                            tfds_dir):
     model_dir, result = corrected_run
-    correction = hubness.load_run_banks(model_dir)
+    correction = runs.load_hubness_correction(model_dir)
     train_images = int(pipeline.load_examples(
         "shapes/tiny", "train", tfds_dir).cardinality())
     assert correction.neighbours == 3 and correction.weight == 0.5
     # Every train image, and the first caption of each, as the best
     # checkpoint embeds them (embedded again here, in dataset order).
     assert correction.image_bank.shape == (train_images, 8)
-    runs.load_gin_for_run(model_dir)
-    images, texts, captions_per_image = embed.embed_examples(
+    config.load_gin_for_run(model_dir)
+    images, texts, captions_per_image = embedding.embed_examples(
         runs.load_trained_model(model_dir),
         pipeline.load_examples("shapes/tiny", "train", tfds_dir))
     np.testing.assert_allclose(correction.image_bank, images, atol=1e-5)
@@ -193,7 +196,7 @@ def test_exported_towers_serve_the_hubness_of_their_banks(corrected_run,
         env={**os.environ, "PYTHONPATH": ""}, cwd=str(tmp_path))
     assert result.returncode == 0, result.stderr[-3000:]
     served = np.load(response)
-    correction = hubness.load_run_banks(model_dir)
+    correction = runs.load_hubness_correction(model_dir)
     np.testing.assert_allclose(
         served["image_hubness"], _reference_hubness(
             served["image_embedding"], correction.text_bank, 3, 0.5),

@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.conftest import bindings, run_tool
+from tests.conftest import bindings
+from tests.conftest import run_tool
+from vse_tf import errors
 from vse_tf.data import images
 from vse_tf.data import karpathy
 from vse_tf.data import pipeline
@@ -85,7 +87,7 @@ def test_bad_image_is_skipped_and_counted_or_an_error(tmp_path, capsys):
     kept = _all(karpathy.load_examples("flickr8k", "train", str(tmp_path)))
     assert [e["image_id"] for e in kept] == [0, 3]
     assert "skipped 2 of 4 images" in capsys.readouterr().out
-    with pytest.raises(pipeline.DatasetError, match="2 image.*1001.jpg"):
+    with pytest.raises(errors.DatasetError, match="2 image.*1001.jpg"):
         karpathy.load_examples("flickr8k", "train", str(tmp_path),
                                on_bad_image="error")
 
@@ -110,7 +112,7 @@ def test_broken_layouts_name_the_file_and_the_fix(tmp_path, breakage,
         content = json.loads(split_file.read_text())
         del content["images"][0]["sentences"][3:]
         split_file.write_text(json.dumps(content))
-    with pytest.raises(pipeline.DatasetError, match=message):
+    with pytest.raises(errors.DatasetError, match=message):
         karpathy.load_examples("flickr8k", "train", str(tmp_path))
 
 

@@ -8,11 +8,11 @@ import pytest
 
 from tests.conftest import REPO
 from tests.test_karpathy import write_dataset
-from vse_tf import cli
-from vse_tf import trainer
-from vse_tf.data import errors
+from vse_tf import errors
+from vse_tf.cli import config
 from vse_tf.data import karpathy
 from vse_tf.data import pipeline
+from vse_tf.training import trainer
 
 SPLITS = ["train", "test", "train", "val", "restval", "train", "test",
           "val", "train", "train"]
@@ -54,7 +54,7 @@ def test_missing_manual_files_say_where_they_go(tmp_path):
 def test_flickr30k_gin_trains_a_few_steps(tmp_path):
     write_dataset(tmp_path, "flickr30k", SPLITS * 2,
                   folder="flickr30k-images")
-    cli.load_gin([os.path.join(REPO, "gin", "flickr30k.gin")], [
+    config.load_gin([os.path.join(REPO, "gin", "flickr30k.gin")], [
         "karpathy_captions.image_size = 40",
         "build_backbone_tower.input_size = 40",
         "build_backbone_tower.crop_size = 32",

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from vse_tf import errors
 from vse_tf import losses
 
 
@@ -268,10 +269,9 @@ def test_projection_heads_must_be_positive():
 
 
 def test_towers_and_loss_must_agree_on_projection_heads():
-    from vse_tf import cli
-    from vse_tf import trainer
     from vse_tf.models import dual_encoder
     from vse_tf.models import pretrained_towers
+    from vse_tf.training import trainer
 
     def model(heads):
         return dual_encoder.DualEncoder(*(
@@ -281,5 +281,5 @@ def test_towers_and_loss_must_agree_on_projection_heads():
     built = trainer._built_and_compiled(
         model(2), losses.AllNegativesLoss(projection_heads=2), None)
     assert built.image_tower.output_shape == (None, 8)
-    with pytest.raises(cli.UserError, match="projection_heads"):
+    with pytest.raises(errors.UserError, match="projection_heads"):
         trainer._built_and_compiled(model(2), losses.AllNegativesLoss(), None)

@@ -10,7 +10,10 @@ import sys
 import numpy as np
 import tensorflow as tf
 
-from tests.conftest import REPO, assert_same_training, bindings, read_weights
+from tests.conftest import REPO
+from tests.conftest import assert_same_training
+from tests.conftest import bindings
+from tests.conftest import read_weights
 from tests.conftest import run_tool
 from tests.test_fault_tolerance import _outputs
 

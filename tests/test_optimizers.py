@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from vse_tf import optimizers
+from vse_tf.training import optimizers
 
 
 def test_keras_still_has_the_hooks_the_clip_replaces():

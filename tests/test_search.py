@@ -9,7 +9,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from tests.conftest import run_tool
-from vse_tf import search
+from vse_tf.cli import search
 from vse_tf.data import pipeline
 
 

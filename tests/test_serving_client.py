@@ -19,8 +19,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.conftest import REPO, run_tool
-from vse_tf import serving_client
+from tests.conftest import REPO
+from tests.conftest import run_tool
+from vse_tf.cli import serving_client
 
 grpc = pytest.importorskip("grpc")
 from tensorflow_serving.apis import predict_pb2  # noqa: E402

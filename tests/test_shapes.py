@@ -102,7 +102,10 @@ def test_tfds_builder_generates_offline_and_deterministically(tfds_dir,
     # A second generation in another folder gives the same examples.
     tfds.builder("shapes/tiny", data_dir=str(tmp_path)).download_and_prepare()
     second = tfds.load("shapes/tiny", split="test", data_dir=str(tmp_path))
-    by_id = lambda ds: {int(e["image_id"]): e for e in tfds.as_numpy(ds)}
+
+    def by_id(ds):
+        return {int(e["image_id"]): e for e in tfds.as_numpy(ds)}
+
     a, b = by_id(first), by_id(second)
     assert len(a) == 40 and a.keys() == b.keys()
     for image_id, example in a.items():

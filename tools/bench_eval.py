@@ -9,7 +9,7 @@ Three timings on the same random unit embeddings (float32, D = 1024):
              every score must be computed once and ranks stay exact;
   vse_tf     `vse_tf.evaluation.retrieval_metrics`;
   reference  the per-query evaluation of the VSE++ code (i2t/t2i in its
-             evaluation.py): for each query its dot products with every
+             metrics.py): for each query its dot products with every
              candidate, then a full argsort of that row.
 
 It compares the two and prints the times, their ratios and the peak memory
@@ -33,12 +33,13 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
     __file__))))
 
 import machine_info  # noqa: E402
+
 from vse_tf import evaluation  # noqa: E402
 from vse_tf import io_utils  # noqa: E402
 
 
 def reference_ranks(images, texts, captions_per_image=5):
-    """VSE++'s evaluation loops (evaluation.py, i2t and t2i), in NumPy."""
+    """VSE++'s evaluation loops (metrics.py, i2t and t2i), in NumPy."""
     num_images = images.shape[0]
     i2t = np.zeros(num_images, dtype=np.int64)
     for index in range(num_images):

@@ -28,10 +28,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
     __file__))))
 
+import machine_info  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-import machine_info  # noqa: E402
 from vse_tf import io_utils  # noqa: E402
 
 SHAPES = {
@@ -65,11 +65,12 @@ def main():
         a = rng.standard_normal((m, k), dtype=np.float32)
         b = rng.standard_normal((k, n), dtype=np.float32)
         ta, tb = tf.constant(a), tf.constant(b)
-        product = tf.function(lambda: tf.matmul(ta, tb))
+        product = tf.function(lambda ta=ta, tb=tb: tf.matmul(ta, tb))
         flops = 2.0 * m * n * k
-        numpy_rate = flops / median_seconds(lambda: a @ b, args.repeats)
-        tf_rate = flops / median_seconds(lambda: product().numpy(),
-                                         args.repeats)
+        numpy_rate = flops / median_seconds(lambda a=a, b=b: a @ b,
+                                            args.repeats)
+        tf_rate = flops / median_seconds(
+            lambda product=product: product().numpy(), args.repeats)
         rows.append({"shape": name, "m": m, "k": k, "n": n,
                      "numpy_gflops": numpy_rate / 1e9,
                      "tensorflow_gflops": tf_rate / 1e9})

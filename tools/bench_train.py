@@ -1,7 +1,8 @@
 """Training-step and input-pipeline throughput.
 
     python tools/bench_train.py                  # every row, a table
-    python tools/bench_train.py --configs=precomp --precisions=float32 --json=t.json
+    python tools/bench_train.py --configs=precomp --precisions=float32 \\
+        --json=t.json
 
 Rows, each timed after warm-up on one batch held in memory (so the step alone
 is measured), with XLA off and on, in float32 and mixed bfloat16:
@@ -30,10 +31,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
     __file__))))
 
 import keras  # noqa: E402
+import machine_info  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-import machine_info  # noqa: E402
 from vse_tf import io_utils  # noqa: E402
 from vse_tf import losses  # noqa: E402
 from vse_tf.data import pipeline  # noqa: E402

@@ -1,6 +1,7 @@
 """The VSE++ PyTorch training step, timed: the baseline of bench_train.py.
 
-    pip install torch numpy   # in an environment of its own; not a vse_tf dependency
+    # in an environment of its own; torch is not a vse_tf dependency
+    pip install torch numpy
     python tools/bench_vsepp_torch.py
 
 The step of VSE++ (Faghri et al., 2018; github.com/fartashf/vsepp,

@@ -6,6 +6,8 @@ import os
 import shutil
 import tempfile
 
+from vse_tf import errors
+
 
 @contextlib.contextmanager
 def atomic_path(path):
@@ -65,3 +67,17 @@ def write_json_atomic(path, value):
 def read_json(path):
     with open(path, encoding="utf-8") as f:
         return json.load(f)
+
+
+def ensure_writable_dir(path, what="model dir"):
+    """Creates `path` if need be; a UserError if it cannot be written."""
+    try:
+        os.makedirs(path, exist_ok=True)
+        probe = os.path.join(path, f".write-probe-{os.getpid()}")
+        with open(probe, "w") as f:
+            f.write("")
+        os.remove(probe)
+    except OSError as error:
+        raise errors.UserError(
+            f"Cannot write to the {what} {path!r} ({error.strerror}). Pass a "
+            "folder you can write to.") from error

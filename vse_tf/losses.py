@@ -34,9 +34,10 @@ wider head.
 
 import math
 
-import gin
 import keras
 import tensorflow as tf
+
+import gin
 
 
 def _gather_across_replicas(local):

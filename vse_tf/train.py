@@ -1,25 +1,6 @@
-"""Trains a dual encoder from gin configs.
+"""`python -m vse_tf.train`: runs `vse_tf.cli.train`."""
 
-    python -m vse_tf.train --gin_file=gin/demo.gin --model_dir=runs/demo
-
-Every experiment value (data, towers, loss, optimizer, schedule) comes from
---gin_file and --gin_bindings; see `vse_tf.trainer.train` for the outputs.
-"""
-
-from vse_tf import cli
-
-FLAGS = cli.FLAGS
-
-
-def main(argv):
-    del argv
-    cli.load_gin(FLAGS.gin_file, FLAGS.gin_bindings)
-    if not FLAGS.model_dir:
-        raise cli.UserError("--model_dir is required: the folder where the "
-                            "run writes checkpoints, logs and metrics.")
-    from vse_tf import trainer
-    trainer.train(FLAGS.model_dir, data_dir=FLAGS.data_dir)
-
+from vse_tf.cli import train
 
 if __name__ == "__main__":
-    cli.run(main)
+    train.run()

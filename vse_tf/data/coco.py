@@ -21,11 +21,11 @@ and cropped by the serving signature's own function
 (`images.resize_and_crop`).
 """
 
-import gin
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from vse_tf.data import errors
+import gin
+from vse_tf import errors
 from vse_tf.data import images
 
 NAME = "coco_captions"

@@ -11,7 +11,8 @@ one schema (`dataset_flickr8k.json`, `dataset_flickr30k.json`,
 (COCO adds "filepath": "val2014" and "cocoid"). Under --data_dir:
 
     DATA_DIR/flickr8k/dataset_flickr8k.json   DATA_DIR/flickr8k/images/*.jpg
-    DATA_DIR/flickr30k/dataset_flickr30k.json DATA_DIR/flickr30k/flickr30k-images/
+    DATA_DIR/flickr30k/dataset_flickr30k.json
+    DATA_DIR/flickr30k/flickr30k-images/
     DATA_DIR/coco/dataset_coco.json           DATA_DIR/coco/images/val2014/...
 
 Examples have the layout of every source (see `pipeline`): the image decoded,
@@ -24,11 +25,11 @@ import functools
 import json
 import os
 
-import gin
 import numpy as np
 import tensorflow as tf
 
-from vse_tf.data import errors
+import gin
+from vse_tf import errors
 from vse_tf.data import images
 
 DATASETS = {"flickr8k": "dataset_flickr8k.json",

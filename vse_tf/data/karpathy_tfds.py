@@ -17,11 +17,11 @@ multi-worker runs split by file.
 
 import dataclasses
 
-import gin
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+import gin
 from vse_tf.data import images
 from vse_tf.data import karpathy
 
@@ -64,7 +64,8 @@ class KarpathyCaptions(tfds.core.GeneratorBasedBuilder):
         )
 
     def _split_generators(self, dl_manager):
-        return {split: self._generate_examples(split, str(dl_manager.manual_dir))
+        manual_dir = str(dl_manager.manual_dir)
+        return {split: self._generate_examples(split, manual_dir)
                 for split in karpathy.SPLITS}
 
     def _generate_examples(self, split, folder):

@@ -18,7 +18,7 @@ from vse_tf.data import karpathy
 from vse_tf.data import karpathy_tfds
 from vse_tf.data import precomp
 from vse_tf.data import shapes
-from vse_tf.data.errors import DatasetError
+from vse_tf.errors import DatasetError
 
 BUILT_IN = {"shapes": shapes.Shapes}
 # A train split is cached in memory (decoded images, read features) when it

@@ -25,7 +25,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from vse_tf.data import errors
+from vse_tf import errors
 
 DATASETS = {"coco_precomp": "coco_precomp", "f30k_precomp": "f30k_precomp"}
 # Our split names -> the files' (COCO's "testall" is the 5K test, whose
@@ -110,7 +110,8 @@ def load_examples(name, split, data_dir=None, captions_per_image=5,
         raise errors.DatasetError(
             f"{captions_path} has {len(captions)} captions, not a multiple "
             f"of {captions_per_image} (captions per image): the file is "
-            f"incomplete. Get it again with its features ({HOW_TO_GET.format(name=name)}).")
+            "incomplete. Get it again with its features "
+            f"({HOW_TO_GET.format(name=name)}).")
     num_images = len(captions) // captions_per_image
     if rows == num_images:
         stride = 1

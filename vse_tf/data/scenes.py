@@ -155,7 +155,8 @@ def _caption_relation(objects, rng, image_size):
     i, j = rng.choice(len(objects), size=2, replace=False)
     a, b = objects[i], objects[j]
     verb = _pick(rng, (" ", " is ", " sits "))
-    return f"{_noun_phrase(a, rng)}{verb}{relation(a, b)} {_noun_phrase(b, rng)}"
+    subject = _noun_phrase(a, rng)
+    return f"{subject}{verb}{relation(a, b)} {_noun_phrase(b, rng)}"
 
 
 def _caption_count(objects, rng, image_size):

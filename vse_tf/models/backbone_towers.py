@@ -17,13 +17,14 @@ Weights come from a local file or preset folder; nothing is downloaded.
 import math
 import os
 
-import gin
 import keras
 import tensorflow as tf
 
+import gin
+from vse_tf.errors import WeightsError
+from vse_tf.models import towers
 from vse_tf.models.pretrained_towers import BACKBONE
 from vse_tf.models.pretrained_towers import projection_head
-from vse_tf.pretrained.torch_weights import WeightsError
 
 RESNETS = {"resnet50": keras.applications.ResNet50,
            "resnet101": keras.applications.ResNet101,
@@ -182,4 +183,5 @@ def build_backbone_tower(backbone="resnet152",
     features = keras.Model(pixels, x, name=BACKBONE)
     features.trainable = trainable_backbone
     head = projection_head(x.shape[-1], hidden_units, embedding_dim, dropout)
-    return keras.Model(pixels, head(features(pixels)), name=name)
+    return towers.Tower(pixels, head(features(pixels)), name=name,
+                        backbone=features, head=head)

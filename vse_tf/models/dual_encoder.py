@@ -3,17 +3,17 @@
 import math
 import weakref
 
-import gin
 import keras
 import tensorflow as tf
 
+import gin
+from vse_tf import compat
 from vse_tf.models import image_towers
-from vse_tf.models import pretrained_towers
 from vse_tf.models import text_towers
 
 
 @keras.saving.register_keras_serializable(package="vse_tf")
-class DualEncoder(keras.Model):
+class DualEncoder(compat.BuildOnlyTheOptimizer, keras.Model):
     """Maps {"image": pixels, "caption": strings} to both embeddings.
 
     `call` returns {"image": [B, D], "text": [B, D]} (and "temperature" when
@@ -79,21 +79,20 @@ class DualEncoder(keras.Model):
     @property
     def tokenizer(self):
         """The text tower's string half, or None when it has none."""
-        return _sublayer(self.text_tower, text_towers.TOKENIZER)
+        return getattr(self.text_tower, "tokenizer", None)
 
     @property
     def text_encoder(self):
         """The text tower from token ids (the whole tower if no tokenizer)."""
-        return _sublayer(self.text_tower, text_towers.ENCODER) or (
-            self.text_tower)
+        return getattr(self.text_tower, "encoder", self.text_tower)
+
+    def towers(self):
+        return self.image_tower, self.text_tower
 
     def backbones(self):
-        """The towers' pretrained parts: their sub-models named `backbone`
-        (the towers of `pretrained_towers` and `backbone_towers`)."""
-        return [backbone for backbone in (
-            _sublayer(tower, pretrained_towers.BACKBONE)
-            for tower in (self.image_tower, self.text_tower))
-            if backbone is not None]
+        """The towers' pretrained parts (see `towers.Tower`)."""
+        return [tower.backbone for tower in self.towers()
+                if getattr(tower, "backbone", None) is not None]
 
     def retrace_step(self):
         """Traces the training step anew at its next call: after a change
@@ -105,11 +104,10 @@ class DualEncoder(keras.Model):
         """A DualEncoder over the towers' heads, sharing their layers and
         the temperature: it trains on features of frozen backbones (towers of
         `pretrained_towers`), and what it learns is this model's."""
-        heads = [_sublayer(tower, pretrained_towers.HEAD)
-                 for tower in (self.image_tower, self.text_tower)]
-        if None in heads:
+        if len(self.backbones()) < 2:
             raise ValueError("Both towers need a backbone and a head to "
                              "train on cached features.")
+        heads = [tower.head for tower in self.towers()]
         view = DualEncoder(*heads, name=f"{self.name}_heads")
         view.learnable_temperature = self.learnable_temperature
         view.log_temperature = self.log_temperature
@@ -138,17 +136,6 @@ class DualEncoder(keras.Model):
         return tf.exp(tf.clip_by_value(
             self.log_temperature, math.log(self.min_temperature),
             math.log(self.max_temperature)))
-
-    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
-        # Keras 3.15 builds a model under a strategy by MEAN-reducing one
-        # distributed input batch, which fails on string captions. This
-        # model uses neither compiled loss nor compiled metrics, so once it
-        # is built (called on a batch) only the optimizer needs building.
-        if not self.built:
-            return super()._maybe_symbolic_build(iterator, data_batch)
-        if self.optimizer is not None and not self.optimizer.built:
-            with self.distribute_strategy.scope():
-                self.optimizer.build(self.trainable_variables)
 
     @property
     def metrics(self):
@@ -202,13 +189,6 @@ class DualEncoder(keras.Model):
         for tower in ("image_tower", "text_tower"):
             config[tower] = keras.layers.deserialize(config[tower])
         return cls(**config)
-
-
-def _sublayer(model, name):
-    try:
-        return model.get_layer(name)
-    except ValueError:
-        return None
 
 
 # Kept off the model, so that no SavedModel of it tries to save the function.

@@ -15,15 +15,16 @@ flattened, joined into one vector, and the head takes them apart again.
 
 import math
 
-import gin
 import keras
 
+import gin
+from vse_tf.models import towers
 from vse_tf.models import views as views_lib
 from vse_tf.models.pretrained_towers import BACKBONE
 from vse_tf.models.pretrained_towers import projection_head
 from vse_tf.pretrained import efficientnet_lite
 
-FINE_TUNED = "fine_tuned"  # prefix of the networks' parts inside heads
+FINE_TUNED = "fine_tuned"  # names the networks' parts inside heads
 
 
 @gin.configurable
@@ -98,13 +99,17 @@ def build_efficientnet_tower(variant="lite0",
                 for v, k in zip(variants, tuned)]
     backbone = networks[0].frozen if alone else efficientnet_backbone(
         networks, image_size, trainable_backbone, mirror_view)
+    fine_tuned = []  # the networks' last stages, built inside the head
     head = projection_head(
         sum(n.backbone_dim for n in networks), hidden_units, embedding_dim,
         dropout, views=2 if mirror_view else 1,
-        features_fn=(lambda x: _fine_tuned_features(x, networks, weights))
+        features_fn=(lambda x: _fine_tuned_features(x, networks, weights,
+                                                    fine_tuned))
         if any(tuned) else None, projection_heads=projection_heads)
     pixels = keras.Input((image_size, image_size, 3), name="pixels")
-    return keras.Model(pixels, head(backbone(pixels)), name=name)
+    return towers.Tower(pixels, head(backbone(pixels)), name=name,
+                        backbone=backbone, head=head, fine_tuned=fine_tuned,
+                        projection_heads=projection_heads)
 
 
 class _Network:
@@ -164,9 +169,9 @@ def efficientnet_backbone(networks, image_size, trainable, mirror_view):
     return backbone
 
 
-def _fine_tuned_features(x, networks, weights):
+def _fine_tuned_features(x, networks, weights, fine_tuned):
     """The backbone's joined output -> each network's features, its last
-    stages run here on its feature map."""
+    stages run here on its feature map (and added to `fine_tuned`)."""
     features, start = [], 0
     for network in networks:
         part = x[:, start:start + network.backbone_dim]
@@ -179,6 +184,7 @@ def _fine_tuned_features(x, networks, weights):
             if weights == "imagenet":
                 efficientnet_lite.load_pretrained(top, network.variant,
                                                   part=True)
+            fine_tuned.append(top)
             part = top(keras.layers.Reshape(
                 network.map_shape, name=f"map_{network.variant}")(part))
         features.append(part)

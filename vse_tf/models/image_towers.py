@@ -1,10 +1,11 @@
 """Image towers: pixels in, an L2-normalized embedding out."""
 
-import gin
 import keras
 from keras import ops
 
+import gin
 from vse_tf.models import pooling as pooling_layers
+from vse_tf.models import towers
 
 POOLINGS = ("mean", "gpo")
 
@@ -68,7 +69,7 @@ def build_image_tower(image_size=64,
     # float32 under a mixed-precision policy too (see text_towers).
     embedding = keras.layers.UnitNormalization(
         name="l2_normalize", dtype="float32")(x)
-    return keras.Model(pixels, embedding, name=name)
+    return towers.Tower(pixels, embedding, name=name)
 
 
 @gin.configurable
@@ -108,4 +109,4 @@ def build_precomputed_tower(feature_dim=2048,
     x = pooling_layers.convse_head(x, head_units, embedding_dim)
     embedding = keras.layers.UnitNormalization(
         name="l2_normalize", dtype="float32")(x)
-    return keras.Model(features, embedding, name=name)
+    return towers.Tower(features, embedding, name=name)

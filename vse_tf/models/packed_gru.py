@@ -14,8 +14,8 @@ a GPU is visible, Keras's cuDNN kernel (which packs too) runs instead.
 
 import keras
 import tensorflow as tf
-# TensorFlow's own test for "inside an XLA compilation"; no public API has it.
-from tensorflow.python.ops import control_flow_util
+
+from vse_tf import compat
 
 
 @keras.saving.register_keras_serializable(package="vse_tf")
@@ -39,8 +39,7 @@ class PackedGRU(keras.layers.GRU):
                 and cell.recurrent_activation is keras.activations.sigmoid
                 and not tf.config.list_logical_devices("GPU")
                 # XLA needs static shapes: the masked loop of Keras.
-                and not control_flow_util.GraphOrParentsInXlaContext(
-                    tf.compat.v1.get_default_graph()))
+                and not compat.in_xla_context())
 
     def inner_loop(self, sequences, initial_state, mask, training=False):
         state = initial_state[0] if isinstance(initial_state, (list, tuple)) \

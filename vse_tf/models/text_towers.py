@@ -6,13 +6,14 @@ vocabulary), so a tower exported as a SavedModel takes raw strings.
 
 import os
 
-import gin
 import keras
 import tensorflow as tf
 
+import gin
 from vse_tf import io_utils
 from vse_tf.models import packed_gru
 from vse_tf.models import pooling
+from vse_tf.models import towers
 
 STANDARDIZE = "lower_and_strip_punctuation"
 # Starts every caption, as VSE++'s <start>: an empty caption still has one
@@ -107,7 +108,8 @@ def build_text_tower(vocabulary,
     encoder = keras.Model(tokens, embedding, name=ENCODER)
     if matrix is not None:
         embedding_layer.set_weights([matrix])
-    return keras.Model(text, encoder(tokenizer(text)), name=name)
+    return towers.Tower(text, encoder(tokenizer(text)), name=name,
+                        tokenizer=tokenizer, head=encoder)
 
 
 def count_long_captions(captions, max_length):

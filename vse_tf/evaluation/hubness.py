@@ -22,18 +22,15 @@ rank counting of `vse_tf.evaluation` and search's one matrix product are
 used unchanged.
 """
 
-import os
 
-import gin
 import numpy as np
 import tensorflow as tf
 
-from vse_tf import cli
-from vse_tf import embed
+import gin
+from vse_tf import errors
 from vse_tf import evaluation
 from vse_tf import io_utils
-
-BANKS = "hubness.npz"
+from vse_tf.evaluation import embedding
 
 
 @gin.configurable
@@ -60,7 +57,7 @@ class HubnessCorrection:
     def fit(self, model, train_examples):
         """Banks from `model`'s embeddings of the train split: each image,
         and the first caption of each image."""
-        images, texts, captions_per_image = embed.embed_examples(
+        images, texts, captions_per_image = embedding.embed_examples(
             model, train_examples)
         self.check_bank_size(len(images))
         self.image_bank = images
@@ -70,7 +67,7 @@ class HubnessCorrection:
     def check_bank_size(self, train_images):
         """A UserError unless banks of `train_images` rows have k rows."""
         if train_images < self.neighbours:
-            raise cli.UserError(
+            raise errors.UserError(
                 f"The train split has {train_images} images, fewer than the "
                 f"hubness correction's {self.neighbours} neighbours; lower "
                 "HubnessCorrection.neighbours (or set "
@@ -112,12 +109,6 @@ class HubnessCorrection:
         with np.load(path) as stored:
             return cls(int(stored["neighbours"]), float(stored["weight"]),
                        stored["image_bank"], stored["text_bank"])
-
-
-def load_run_banks(model_dir):
-    """The run's fitted correction, or None if it was trained without."""
-    path = os.path.join(model_dir, BANKS)
-    return HubnessCorrection.load(path) if os.path.exists(path) else None
 
 
 def hubness(embeddings, bank, neighbours, weight):

@@ -23,9 +23,9 @@ import tensorflow_datasets as tfds
 from google.protobuf import text_format
 from tensorboard.plugins.projector import projector_config_pb2
 
-from vse_tf import cli
-from vse_tf import embed
+from vse_tf import errors
 from vse_tf import io_utils
+from vse_tf.evaluation import embedding
 
 TENSOR_NAME = "joint_space"
 EMBEDDINGS = "embeddings.tsv"
@@ -46,7 +46,7 @@ def _sprite(images, num_points, size=THUMBNAIL):
     """A square grid of `num_points` tiles: thumbnails, then blank tiles."""
     per_side = int(np.ceil(np.sqrt(num_points)))
     if per_side * size > _MAX_SPRITE_SIDE:
-        raise cli.UserError(
+        raise errors.UserError(
             f"{num_points} points do not fit a projector sprite of "
             f"{size}-pixel tiles; lower --max_images.")
     thumbnails = tf.image.resize(images, (size, size), antialias=True)
@@ -73,28 +73,28 @@ def write_projector(model, examples, log_dir, max_images=500):
         captions.append([c.decode("utf-8") for c in example["captions"]])
         image_ids.append(int(example["image_id"]))
     if not pictures:
-        raise cli.UserError("The split has no images to project.")
+        raise errors.UserError("The split has no images to project.")
     rows = ["modality\timage_id\ttext"]
     rows += [f"image\t{i}\t{_clean(c[0])}"
              for i, c in zip(image_ids, captions)]
     rows += [f"caption\t{i}\t{_clean(caption)}"
              for i, c in zip(image_ids, captions) for caption in c]
     sprite = _sprite(np.stack(pictures), len(rows) - 1)
-    image_embeddings, text_embeddings, _ = embed.embed_examples(model,
+    image_embeddings, text_embeddings, _ = embedding.embed_examples(model,
                                                                 examples)
     points = np.concatenate([image_embeddings, text_embeddings])
 
     config = projector_config_pb2.ProjectorConfig()
-    embedding = config.embeddings.add()
-    embedding.tensor_name = TENSOR_NAME
-    embedding.tensor_path = EMBEDDINGS
-    embedding.metadata_path = METADATA
-    embedding.sprite.image_path = SPRITE
-    embedding.sprite.single_image_dim.extend([THUMBNAIL, THUMBNAIL])
+    view = config.embeddings.add()
+    view.tensor_name = TENSOR_NAME
+    view.tensor_path = EMBEDDINGS
+    view.metadata_path = METADATA
+    view.sprite.image_path = SPRITE
+    view.sprite.single_image_dim.extend([THUMBNAIL, THUMBNAIL])
 
     log_dir = os.path.abspath(log_dir)
     parent = os.path.dirname(log_dir)
-    cli.ensure_writable_dir(parent, "projector dir")
+    io_utils.ensure_writable_dir(parent, "projector dir")
     with io_utils.staging_dir(parent, "projector") as staging:
         np.savetxt(os.path.join(staging, EMBEDDINGS), points, fmt="%.6g",
                    delimiter="\t")

@@ -11,8 +11,8 @@ import os
 import re
 
 import gin
-
-from vse_tf import cli
+from vse_tf import errors
+from vse_tf.training import run_dir
 
 # Selectors whose values shape the weights or the vocabulary: every model
 # factory is a build_* function (towers, heads, the dual encoder).
@@ -52,7 +52,7 @@ def differences(old_text, new_text, prefixes=MODEL_DEFINING):
 
 def check_model_dir(model_dir, has_checkpoint):
     """Raises a UserError if model_dir's model differs from gin's."""
-    path = os.path.join(model_dir, cli.OPERATIVE_CONFIG)
+    path = os.path.join(model_dir, run_dir.OPERATIVE_CONFIG)
     if not has_checkpoint or not os.path.exists(path):
         return
     with open(path, encoding="utf-8") as f:
@@ -60,7 +60,7 @@ def check_model_dir(model_dir, has_checkpoint):
     if changed:
         lines = "; ".join(f"{name} was {old}, now {new}"
                           for name, old, new in changed)
-        raise cli.UserError(
+        raise errors.UserError(
             f"{model_dir!r} holds a run with a different model, so it cannot "
             f"be resumed: {lines}. Use a new --model_dir for the new "
             "configuration, or the run's own config "

@@ -21,10 +21,10 @@ import os
 import shutil
 import tempfile
 
-import gin
 import tensorflow as tf
 
-from vse_tf import cli
+import gin
+from vse_tf import errors
 
 KINDS = ("auto", "default", "mirrored", "multi_worker", "tpu")
 
@@ -43,7 +43,7 @@ def cluster_config():
     try:
         config = json.loads(raw)
     except json.JSONDecodeError as error:
-        raise cli.UserError(
+        raise errors.UserError(
             f"TF_CONFIG is not valid JSON ({error.msg} at character "
             f"{error.pos}). Set it on each machine to the cluster and this "
             f"machine's task, e.g. TF_CONFIG={example}, or unset it to train "
@@ -52,18 +52,18 @@ def cluster_config():
     task = config.get("task") if isinstance(config, dict) else None
     if not isinstance(cluster, dict) or not cluster or not all(
             isinstance(hosts, list) and hosts for hosts in cluster.values()):
-        raise cli.UserError(
+        raise errors.UserError(
             "TF_CONFIG has no \"cluster\" mapping each task type to its list "
             f"of \"host:port\" addresses; expected e.g. {example}.")
     if not isinstance(task, dict) or task.get("type") not in cluster:
-        raise cli.UserError(
+        raise errors.UserError(
             f"TF_CONFIG's \"task\" is {task!r}, but its \"type\" must name "
             f"one of the cluster's task types {sorted(cluster)}; expected "
             f"e.g. {example}.")
     index = task.get("index")
     count = len(cluster[task["type"]])
     if not isinstance(index, int) or not 0 <= index < count:
-        raise cli.UserError(
+        raise errors.UserError(
             f"TF_CONFIG names this machine {task['type']} {index!r}, but the "
             f"cluster lists {count} {task['type']} address(es), so the index "
             f"must be one of 0..{count - 1}.")
@@ -80,7 +80,7 @@ def get_strategy(kind="auto", tpu=None):
       tpu: a TPU's name or grpc:// address; "local" for a TPU VM.
     """
     if kind not in KINDS:
-        raise cli.UserError(f"Unknown strategy {kind!r}; choose one of "
+        raise errors.UserError(f"Unknown strategy {kind!r}; choose one of "
                             f"{', '.join(KINDS)}.")
     cluster = cluster_config()
     if kind == "auto":
@@ -94,7 +94,7 @@ def get_strategy(kind="auto", tpu=None):
             kind = "default"
     if kind == "multi_worker":
         if cluster is None:
-            raise cli.UserError("The multi_worker strategy needs TF_CONFIG "
+            raise errors.UserError("The multi_worker strategy needs TF_CONFIG "
                                 "to describe the cluster.")
         return tf.distribute.MultiWorkerMirroredStrategy()
     if kind == "tpu":
@@ -146,7 +146,7 @@ class WorkerDir:
 def check_batch_size(batch_size, strategy):
     replicas = strategy.num_replicas_in_sync
     if batch_size % replicas:
-        raise cli.UserError(
+        raise errors.UserError(
             f"train.batch_size = {batch_size} does not split over "
             f"{replicas} replicas. The global batch is divided evenly, so "
             f"use a multiple of {replicas}, e.g. "

@@ -2,11 +2,11 @@
 
 import math
 
-import gin
 import keras
 
-from vse_tf import cli
-
+import gin
+from vse_tf import compat
+from vse_tf import errors
 
 
 class LearningRateMultipliers:
@@ -27,55 +27,31 @@ class LearningRateMultipliers:
         """From the next traced step on, `variables` learn at `factor` times
         the learning rate."""
         for variable in variables:
-            self.learning_rate_multipliers[self._var_key(variable)] = factor
+            key = compat.variable_key(self, variable)
+            self.learning_rate_multipliers[key] = factor
 
     def update_step(self, gradient, variable, learning_rate):
-        factor = self.learning_rate_multipliers.get(self._var_key(variable),
-                                                    1.0)
+        factor = self.learning_rate_multipliers.get(
+            compat.variable_key(self, variable), 1.0)
         if factor != 1.0:
             learning_rate = learning_rate * factor
         return super().update_step(gradient, variable, learning_rate)
 
 
-class ClipAfterReplicaSum:
-    """Clips the gradient summed over all replicas, as one device would.
-
-    Keras 3 clips (`global_clipnorm`, `clipnorm`, `clipvalue`) each
-    replica's partial gradient inside `apply` and sums the replicas only
-    after that, so with clipping on, R replicas train something else than
-    one device on the same global batch: the norm of a part is not the
-    norm of the whole. Here the clip waits for the sum (across the replicas
-    of every worker) and then acts on it, so clipping has the same meaning
-    whatever the number of replicas. A loss-scale optimizer (mixed_float16)
-    unscales before its inner optimizer's `apply`, so the clip sees true
-    gradients. Both methods are private to Keras 3's TensorFlow optimizer;
-    tests/test_optimizers.py fails clearly if a release renames them.
-    """
-
-    def _clip_gradients(self, grads):
-        return grads  # deferred to the summed gradient
-
-    def _all_reduce_sum_gradients(self, grads_and_vars):
-        summed = list(super()._all_reduce_sum_gradients(grads_and_vars))
-        clipped = super()._clip_gradients([grad for grad, _ in summed])
-        return [(grad, variable)
-                for grad, (_, variable) in zip(clipped, summed)]
-
-
 @keras.saving.register_keras_serializable(package="vse_tf")
-class Adam(ClipAfterReplicaSum, LearningRateMultipliers,
+class Adam(compat.ClipAfterReplicaSum, LearningRateMultipliers,
            keras.optimizers.Adam):
     pass
 
 
 @keras.saving.register_keras_serializable(package="vse_tf")
-class AdamW(ClipAfterReplicaSum, LearningRateMultipliers,
+class AdamW(compat.ClipAfterReplicaSum, LearningRateMultipliers,
             keras.optimizers.AdamW):
     pass
 
 
 @keras.saving.register_keras_serializable(package="vse_tf")
-class SGD(ClipAfterReplicaSum, LearningRateMultipliers,
+class SGD(compat.ClipAfterReplicaSum, LearningRateMultipliers,
           keras.optimizers.SGD):
     pass
 
@@ -115,7 +91,8 @@ def make_optimizer(name="adam", learning_rate=2e-4, global_clipnorm=2.0,
     Args:
       name: "adam" (VSE++ and the paper), "adamw" or "sgd".
       learning_rate: a float or a `keras.optimizers.schedules` schedule
-        (bind one in gin: `@keras.optimizers.schedules.PiecewiseConstantDecay()`).
+        (bind one in gin, e.g.
+        `@keras.optimizers.schedules.PiecewiseConstantDecay()`).
       global_clipnorm: clip the gradient's global norm (VSE++: 2.0); None
         disables clipping.
       scale_learning_rate: None keeps `learning_rate` whatever the batch;
@@ -128,10 +105,10 @@ def make_optimizer(name="adam", learning_rate=2e-4, global_clipnorm=2.0,
       **kwargs: passed on to the optimizer.
     """
     if name not in OPTIMIZERS:
-        raise cli.UserError(f"Unknown optimizer {name!r}; choose one of "
+        raise errors.UserError(f"Unknown optimizer {name!r}; choose one of "
                          f"{sorted(OPTIMIZERS)}.")
     if scale_learning_rate not in SCALINGS:
-        raise cli.UserError(
+        raise errors.UserError(
             f"Unknown make_optimizer.scale_learning_rate "
             f"{scale_learning_rate!r}; use None, 'linear' or 'sqrt'.")
     if scale_learning_rate and global_batch_size:

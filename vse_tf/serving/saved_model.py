@@ -30,10 +30,11 @@ import re
 import keras
 import tensorflow as tf
 
-from vse_tf import cli
-from vse_tf import hubness
+from vse_tf import errors
 from vse_tf import io_utils
 from vse_tf.data import images
+from vse_tf.evaluation import hubness
+from vse_tf.models import towers
 
 IMAGE_TOWER = "image_tower"
 TEXT_TOWER = "text_tower"
@@ -53,7 +54,7 @@ def latest_version_dir(export_dir, tower):
     """EXPORT/<tower>/<newest version>, or a UserError if there is none."""
     found = versions(export_dir, tower)
     if not found:
-        raise cli.UserError(
+        raise errors.UserError(
             f"No exported {tower} in {export_dir!r}: expected numbered "
             f"version folders under {os.path.join(export_dir, tower)}. "
             "Export a run with `python -m vse_tf.export --model_dir=DIR`.")
@@ -91,7 +92,7 @@ def _archive(tower):
     tracked, for the tables of their tokenizers and vocabularies.
     """
     archive = keras.export.ExportArchive()
-    for layer in tower._flatten_layers(include_self=False):
+    for layer in towers.walk_layers(tower):
         if layer.built and not layer.weights:
             archive.track(layer)
     return archive
@@ -169,24 +170,24 @@ def export_towers(model, export_dir, version=None, correction=None):
     `correction`: a fitted `hubness.HubnessCorrection` the towers serve.
 
     Raises:
-      cli.UserError: `version` already exists for either tower.
+      errors.UserError: `version` already exists for either tower.
     """
     if version is None:
         version = 1 + max([0, *versions(export_dir, IMAGE_TOWER),
                            *versions(export_dir, TEXT_TOWER)])
     if version < 1:
-        raise cli.UserError(f"--version must be a positive integer, not "
+        raise errors.UserError(f"--version must be a positive integer, not "
                             f"{version}.")
     for tower in TOWERS:
         if version in versions(export_dir, tower):
-            raise cli.UserError(
+            raise errors.UserError(
                 f"{os.path.join(export_dir, tower, str(version))} already "
                 "exists and is never overwritten: TF Serving may be serving "
                 "it. Pass another --version, or leave it out for the next.")
     archives = {IMAGE_TOWER: image_tower_archive(model.image_tower,
                                                  correction),
                 TEXT_TOWER: text_tower_archive(model.text_tower, correction)}
-    cli.ensure_writable_dir(export_dir, "export dir")
+    io_utils.ensure_writable_dir(export_dir, "export dir")
     # Both towers are written in full before either is renamed into place.
     with io_utils.staging_dir(export_dir, "export") as staging:
         for tower, archive in archives.items():

@@ -17,11 +17,10 @@ its head (`build_efficientnet_tower.fine_tuned_stages`), cached features or
 not.
 """
 
-import gin
 import keras
 
-from vse_tf import cli
-from vse_tf.models import efficientnet_towers
+import gin
+from vse_tf import errors
 
 
 @gin.configurable
@@ -42,7 +41,7 @@ def fine_tune_backbones(model, cache_features=False,
     if learning_rate_multiplier == 1.0 and not frozen_epochs:
         return None
     if learning_rate_multiplier < 0 or frozen_epochs < 0:
-        raise cli.UserError(
+        raise errors.UserError(
             "fine_tune_backbones.learning_rate_multiplier and frozen_epochs "
             f"must be >= 0, got {learning_rate_multiplier} and "
             f"{frozen_epochs}.")
@@ -51,10 +50,10 @@ def fine_tune_backbones(model, cache_features=False,
     # on cached features too.
     backbones = [] if cache_features else [
         b for b in model.backbones() if b.trainable]
-    backbones += [layer for layer in model._flatten_layers(include_self=False)
-                  if layer.name.startswith(efficientnet_towers.FINE_TUNED)]
+    backbones += [layer for tower in model.towers()
+                  for layer in getattr(tower, "fine_tuned", ())]
     if not backbones:
-        raise cli.UserError(
+        raise errors.UserError(
             "fine_tune_backbones is set, but no backbone trains in this run"
             + (" (train.cache_features = True trains the heads only)"
                if cache_features else "") + ". Set the tower's "

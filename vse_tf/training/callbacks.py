@@ -5,12 +5,13 @@ import os
 
 import keras
 
-from vse_tf import cli
-from vse_tf import embed
+from vse_tf import errors
 from vse_tf import io_utils
-
-BEST_WEIGHTS = "best.weights.h5"
-BEST_STATE = "best.json"
+from vse_tf.evaluation import embedding
+from vse_tf.training.run_dir import BACKUP_STATE
+from vse_tf.training.run_dir import BACKUP_WEIGHTS
+from vse_tf.training.run_dir import BEST_STATE
+from vse_tf.training.run_dir import BEST_WEIGHTS
 
 
 class RetrievalValidation(keras.callbacks.Callback):
@@ -35,7 +36,8 @@ class RetrievalValidation(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs if logs is not None else {}
-        metrics = embed.evaluate_model(self.model, self.examples, self.folds)
+        metrics = embedding.evaluate_model(self.model, self.examples,
+                                           self.folds)
         logs.update({f"val_{name}": value for name, value in metrics.items()})
         logs["learning_rate"] = float(keras.ops.convert_to_numpy(
             self.model.optimizer.learning_rate))
@@ -53,7 +55,7 @@ class RetrievalValidation(keras.callbacks.Callback):
               f"{metrics['t2i_r1']:.1f}; best {self.best_rsum:.1f})")
 
 
-class TrainingDiverged(cli.UserError):
+class TrainingDiverged(errors.UserError):
     """The loss became NaN or infinite; the message names the step."""
 
 
@@ -90,14 +92,14 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
             "the inputs of that step.")
 
 
-class BackupAndRestore(keras.callbacks.BackupAndRestore):
-    """Keras's epoch backup, made safe against a kill at any moment.
+class BackupAndRestore(keras.callbacks.Callback):
+    """An epoch backup that a kill at any moment cannot break.
 
-    Keras writes the weights file, then the epoch file, both in place: a kill
-    in between leaves a truncated file or an epoch that does not match the
-    weights. Here each file is written to a temporary name and renamed, and
-    a restore takes the epoch from the optimizer's step count stored with
-    the weights, so the two can never disagree.
+    Each epoch's end writes the weights with the optimizer's state
+    (`latest.weights.h5`, as Keras's own BackupAndRestore names it) and
+    then `training_metadata.json`, each to a temporary name and renamed. A
+    restore takes the epoch from the optimizer's step count stored with
+    the weights, so the two files can never disagree.
 
     Every worker of a multi-worker run restores from `backup_dir` (the
     chief's), so all resume at the same step; each writes to its own
@@ -105,41 +107,32 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
     """
 
     def __init__(self, backup_dir, steps_per_epoch, write_dir=None):
-        super().__init__(backup_dir, save_freq="epoch",
-                         delete_checkpoint=False)
+        super().__init__()
+        self.backup_dir = backup_dir
         self.steps_per_epoch = steps_per_epoch
         self.write_dir = write_dir or backup_dir
-        self._restored = False
 
     def restore(self, model):
-        """Loads the backup into `model` now, before `fit` (which then
-        loads nothing more); returns the epoch to resume at, 0 for none.
-        The trainer needs it first, to start the data where it stopped."""
-        self.set_model(model)
-        with model.distribute_strategy.scope():
-            super().on_train_begin()
-        self._restored = True
-        return model._initial_epoch or 0
+        """Loads the backup into `model`, a built and compiled one; returns
+        the epoch to resume at, 0 for none. Called before `fit`, so that
+        the data can start where the run stopped."""
+        path = os.path.join(self.backup_dir, BACKUP_WEIGHTS)
+        if not os.path.exists(path):
+            return 0
+        if model.optimizer is not None and not model.optimizer.built:
+            with model.distribute_strategy.scope():
+                model.optimizer.build(model.trainable_variables)
+        model.load_weights(path)
+        step = int(model.optimizer.iterations.numpy())
+        epoch = step // self.steps_per_epoch
+        print(f"Resuming from {self.backup_dir}: epoch {epoch}, step {step}.")
+        return epoch
 
-    def on_train_begin(self, logs=None):
-        if not self._restored:
-            super().on_train_begin(logs)
-
-    def _save_model(self):
-        os.makedirs(self.write_dir, exist_ok=True)
+    def on_epoch_end(self, epoch, logs=None):
         with io_utils.atomic_path(os.path.join(
-                self.write_dir, os.path.basename(self._weights_path))) as tmp:
+                self.write_dir, BACKUP_WEIGHTS)) as tmp:
             self.model.save_weights(tmp)
         io_utils.write_json_atomic(
-            os.path.join(self.write_dir,
-                         os.path.basename(self._training_metadata_path)),
-            {"epoch": self._current_epoch, "batch": 0,
+            os.path.join(self.write_dir, BACKUP_STATE),
+            {"epoch": epoch + 1, "batch": 0,
              "step": int(self.model.optimizer.iterations.numpy())})
-
-    def _load_model(self):
-        super()._load_model()
-        if os.path.exists(self._weights_path):
-            step = int(self.model.optimizer.iterations.numpy())
-            self.model._initial_epoch = step // self.steps_per_epoch
-            print(f"Resuming from {self.backup_dir}: epoch "
-                  f"{self.model._initial_epoch}, step {step}.")

@@ -14,8 +14,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from vse_tf import errors
 from vse_tf import io_utils
-from vse_tf.models import pretrained_towers
 
 # Bumped whenever the backbones' computation changes in a way their weights
 # do not show (1 -> 2: MiniLM with the exact GELU).
@@ -23,8 +23,17 @@ VERSION = 2
 
 
 def _backbones(model):
-    return [tower.get_layer(pretrained_towers.BACKBONE)
-            for tower in (model.image_tower, model.text_tower)]
+    backbones = model.backbones()
+    if len(backbones) < 2:
+        raise errors.UserError(
+            "train.cache_features = True trains the heads on the features "
+            "of both towers' frozen backbones, but "
+            + " and ".join(tower.name for tower in model.towers()
+                           if getattr(tower, "backbone", None) is None)
+            + " has none: use pretrained towers (e.g. build_efficientnet_"
+            "tower, build_minilm_tower) or set train.cache_features = "
+            "False.")
+    return backbones
 
 
 def backbone_signature(model):

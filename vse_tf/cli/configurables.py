@@ -6,22 +6,22 @@ config may reference (learning-rate schedules) are registered here with
 models directly.
 """
 
-import gin
 import keras
 
-from vse_tf import distribute  # noqa: F401
-from vse_tf import hubness  # noqa: F401
+import gin
 from vse_tf import losses  # noqa: F401
-from vse_tf import optimizers  # noqa: F401
-from vse_tf import trainer  # noqa: F401
 from vse_tf.data import coco  # noqa: F401
 from vse_tf.data import karpathy_tfds  # noqa: F401
+from vse_tf.evaluation import hubness  # noqa: F401
 from vse_tf.models import backbone_towers  # noqa: F401
 from vse_tf.models import dual_encoder  # noqa: F401
 from vse_tf.models import efficientnet_towers  # noqa: F401
 from vse_tf.models import image_towers  # noqa: F401
 from vse_tf.models import pretrained_towers  # noqa: F401
 from vse_tf.models import text_towers  # noqa: F401
+from vse_tf.training import distribute  # noqa: F401
+from vse_tf.training import optimizers  # noqa: F401
+from vse_tf.training import trainer  # noqa: F401
 
 for _schedule in (keras.optimizers.schedules.PiecewiseConstantDecay,
                   keras.optimizers.schedules.CosineDecay,

@@ -1,0 +1,77 @@
+"""What every `python -m vse_tf.<verb>` shares: its flags and its exit on a
+user error.
+
+A user error (a typo in a binding, a missing file, an unwritable folder) ends
+the program with one paragraph on stderr and exit status 2, never a
+traceback.
+"""
+
+import re
+import sys
+import textwrap
+
+from absl import app
+from absl import flags
+from absl import logging as absl_logging
+
+from vse_tf import errors
+from vse_tf.cli.config import load_gin  # noqa: F401  (the programs' API)
+from vse_tf.cli.config import load_gin_for_run  # noqa: F401
+
+flags.DEFINE_multi_string(
+    "gin_file", [], "Gin config file(s), applied in order; later ones win.")
+flags.DEFINE_multi_string(
+    "gin_bindings", [],
+    "Gin bindings applied after the files, e.g. 'train.epochs = 2'.")
+flags.DEFINE_string("model_dir", None, "The run's folder.")
+flags.DEFINE_string(
+    "data_dir", None,
+    "Root of the datasets (TFDS data dir); default ~/tensorflow_datasets.")
+FLAGS = flags.FLAGS
+
+
+def run(main):
+    """`absl.app.run(main)`, with user errors as one clean paragraph.
+
+    `python -m vse_tf.<verb>` runs a two-line module that calls this; its
+    --help shows the docstring and flags of `main`'s module.
+    """
+    program = sys.modules[main.__module__]
+    sys.modules["__main__"].__doc__ = program.__doc__
+    for module in (program, sys.modules[__name__]):
+        for flag in FLAGS.get_key_flags_for_module(module):
+            FLAGS.register_key_flag_for_module(sys.argv[0], flag)
+
+    def guarded(argv):
+        if not FLAGS["verbosity"].present:
+            # TFDS and TensorFlow log every file they open at INFO; the
+            # progress bars and tables are what a user reads.
+            absl_logging.set_verbosity(absl_logging.WARNING)
+        exit_on_user_error(main, argv)
+
+    app.run(guarded)
+
+
+def exit_on_user_error(main, *args):
+    """Calls main(*args); a user error exits 2 with one clean paragraph."""
+    try:
+        return main(*args)
+    except errors.UserError as error:
+        # Gin appends where it was raised ("In call to configurable ..."):
+        # noise for an error that already says what to fix.
+        message = re.sub(r"\s+In call to configurable .*", "", str(error),
+                         flags=re.DOTALL)
+        text = textwrap.fill(message, width=79)
+        print(f"error: {text}", file=sys.stderr)
+        sys.exit(2)
+
+
+def load_run(flags):
+    """The trained model of --model_dir, configured by its own gin or by
+    --gin_file."""
+    from vse_tf.training import runs  # builds models: TensorFlow, Keras
+    if not flags.model_dir:
+        raise errors.UserError("--model_dir is required: the folder of a "
+                               "training run.")
+    load_gin_for_run(flags.model_dir, flags.gin_file, flags.gin_bindings)
+    return runs.load_trained_model(flags.model_dir)

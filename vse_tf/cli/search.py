@@ -1,0 +1,245 @@
+"""Text-to-image search (and back) with exported towers.
+
+    python -m vse_tf.search --export_dir=EXPORT --images=FOLDER_OR_SPLIT \\
+        --query "a red circle left of a blue square" [--k=5] [--html=out.html]
+    python -m vse_tf.search --export_dir=EXPORT --captions=captions.txt \\
+        --caption-for=photo.jpg
+
+Loads the newest version of each tower from EXPORT with TensorFlow alone,
+as a deployment would. Images are embedded once and cached (see
+`vse_tf.image_index`); every query is scored against all of them by one
+matrix product, exactly (the cosine, less the hubness of both sides where
+the towers serve one: see `vse_tf.hubness`). --html writes a page of the
+top-k thumbnails per query.
+"""
+
+import argparse
+import base64
+import html
+import io
+import os
+import sys
+
+import numpy as np
+import tensorflow as tf
+
+from vse_tf import errors
+from vse_tf import io_utils
+from vse_tf.cli import common
+from vse_tf.evaluation import hubness
+from vse_tf.serving import image_index
+from vse_tf.serving import saved_model
+
+THUMBNAIL = 160
+
+
+def top_k(query_embeddings, candidate_embeddings, k):
+    """(indices [Q, k], scores [Q, k]), best first, by dot product: the
+    cosine, less the hubness where the towers serve one."""
+    scores = query_embeddings @ candidate_embeddings.T
+    k = min(k, scores.shape[1])
+    best = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    best_scores = np.take_along_axis(scores, best, axis=1)
+    order = np.argsort(-best_scores, axis=1, kind="stable")
+    return (np.take_along_axis(best, order, axis=1),
+            np.take_along_axis(best_scores, order, axis=1))
+
+
+def _read_lines(path, what):
+    if not os.path.isfile(path):
+        raise errors.UserError(f"The {what} {path!r} does not exist; expected "
+                            "a text file with one entry a line.")
+    with open(path, encoding="utf-8") as f:
+        lines = [line.strip() for line in f if line.strip()]
+    if not lines:
+        raise errors.UserError(f"The {what} {path!r} has no non-empty lines.")
+    return lines
+
+
+def _load_signature(export_dir, tower):
+    version_dir = saved_model.latest_version_dir(export_dir, tower)
+    try:
+        # Registers the WordPiece ops of pretrained BERT text towers; the
+        # other towers use core ops only.
+        import tensorflow_text  # noqa: F401
+    except ImportError:
+        pass
+    return version_dir, tf.saved_model.load(version_dir).signatures[
+        "serving_default"]
+
+
+def _embed_texts(serve_text, texts, batch_size=256):
+    return np.concatenate([
+        hubness.served_text_scoring(
+            serve_text(text=tf.constant(texts[i:i + batch_size])))
+        for i in range(0, len(texts), batch_size)])
+
+
+def _thumbnail_uri(image_bytes):
+    """A small JPEG of the image as a data: URI, so the page is one file."""
+    image = tf.io.decode_image(image_bytes, channels=3,
+                               expand_animations=False)
+    scale = THUMBNAIL / max(image.shape[0], image.shape[1])
+    if scale < 1:
+        size = [max(1, round(image.shape[0] * scale)),
+                max(1, round(image.shape[1] * scale))]
+        image = tf.cast(tf.round(tf.image.resize(image, size,
+                                                 antialias=True)), tf.uint8)
+    jpeg = tf.io.encode_jpeg(image, quality=90).numpy()
+    return "data:image/jpeg;base64," + base64.b64encode(jpeg).decode()
+
+
+def write_html(path, queries, collection, indices, scores):
+    parts = ["<!doctype html><meta charset='utf-8'><title>vse_tf search"
+             "</title><style>body{font-family:sans-serif}figure{display:"
+             "inline-block;margin:4px;text-align:center}img{height:"
+             f"{THUMBNAIL}px;image-rendering:pixelated}}figcaption"
+             "{font-size:12px}</style>",
+             f"<p>{len(collection)} images from "
+             f"{html.escape(collection.source)}"
+             "</p>"]
+    for query, hits, hit_scores in zip(queries, indices, scores):
+        parts.append(f"<h3>{html.escape(query)}</h3><div>")
+        for rank, (index, score) in enumerate(zip(hits, hit_scores), 1):
+            name = html.escape(collection.names[index])
+            parts.append(
+                f"<figure><img src='{_thumbnail_uri(collection.read(index))}'"
+                f" alt='{name}'><figcaption>{rank}. {score:.3f}<br>{name}"
+                "</figcaption></figure>")
+        parts.append("</div>")
+    io_utils.write_text_atomic(path, "\n".join(parts) + "\n")
+
+
+def write_contact_sheet(path, queries, collection, indices, scores):
+    """The hits as one PNG: a row of thumbnails under each query."""
+    from PIL import Image
+    from PIL import ImageDraw
+    k = indices.shape[1]
+    label, pad = 22, 6
+    row = label + THUMBNAIL + pad
+    sheet = Image.new("RGB", (pad + k * (THUMBNAIL + pad),
+                              pad + row * len(queries)), "white")
+    draw = ImageDraw.Draw(sheet)
+    for q, (query, hits, hit_scores) in enumerate(zip(queries, indices,
+                                                      scores)):
+        top = pad + q * row
+        draw.text((pad, top + 4), f'"{query}"', fill="black")
+        for rank, (index, score) in enumerate(zip(hits, hit_scores)):
+            image = Image.open(io.BytesIO(collection.read(index))).convert(
+                "RGB")
+            image.thumbnail((THUMBNAIL, THUMBNAIL))
+            left = pad + rank * (THUMBNAIL + pad)
+            sheet.paste(image, (left, top + label))
+            draw.text((left + 3, top + label + 3), f"{rank + 1}. {score:.2f}",
+                      fill="yellow")
+    with io_utils.atomic_path(path) as tmp:
+        sheet.save(tmp, format="PNG")
+
+
+def search_images(args):
+    if not args.images:
+        raise errors.UserError(
+            "--images is required for a text query: a folder "
+                            "of JPEG/PNG files or a split such as "
+                            "shapes:test.")
+    queries = list(args.query)
+    if args.query_file:
+        queries += _read_lines(args.query_file, "query file")
+    if not queries:
+        raise errors.UserError(
+            "Give at least one --query (or --query_file), or "
+                            "--caption-for IMAGE with --captions FILE.")
+    image_dir, serve_bytes = _load_signature(args.export_dir,
+                                             saved_model.IMAGE_TOWER)
+    _, serve_text = _load_signature(args.export_dir, saved_model.TEXT_TOWER)
+    collection = image_index.open_collection(args.images, args.data_dir)
+    index_dir = args.index_dir or image_index.default_index_dir(
+        args.export_dir, collection)
+    embeddings, cached = image_index.load_or_build(
+        collection, serve_bytes, image_dir, index_dir)
+    print(f"{len(collection)} images from {collection.source} "
+          f"({'cached index' if cached else 'indexed'}: {index_dir})")
+    indices, scores = top_k(_embed_texts(serve_text, queries), embeddings,
+                            args.k)
+    for query, hits, hit_scores in zip(queries, indices, scores):
+        print(f"\n{query}")
+        for rank, (index, score) in enumerate(zip(hits, hit_scores), 1):
+            print(f"  {rank:>2}. {score:6.3f}  {collection.names[index]}")
+    if args.html:
+        write_html(args.html, queries, collection, indices, scores)
+        print(f"\nWrote {args.html}")
+    if args.png:
+        write_contact_sheet(args.png, queries, collection, indices, scores)
+        print(f"Wrote {args.png}")
+
+
+def caption_image(args):
+    if not args.captions:
+        raise errors.UserError("--caption-for needs --captions FILE, the "
+                            "candidate captions, one a line.")
+    captions = _read_lines(args.captions, "caption file")
+    if not os.path.isfile(args.caption_for):
+        raise errors.UserError(
+            f"The image {args.caption_for!r} does not exist.")
+    with open(args.caption_for, "rb") as f:
+        image_bytes = f.read()
+    _, serve_bytes = _load_signature(args.export_dir, saved_model.IMAGE_TOWER)
+    _, serve_text = _load_signature(args.export_dir, saved_model.TEXT_TOWER)
+    try:
+        image = hubness.served_image_scoring(
+            serve_bytes(image_bytes=tf.constant([image_bytes])))
+    except tf.errors.InvalidArgumentError as error:
+        raise errors.UserError(
+            f"{args.caption_for!r} is not a JPEG or PNG image.") from error
+    indices, scores = top_k(image, _embed_texts(serve_text, captions), args.k)
+    print(f"{args.caption_for} ({len(captions)} candidate captions)")
+    for rank, (index, score) in enumerate(zip(indices[0], scores[0]), 1):
+        print(f"  {rank:>2}. {score:6.3f}  {captions[index]}")
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(
+        prog="python -m vse_tf.search", description=__doc__.split("\n")[0],
+        epilog="Examples:\n" + __doc__.split("\n\n")[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--export_dir", required=True,
+                        help="folder holding image_tower/ and text_tower/")
+    parser.add_argument("--images", help="folder of JPEG/PNG images, or "
+                        "DATASET:SPLIT such as shapes:test")
+    parser.add_argument("--query", action="append", default=[],
+                        help="a caption to search for (repeatable)")
+    parser.add_argument("--query_file", help="more queries, one a line")
+    parser.add_argument("--k", type=int, default=5, help="hits per query")
+    parser.add_argument("--html", help="write the hits as an HTML page here")
+    parser.add_argument("--png", help="write the hits as one PNG image here")
+    parser.add_argument("--index_dir", help="where the image embeddings are "
+                        "cached (default EXPORT/search_index/...)")
+    parser.add_argument("--data_dir", help="TFDS data dir, for a split")
+    parser.add_argument("--caption-for", "--caption_for", dest="caption_for",
+                        metavar="IMAGE", help="rank --captions for this "
+                        "image instead")
+    parser.add_argument("--captions", help="candidate captions, one a line")
+    args = parser.parse_args(argv)
+    if args.k < 1:
+        parser.error("--k must be at least 1")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if not os.path.isdir(args.export_dir):
+        raise errors.UserError(f"No export dir {args.export_dir!r}: export a "
+                            "run first (`python -m vse_tf.export`).")
+    if args.caption_for:
+        caption_image(args)
+    else:
+        search_images(args)
+
+
+def run():
+    """The program: `python -m vse_tf.search`."""
+    common.exit_on_user_error(main, sys.argv[1:])
+
+
+if __name__ == "__main__":
+    run()

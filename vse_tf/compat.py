@@ -1,0 +1,119 @@
+"""Every private API of Keras, keras-hub, gin and TensorFlow that vse_tf
+relies on, in one place.
+
+Each has no public equivalent in the versions pyproject.toml pins (see the
+note at each). `PRIVATE_APIS` lists them; tests/test_compat.py checks each
+one against the installed releases and fails with the line below when a
+release renames or drops it, so an upgrade breaks there, not deep inside a
+training run.
+"""
+
+import keras
+import tensorflow as tf
+
+# (what, how to find it, what breaks without it)
+PRIVATE_APIS = (
+    ("gin.config._REGISTRY", lambda: __import__("gin").config._REGISTRY,
+     "suggestions for a misspelt configurable in gin errors"),
+    ("keras.Model._maybe_symbolic_build",
+     lambda: keras.Model._maybe_symbolic_build,
+     "fit() on a DualEncoder under a tf.distribute strategy"),
+    ("keras.optimizers.Optimizer._clip_gradients",
+     lambda: keras.optimizers.Optimizer._clip_gradients,
+     "clipping the gradient summed over replicas"),
+    ("keras.optimizers.Optimizer._all_reduce_sum_gradients",
+     lambda: keras.optimizers.Optimizer._all_reduce_sum_gradients,
+     "clipping the gradient summed over replicas"),
+    ("keras.optimizers.Optimizer._var_key",
+     lambda: keras.optimizers.Optimizer._var_key,
+     "per-variable learning-rate multipliers (fine-tuning)"),
+    ("keras.layers.GRU.inner_loop", lambda: keras.layers.GRU.inner_loop,
+     "PackedGRU's loop over the unpadded steps"),
+    ("tensorflow.python.ops.control_flow_util.GraphOrParentsInXlaContext",
+     lambda: _control_flow_util().GraphOrParentsInXlaContext,
+     "PackedGRU inside an XLA-compiled step"),
+    ("keras_hub TransformerEncoder._feedforward_intermediate_dense",
+     lambda: _transformer_encoder_attribute(),
+     "the exact GELU of Hugging Face BERT checkpoints (MiniLM)"),
+)
+
+
+def gin_configurables():
+    """{name: the function or class} of every registered configurable.
+    Gin has no public listing of them."""
+    from gin import config
+    return {selector.split(".")[-1]: configurable.wrapped
+            for selector, configurable in config._REGISTRY.items()}
+
+
+class BuildOnlyTheOptimizer:
+    """A model mixin: once the model is built (called on a batch), `fit`
+    builds only its optimizer.
+
+    Keras 3.15 builds a model under a strategy by MEAN-reducing one
+    distributed input batch, which fails on string captions. A model that
+    uses neither compiled loss nor compiled metrics needs no such build.
+    """
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        if not self.built:
+            return super()._maybe_symbolic_build(iterator, data_batch)
+        if self.optimizer is not None and not self.optimizer.built:
+            with self.distribute_strategy.scope():
+                self.optimizer.build(self.trainable_variables)
+
+
+class ClipAfterReplicaSum:
+    """An optimizer mixin: clips the gradient summed over all replicas, as
+    one device would.
+
+    Keras 3 clips (`global_clipnorm`, `clipnorm`, `clipvalue`) each
+    replica's partial gradient inside `apply` and sums the replicas only
+    after that, so with clipping on, R replicas train something else than
+    one device on the same global batch: the norm of a part is not the
+    norm of the whole. Here the clip waits for the sum (across the replicas
+    of every worker) and then acts on it, so clipping has the same meaning
+    whatever the number of replicas. A loss-scale optimizer (mixed_float16)
+    unscales before its inner optimizer's `apply`, so the clip sees true
+    gradients.
+    """
+
+    def _clip_gradients(self, grads):
+        return grads  # deferred to the summed gradient
+
+    def _all_reduce_sum_gradients(self, grads_and_vars):
+        summed = list(super()._all_reduce_sum_gradients(grads_and_vars))
+        clipped = super()._clip_gradients([grad for grad, _ in summed])
+        return [(grad, variable)
+                for grad, (_, variable) in zip(clipped, summed)]
+
+
+def variable_key(optimizer, variable):
+    """The optimizer's key of `variable`: one key for a mirrored variable
+    and its per-replica components, which `update_step` receives."""
+    return optimizer._var_key(variable)
+
+
+def in_xla_context():
+    """Whether the graph being traced is compiled by XLA."""
+    return _control_flow_util().GraphOrParentsInXlaContext(
+        tf.compat.v1.get_default_graph())
+
+
+def use_exact_gelu(transformer_layer, gelu):
+    """Sets the feed-forward activation of a keras-hub TransformerEncoder,
+    which takes only a name ("gelu", the tanh approximation)."""
+    transformer_layer._feedforward_intermediate_dense.activation = gelu
+
+
+def _control_flow_util():
+    from tensorflow.python.ops import control_flow_util
+    return control_flow_util
+
+
+def _transformer_encoder_attribute():
+    import keras_hub
+    layer = keras_hub.layers.TransformerEncoder(intermediate_dim=4,
+                                                num_heads=1)
+    layer.build((1, 2, 4))
+    return layer._feedforward_intermediate_dense

@@ -1,0 +1,365 @@
+"""Training a dual encoder, the library behind `python -m vse_tf.train`.
+
+`train(model_dir)` runs four named steps, each a function of its own:
+
+    prepare_data   the splits, the steps of an epoch, the checks on them
+    build          the vocabulary, the model (and its heads on cached
+                   features), compiled under the run's strategy
+    fit            Keras's fit, resumed from the run's backup if it has one
+    finish         test metrics, export and projector of the best checkpoint
+
+and writes the run folder of `vse_tf.training.run_dir`.
+"""
+
+import contextlib
+import dataclasses
+import os
+import time
+import warnings
+
+import keras
+import tensorflow as tf
+
+import gin
+import vse_tf
+from vse_tf import errors
+from vse_tf import evaluation
+from vse_tf import io_utils
+from vse_tf.data import pipeline
+from vse_tf.evaluation import embedding
+from vse_tf.models import dual_encoder
+from vse_tf.models import text_towers
+from vse_tf.serving import projector
+from vse_tf.serving import saved_model
+from vse_tf.training import callbacks
+from vse_tf.training import distribute
+from vse_tf.training import features
+from vse_tf.training import fine_tuning
+from vse_tf.training import optimizers
+from vse_tf.training import resume
+from vse_tf.training import run_dir
+
+PRECISIONS = (None, "float32", "mixed_float16", "mixed_bfloat16")
+
+
+def load_or_build_vocabulary(run, output, train_captions, max_tokens):
+    """The run's vocabulary: read back on resume, else adapted and saved.
+
+    Every worker of a multi-worker run adapts the same vocabulary from the
+    same data; only the chief's `output` is the run's folder.
+    """
+    if os.path.exists(run.vocabulary):
+        return text_towers.load_vocabulary(run.vocabulary)
+    vocabulary = text_towers.build_vocabulary(train_captions, max_tokens)
+    text_towers.save_vocabulary(vocabulary, output.vocabulary)
+    return vocabulary
+
+
+def build_model(vocabulary, loss=None, global_batch_size=None):
+    """The dual encoder as gin configures it, built and compiled."""
+    return _built_and_compiled(dual_encoder.build_dual_encoder(vocabulary),
+                               loss, global_batch_size)
+
+
+def _built_and_compiled(model, loss, global_batch_size):
+    model(model.dummy_inputs())  # creates the weights before any restore
+    heads = getattr(loss, "projection_heads", 1)
+    for tower in (model.image_tower, model.text_tower) if loss else ():
+        if tower.projection_heads != heads:
+            raise errors.UserError(
+                f"The loss scores {heads} projection head(s) "
+                f"({type(loss).__name__}.projection_heads), but the "
+                f"{tower.name} joins {tower.projection_heads}: bind "
+                "both towers' projection_heads and the loss's to one value "
+                "(a gin macro, as gin/flickr8k.gin does).")
+    model.compile(optimizer=optimizers.make_optimizer(
+        global_batch_size=global_batch_size), loss=loss)
+    return model
+
+
+def write_operative_config(run):
+    io_utils.write_text_atomic(run.operative_config,
+                               gin.operative_config_str())
+
+
+@gin.configurable
+def train(model_dir,
+          data_dir=None,
+          dataset="shapes",
+          epochs=10,
+          steps_per_epoch=None,
+          batch_size=128,
+          loss=gin.REQUIRED,
+          max_vocabulary=10_000,
+          seed=0,
+          mixed_precision=None,
+          jit_compile=False,
+          cache_features=False,
+          feature_dir=None,
+          export=True,
+          projector_images=500,
+          hubness_correction=None,
+          deterministic=False):
+    """Trains, validates each epoch, and scores the best checkpoint on test.
+
+    Args:
+      model_dir: the run's folder (see `vse_tf.training.run_dir`).
+      data_dir: dataset root; None is TFDS's default.
+      dataset: a name `pipeline.load_examples` knows: "shapes" (built in),
+        "flickr8k" / "flickr30k" / "coco" (raw images, Karpathy's files),
+        "coco_captions" and "karpathy_captions/flickr30k" (TFDS),
+        "coco_precomp" / "f30k_precomp" (precomputed features).
+      epochs: passes, each of `steps_per_epoch` steps.
+      steps_per_epoch: None is one pass over every caption of the train
+        split.
+      batch_size: global batch (image-caption pairs), split evenly over the
+        replicas of all workers.
+      loss: a `vse_tf.losses` objective.
+      max_vocabulary: size of the text tower's vocabulary.
+      seed: seeds weights and data order.
+      mixed_precision: None (float32), "mixed_float16" (GPUs; with dynamic
+        loss scaling) or "mixed_bfloat16" (TPUs, recent GPUs and CPUs).
+        Variables, embeddings and losses stay float32.
+      jit_compile: run each step's towers, loss and gradients as one XLA
+        program (one replica per process).
+      cache_features: train only the towers' heads, on features of their
+        frozen backbones computed once (towers from
+        `vse_tf.models.pretrained_towers`).
+      feature_dir: where those features are stored; None is
+        model_dir/features. Runs that share backbones and data may share it.
+      export: whether to export the best checkpoint's towers to
+        model_dir/export at the end (as a new version).
+      projector_images: test images (with their captions) written for
+        TensorBoard's projector at the end; 0 writes none.
+      hubness_correction: a `hubness.HubnessCorrection` to fit on the train
+        split's embeddings of the best checkpoint (model_dir/hubness.npz):
+        the test metrics are then those of its corrected scores (the
+        cosine ones under "cosine"), and the exported towers serve it.
+      deterministic: run TensorFlow's ops deterministically
+        (`tf.config.experimental.enable_op_determinism`): two runs with
+        one seed, or a run killed and resumed, end with the same weights
+        to the bit, at some cost in speed. Without it they agree to float
+        rounding, which training can amplify.
+
+    Returns:
+      The test metrics, as in metrics.json (None on a non-chief worker).
+    """
+    started = time.time()
+    # First: a multi-worker strategy must set up collectives before
+    # TensorFlow runs anything.
+    strategy = distribute.get_strategy()
+    distribute.check_batch_size(batch_size, strategy)
+    io_utils.ensure_writable_dir(model_dir)
+    data = prepare_data(dataset, data_dir, batch_size, steps_per_epoch,
+                        hubness_correction)
+    with distribute.WorkerDir(model_dir, strategy) as worker, \
+            _precision_policy(mixed_precision):
+        run, output = run_dir.RunDir(model_dir), run_dir.RunDir(worker.path)
+        vocabulary = load_or_build_vocabulary(run, output, data.captions,
+                                              max_vocabulary)
+        # Seeded here, after the data is ready: generating a dataset on
+        # first use draws from the global random state, and would give the
+        # first run on a new data dir other initial weights than the rest.
+        keras.utils.set_random_seed(seed)
+        if deterministic:
+            tf.config.experimental.enable_op_determinism()
+        model = build(vocabulary, loss, batch_size, jit_compile,
+                      cache_features, feature_dir or output.features, data,
+                      strategy)
+        # Resumable only with the model the backup holds.
+        resume.check_model_dir(model_dir, os.path.exists(run.backup))
+        write_operative_config(output)
+        output.write_run_info({
+            "dataset": dataset, "cache_features": cache_features,
+            "feature_dir": feature_dir, "epochs": epochs,
+            "steps_per_epoch": data.steps_per_epoch,
+            "batch_size": batch_size, "seed": seed,
+            "mixed_precision": mixed_precision,
+            "hubness_correction": hubness_correction is not None,
+            "versions": {"vse_tf": vse_tf.__version__,
+                         "tensorflow": tf.__version__,
+                         "keras": keras.__version__}})
+        print(f"Training on {dataset} with {type(loss).__name__}: {epochs} "
+              f"epochs x {data.steps_per_epoch} steps of {batch_size} pairs, "
+              f"{strategy.num_replicas_in_sync} replica(s).")
+        fit(model, data, run, output, epochs, batch_size, seed)
+        if not worker.is_chief:
+            return None
+        return finish(model, run, dataset, data_dir, export,
+                      projector_images, hubness_correction, data, started)
+
+
+@dataclasses.dataclass
+class TrainingData:
+    """What `prepare_data` gives the other steps. `train` and `val` are
+    examples, replaced by cached features when heads train alone."""
+    train: tf.data.Dataset
+    val: tf.data.Dataset
+    captions: tf.data.Dataset
+    steps_per_epoch: int
+
+
+def prepare_data(dataset, data_dir, batch_size, steps_per_epoch=None,
+                 hubness_correction=None):
+    """The train and val splits, and the steps of an epoch; a UserError
+    for a batch or correction the data cannot fill."""
+    train_examples = pipeline.load_examples(dataset, "train", data_dir)
+    val_examples = pipeline.load_examples(dataset, "val", data_dir)
+    # At least: COCO's train split may keep 5 to 7 captions an image.
+    pairs = int(train_examples.cardinality()) * (
+        train_examples.element_spec["captions"].shape[0] or 5)
+    if batch_size > pairs:
+        raise errors.UserError(
+            f"train.batch_size = {batch_size} is larger than the train split "
+            f"of {dataset!r}, which has {pairs} image-caption pairs; one "
+            "batch would repeat pairs. Use a batch of at most that size.")
+    if hubness_correction is not None:
+        # Before training, not after it.
+        hubness_correction.check_bank_size(
+            int(train_examples.cardinality()))
+    return TrainingData(
+        train_examples, val_examples,
+        pipeline.load_captions(dataset, "train", data_dir),
+        steps_per_epoch or max(pairs // batch_size, 1))
+
+
+@dataclasses.dataclass
+class Model:
+    """What `build` gives: the dual encoder, and what `fit` trains (the
+    encoder itself, or its heads on cached features)."""
+    encoder: dual_encoder.DualEncoder
+    trained: dual_encoder.DualEncoder
+    fine_tuner: keras.callbacks.Callback = None
+    feature_dir: str = None
+
+
+def build(vocabulary, loss, batch_size, jit_compile, cache_features,
+          feature_dir, data, strategy):
+    """The compiled model; with `cache_features`, also its heads, and
+    `data` then holds the backbones' features in place of the splits."""
+    with strategy.scope():
+        encoder = build_model(vocabulary, loss, global_batch_size=batch_size)
+    try:
+        # Checked here, before any feature extraction.
+        encoder.compile_step(jit_compile)
+    except ValueError as error:
+        raise errors.UserError(f"train.jit_compile = True: {error} Set it "
+                               "to False for this run.") from error
+    _log_caption_lengths(data.captions, encoder)
+    model = Model(encoder, encoder,
+                  fine_tuning.fine_tune_backbones(encoder, cache_features))
+    if cache_features:
+        model.feature_dir = feature_dir
+        data.train, data.val = (
+            features.cached_examples(encoder, examples, split, feature_dir)
+            for split, examples in (("train", data.train),
+                                    ("val", data.val)))
+        with strategy.scope():
+            model.trained = head_model(encoder, loss, batch_size)
+        model.trained.compile_step(jit_compile)
+    return model
+
+
+def fit(model, data, run, output, epochs, batch_size, seed):
+    """Keras's fit with the run's callbacks, from the epoch the backup
+    holds (0 without one).
+
+    Every worker reads the chief's backup (`run`) to resume, and writes
+    its own checkpoints (`output`).
+    """
+    backup = callbacks.BackupAndRestore(
+        run.backup, data.steps_per_epoch, write_dir=output.backup)
+    # A resumed run starts the data at the epoch it resumes, in the
+    # order a run never stopped would see it.
+    first_epoch = backup.restore(model.trained)
+    # Keras warns that fit's shuffle does not apply to a tf.data input;
+    # the pipeline shuffles images and pairs itself.
+    warnings.filterwarnings("ignore", message="`shuffle=True` was passed")
+    model.trained.fit(
+        pipeline.training_pairs(data.train, batch_size, seed=seed,
+                                steps_per_epoch=data.steps_per_epoch,
+                                first_epoch=first_epoch, epochs=epochs),
+        epochs=epochs, steps_per_epoch=data.steps_per_epoch,
+        initial_epoch=first_epoch,
+        callbacks=[
+            # Raises before any epoch-end callback can save broken
+            # weights.
+            callbacks.StopOnNonFiniteLoss(output.checkpoints),
+            *([model.fine_tuner] if model.fine_tuner else []),
+            # Before the rest, so that they log its val metrics.
+            callbacks.RetrievalValidation(data.val, output.checkpoints),
+            backup,
+            keras.callbacks.TensorBoard(output.logs),
+        ],
+        verbose=2 if os.environ.get("VSE_TF_QUIET_PROGRESS") else "auto")
+
+
+def finish(model, run, dataset, data_dir, export, projector_images,
+           correction, data, started):
+    """Test metrics, export and projector of the best checkpoint.
+
+    `data.train` is what `model.trained` trained on (cached features for
+    heads): the hubness correction's banks are their embeddings.
+    """
+    encoder, trained = model.encoder, model.trained
+    trained.load_weights(run.best_weights)
+    test_examples = pipeline.load_examples(dataset, "test", data_dir)
+    if correction is not None:
+        correction.fit(trained, data.train)
+        correction.save(run.hubness_banks)
+    scored = test_examples
+    if trained is not encoder:  # heads on cached features
+        scored = features.cached_examples(encoder, test_examples, "test",
+                                          model.feature_dir)
+    metrics = embedding.evaluate_model(trained, scored, correction=correction)
+    io_utils.write_json_atomic(run.metrics, metrics)
+    write_operative_config(run)
+    if export:
+        version = saved_model.export_towers(encoder, run.export,
+                                            correction=correction)
+        print(f"Exported both towers to {run.export} (version {version}).")
+    if projector_images:
+        projector.write_projector(encoder, test_examples, run.projector,
+                                  projector_images)
+    title = (f"\nTest metrics of the best checkpoint ({dataset}, "
+             f"{time.time() - started:.0f} s)")
+    if correction is not None:
+        print(evaluation.format_table(metrics["cosine"],
+                                      title=title + ", cosine:"))
+        title = (f"With the hubness correction (k = {correction.neighbours}"
+                 f", weight {correction.weight:g})")
+    print(evaluation.format_table(metrics, title=title + ":"))
+    return metrics
+
+
+def head_model(model, loss, global_batch_size):
+    """The model's heads, compiled to train on cached backbone features."""
+    return _built_and_compiled(model.head_model(), loss, global_batch_size)
+
+
+@contextlib.contextmanager
+def _precision_policy(name):
+    """Keras's global dtype policy for the models built inside."""
+    if name not in PRECISIONS:
+        raise errors.UserError(
+            f"Unknown train.mixed_precision {name!r}; use None, "
+            "'mixed_float16' or 'mixed_bfloat16'.")
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(name or "float32")
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
+def _log_caption_lengths(train_captions, model):
+    if model.tokenizer is None:
+        return  # a pretrained tokenizer: its own length rules
+    max_length = model.tokenizer.output_shape[-1]
+    cut, empty, total = text_towers.count_long_captions(
+        train_captions, max_length)
+    if cut or empty:
+        print(f"Train captions: {cut} of {total} ({100 * cut / total:.1f}%) "
+              f"are longer than {max_length - 1} words and are cut there "
+              f"(build_text_tower.max_length = {max_length}); {empty} are "
+              "empty and embed as the start token alone.")
