@@ -59,14 +59,14 @@ def test_resnet_weights_load_from_a_local_file(tmp_path):
                   embedding_dim=8)
     source = backbone_towers.build_backbone_tower(weights="random", **kwargs)
     path = str(tmp_path / "resnet50_notop.weights.h5")
-    source.get_layer("backbone").get_layer("resnet50").save_weights(path)
+    source.backbone.get_layer("resnet50").save_weights(path)
     loaded = backbone_towers.build_backbone_tower(weights=path, **kwargs)
     pixels = _pixels(40)
     np.testing.assert_allclose(
-        loaded.get_layer("backbone")(pixels),
-        source.get_layer("backbone")(pixels), rtol=1e-5, atol=1e-5)
+        loaded.backbone(pixels),
+        source.backbone(pixels), rtol=1e-5, atol=1e-5)
     # Frozen by default: only the head trains.
-    head = loaded.get_layer("head")
+    head = loaded.head
     assert loaded.trainable_weights == head.trainable_weights
     assert len(head.trainable_weights) == 2  # a linear head: kernel, bias
 
@@ -101,7 +101,7 @@ def test_a_keras_hub_preset_folder_is_a_backbone(tmp_path):
     # The class token of the preset's own ViT on the centre crop, scaled
     # to [-1, 1] as its converter says.
     expected = vit(pixels[:, 4:36, 4:36] / 127.5 - 1.0)[:, 0]
-    np.testing.assert_allclose(tower.get_layer("backbone")(pixels), expected,
+    np.testing.assert_allclose(tower.backbone(pixels), expected,
                                rtol=1e-4, atol=1e-5)
     with pytest.raises(WeightsError, match="not a keras-hub preset folder"):
         backbone_towers.build_backbone_tower(backbone=str(tmp_path),

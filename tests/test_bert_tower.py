@@ -28,32 +28,32 @@ def test_a_random_bert_from_a_vocabulary(vocabulary_file):
     assert embeddings.shape == (3, 8)
     np.testing.assert_allclose(np.linalg.norm(embeddings, axis=1), 1.0,
                                rtol=1e-5)
-    encoder = tower.get_layer(pretrained_towers.BACKBONE)
+    encoder = tower.backbone
     # WordPiece over the file's tokens: "cats" is "cat" + "##s".
     assert encoder.tokenizer.id_to_token(13) == "##s"
     ids = list(np.asarray(encoder.tokenizer("the cats")))
     assert [TOKENS[i] for i in ids] == ["the", "cat", "##s"]
     # Fine-tuned by default: BERT's weights train with the head.
     assert len(tower.trainable_weights) > len(
-        tower.get_layer(pretrained_towers.HEAD).trainable_weights)
+        tower.head.trainable_weights)
 
 
 def test_a_keras_hub_preset_folder_gives_the_same_bert(tmp_path,
                                                        vocabulary_file):
     tower = pretrained_towers.build_bert_tower(
         vocabulary_file=vocabulary_file, weights="random", **SIZE)
-    encoder = tower.get_layer(pretrained_towers.BACKBONE)
+    encoder = tower.backbone
     folder = str(tmp_path / "bert")
     encoder.backbone.save_to_preset(folder)
     encoder.tokenizer.save_to_preset(folder)
     loaded = pretrained_towers.build_bert_tower(preset=folder, **SIZE)
     np.testing.assert_allclose(
-        loaded.get_layer(pretrained_towers.BACKBONE)(CAPTIONS),
+        loaded.backbone(CAPTIONS),
         encoder(CAPTIONS), rtol=1e-5, atol=1e-6)
     fresh = pretrained_towers.build_bert_tower(preset=folder,
                                                weights="random", **SIZE)
     assert not np.allclose(
-        fresh.get_layer(pretrained_towers.BACKBONE)(CAPTIONS),
+        fresh.backbone(CAPTIONS),
         encoder(CAPTIONS), atol=1e-3)
 
 
@@ -76,7 +76,7 @@ def test_pooled_layers_join_each_layers_normalized_mean(vocabulary_file):
     tower = pretrained_towers.build_bert_tower(
         vocabulary_file=vocabulary_file, weights="random",
         pooled_layers=(1, 3), **size)
-    encoder = tower.get_layer(pretrained_towers.BACKBONE)
+    encoder = tower.backbone
     assert encoder.output_dim == 32
     joined = encoder(CAPTIONS).numpy()
     assert joined.shape == (3, 32)
@@ -122,4 +122,4 @@ def test_projection_heads_join_unit_vectors(vocabulary_file):
     for half in (embeddings[:, :8], embeddings[:, 8:]):
         np.testing.assert_allclose(np.linalg.norm(half, axis=1),
                                    np.sqrt(0.5), rtol=1e-5)
-    assert pretrained_towers.count_projection_heads(tower) == 2
+    assert tower.projection_heads == 2

@@ -5,13 +5,11 @@ from types import SimpleNamespace
 import numpy as np
 import tensorflow as tf
 
-from vse_tf.models import pretrained_towers
 from vse_tf.training import features
 
 
 def _tower(backbone):
-    return SimpleNamespace(get_layer=lambda name: {
-        pretrained_towers.BACKBONE: backbone}[name])
+    return SimpleNamespace(backbone=backbone)
 
 
 def test_captions_sorted_by_length_come_back_in_place(monkeypatch):
@@ -32,9 +30,10 @@ def test_captions_sorted_by_length_come_back_in_place(monkeypatch):
         return tf.cast(tf.stack([tf.strings.length(texts), spaces], 1),
                        tf.float32)
 
-    model = SimpleNamespace(
-        image_tower=_tower(lambda x, training: tf.reduce_mean(x, [1, 2])),
-        text_tower=_tower(text_backbone))
+    towers = (_tower(lambda x, training: tf.reduce_mean(x, [1, 2])),
+              _tower(text_backbone))
+    model = SimpleNamespace(image_tower=towers[0], text_tower=towers[1],
+                            backbones=lambda: [t.backbone for t in towers])
     # Batches smaller than the data, so that sorting crosses batches.
     arrays = features.compute_features(model, examples, batch_size=3,
                                        caption_batch_size=4)

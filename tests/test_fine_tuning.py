@@ -84,10 +84,11 @@ def _model():
 
 
 def _weights(model, part):
-    """Every weight of both towers' sub-models named `part`, copied."""
+    """Every weight of both towers' `part` ("backbone" or "head"),
+    copied."""
     return [w.numpy().copy() for tower in (model.image_tower,
                                            model.text_tower)
-            for w in tower.get_layer(part).weights]
+            for w in getattr(tower, part).weights]
 
 
 class _Snapshots(keras.callbacks.Callback):
@@ -154,7 +155,7 @@ def test_backbones_learn_at_the_multiple_of_the_rate():
     # gradient step.
     trainable = [w.trainable for tower in (model.image_tower,
                                            model.text_tower)
-                 for w in tower.get_layer("backbone").weights]
+                 for w in tower.backbone.weights]
     assert trainable.count(False) == 2
     for is_trainable, t1, t2, f1, f2 in zip(
             trainable, tenth[1]["backbone"], tenth[2]["backbone"],

@@ -152,11 +152,10 @@ def test_folded_batch_norm_computes_the_same_function(lite0):
     np.testing.assert_allclose(folded.predict(pixels, verbose=0), expected,
                                atol=2e-4, rtol=1e-5)
     # A fine-tunable tower keeps its batch norms; a frozen one folds them.
-    from vse_tf.models import pretrained_towers
     for trainable, has_bn in ((True, True), (False, False)):
         tower = efficientnet_towers.build_efficientnet_tower(
             weights="random", trainable_backbone=trainable)
-        backbone = tower.get_layer(pretrained_towers.BACKBONE)
+        backbone = tower.backbone
         assert has_bn == any(type(layer).__name__ == "BatchNormalization"
                              for layer in backbone.layers)
 
@@ -317,7 +316,7 @@ def test_glove_initialises_the_gru_tower_word_embeddings():
     tower = text_towers.build_text_tower(vocabulary, word_dim=50, units=8,
                                          embedding_dim=4,
                                          word_vectors="glove-6b-50d")
-    table = tower.get_layer(text_towers.ENCODER).get_layer(
+    table = tower.encoder.get_layer(
         "word_embedding").get_weights()[0]
     words, vectors = glove.load()
     assert len(words) == 400_000 and vectors.shape == (400_000, 50)

@@ -60,11 +60,11 @@ def test_an_ensemble_joins_each_network_at_its_own_resolution():
         variant=("lite0", "lite1"), image_size=64, weights="random",
         hidden_units=0, embedding_dim=4, pooled_stages=(7,),
         mirror_view=True)
-    backbone = tower.get_layer(pretrained_towers.BACKBONE)
+    backbone = tower.backbone
     dim = (efficientnet_lite.feature_dim("lite0", (7,)) +
            efficientnet_lite.feature_dim("lite1", (7,)))
     assert backbone.output_shape == (None, 2, dim)
-    assert tower.get_layer(pretrained_towers.HEAD).input_shape == (
+    assert tower.head.input_shape == (
         None, 2, dim)
     pixels = np.random.default_rng(0).uniform(0, 255, (2, 64, 64, 3))
     features = backbone(pixels).numpy()
@@ -101,19 +101,19 @@ def test_fine_tuned_stages_start_as_the_frozen_network():
     frozen = efficientnet_towers.build_efficientnet_tower(**settings)
     # The backbone keeps Lite0 to stage 5 (a 14 x 14 x 112 map) and all
     # of Lite1; the head holds Lite0's stages 6 and 7, which train.
-    backbone = tuned.get_layer(pretrained_towers.BACKBONE)
+    backbone = tuned.backbone
     assert backbone.output_shape == (
         None, 2, 14 * 14 * 112 + efficientnet_lite.feature_dim(
             "lite1", (5, 6, 7)))
     assert not backbone.trainable_weights
-    head = tuned.get_layer(pretrained_towers.HEAD)
+    head = tuned.head
     top = head.get_layer("each_view").inner.get_layer(
         f"{efficientnet_towers.FINE_TUNED}_lite0")
     assert {w.path.split("/")[0] for w in top.trainable_weights} >= {
         "blocks.11.expand_conv", "blocks.15.project_conv", "conv_head"}
     # With the same projection, both towers embed alike: the ImageNet
     # weights of the fine-tuned stages, the same features.
-    inner = [tower.get_layer(pretrained_towers.HEAD).get_layer(
+    inner = [tower.head.get_layer(
         "each_view").inner.get_layer("projection") for tower in (tuned, frozen)]
     inner[1].set_weights(inner[0].get_weights())
     pixels = np.random.default_rng(0).uniform(0, 255, (2, 224, 224, 3))
