@@ -18,6 +18,7 @@ def _split(strategy, array):
                                               1)]))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind,projection_heads", [
     *((kind, 1) for kind in KINDS), ("all", 2), ("vse++", 2)])
 def test_loss_and_gradients_equal_single_device(kind, projection_heads,
@@ -60,6 +61,7 @@ def test_loss_and_gradients_equal_single_device(kind, projection_heads,
         expected_gy.numpy(), atol=1e-6)
 
 
+@pytest.mark.slow
 def test_uneven_replica_batches_use_the_right_positives(two_replicas):
     # 3 pairs on one replica and 2 on the other (an epoch's last batch).
     rng = np.random.default_rng(1)

@@ -45,6 +45,7 @@ def one_step(model, loss):
     return history.history["loss"][0], [w.numpy() for w in model.weights]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("loss", [
     losses.AllNegativesLoss(), losses.HardestNegativeLoss(margin=0.5),
     losses.HingeLoss(max_violation=False)], ids=["all", "hardest", "vse0"])
@@ -81,6 +82,7 @@ def _fit(model, loss, optimizer, steps=3):
     return [w.numpy() for w in model.weights]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("clip", [
     {"global_clipnorm": 1e-3}, {"clipnorm": 1e-3}, {"clipvalue": 1e-4}],
     ids=["global_clipnorm", "clipnorm", "clipvalue"])

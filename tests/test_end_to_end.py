@@ -17,6 +17,7 @@ from vse_tf.evaluation import embedding
 from vse_tf.training import runs
 
 
+@pytest.mark.slow
 def test_training_writes_every_output(trained_run):
     model_dir, result = trained_run
     for path in ("operative_config.gin", "vocabulary.txt",
@@ -40,6 +41,7 @@ def test_training_writes_every_output(trained_run):
     assert not leftovers
 
 
+@pytest.mark.slow
 def test_test_metrics_are_those_of_the_best_checkpoint(trained_run,
                                                        tfds_dir):
     # Embedded again here from the best checkpoint, ranked by brute force
@@ -64,6 +66,7 @@ def test_test_metrics_are_those_of_the_best_checkpoint(trained_run,
     assert metrics["t2i_meanr"] == pytest.approx(t2i.mean() + 1)
 
 
+@pytest.mark.slow
 def test_operative_config_repeats_the_run(trained_run):
     model_dir, _ = trained_run
     with open(os.path.join(model_dir, "operative_config.gin")) as f:
@@ -73,6 +76,7 @@ def test_operative_config_repeats_the_run(trained_run):
     assert "build_text_tower.units = 8" in config
 
 
+@pytest.mark.slow
 def test_tensorboard_logs_hold_recall_and_learning_rate(trained_run):
     import tensorflow as tf
     model_dir, _ = trained_run
@@ -89,6 +93,7 @@ def test_tensorboard_logs_hold_recall_and_learning_rate(trained_run):
         "validation"]
 
 
+@pytest.mark.slow
 def test_evaluate_reproduces_the_test_metrics(trained_run, tfds_dir,
                                               tmp_path):
     model_dir, _ = trained_run
@@ -98,6 +103,7 @@ def test_evaluate_reproduces_the_test_metrics(trained_run, tfds_dir,
     assert "image->text" in result.stdout
 
 
+@pytest.mark.slow
 def test_unknown_binding_names_it_and_suggests(tmp_path):
     result = run_tool("train", "--gin_file=gin/demo.gin",
                       "--gin_bindings=train.epocs = 2",
@@ -112,6 +118,7 @@ def test_unknown_binding_names_it_and_suggests(tmp_path):
     assert not os.listdir(tmp_path)
 
 
+@pytest.mark.slow
 def test_missing_gin_file_is_a_clear_error(tmp_path):
     result = run_tool("train", "--gin_file=gin/nope.gin",
                       f"--model_dir={tmp_path}")
@@ -120,6 +127,7 @@ def test_missing_gin_file_is_a_clear_error(tmp_path):
         result.stderr)
 
 
+@pytest.mark.slow
 def test_unwritable_model_dir_is_a_clear_error(tmp_path, tfds_dir):
     blocker = tmp_path / "file"
     blocker.write_text("")
@@ -130,6 +138,7 @@ def test_unwritable_model_dir_is_a_clear_error(tmp_path, tfds_dir):
         result.stderr)
 
 
+@pytest.mark.slow
 def test_evaluate_without_checkpoint_is_a_clear_error(tmp_path):
     result = run_tool("evaluate", "--gin_file=gin/demo.gin",
                       f"--model_dir={tmp_path}")

@@ -159,6 +159,7 @@ def test_undecodable_bytes_are_an_invalid_argument(served):
     assert "image_bytes" in report["errors"]["empty"][1]
 
 
+@pytest.mark.slow
 def test_saved_model_cli_lists_the_signatures(trained_run):
     model_dir, _ = trained_run
     shown = {}
@@ -188,6 +189,7 @@ def _tree(path):
                   for name in dirs + files)
 
 
+@pytest.mark.slow
 def test_export_cli_adds_versions_and_never_overwrites(trained_run,
                                                        tmp_path):
     model_dir, _ = trained_run
@@ -208,6 +210,7 @@ def test_export_cli_adds_versions_and_never_overwrites(trained_run,
     assert _tree(export_dir) == before
 
 
+@pytest.mark.slow
 def test_export_without_a_checkpoint_is_a_clear_error(tmp_path):
     result = run_tool("export", f"--model_dir={tmp_path}")
     assert result.returncode == 2
@@ -217,6 +220,7 @@ def test_export_without_a_checkpoint_is_a_clear_error(tmp_path):
 
 
 
+@pytest.mark.slow
 def test_each_weight_is_stored_once(trained_run):
     model_dir, _ = trained_run
     config.load_gin_for_run(model_dir)

@@ -8,6 +8,7 @@ import sys
 import time
 
 import numpy as np
+import pytest
 
 from tests.conftest import REPO
 from tests.conftest import bindings
@@ -31,6 +32,7 @@ def _read_json(path):
         return json.load(f)
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_the_uninterrupted_weights(tfds_dir,
                                                           tmp_path):
     # Killed with SIGKILL during epoch 2 of 3, rerun with the same command:
@@ -83,6 +85,7 @@ def test_killed_run_resumes_to_the_uninterrupted_weights(tfds_dir,
         whole_dir / "metrics.json")
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_the_run_and_keeps_the_best_checkpoint(tfds_dir,
                                                               tmp_path):
     # A sane first epoch, then a learning rate that blows the weights up.

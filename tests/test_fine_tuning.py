@@ -31,6 +31,7 @@ def test_a_multiplier_scales_the_variables_update(name):
         np.testing.assert_allclose(plain.numpy(), [2.9], rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_the_multiplier_holds_across_replicas(two_replicas):
     strategy = two_replicas
     with strategy.scope():

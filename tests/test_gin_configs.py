@@ -3,9 +3,9 @@
 import glob
 import os
 
+import gin
 import pytest
 
-import gin
 from tests.conftest import REPO
 from vse_tf import errors
 from vse_tf.cli import config

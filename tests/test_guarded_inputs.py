@@ -51,6 +51,7 @@ def test_good_tf_config_and_no_tf_config(monkeypatch):
     assert distribute.cluster_config() == config
 
 
+@pytest.mark.slow
 def test_bad_tf_config_stops_the_trainer_before_training(tmp_path):
     result = run_tool("train", "--gin_file=gin/demo.gin", *bindings(),
                       f"--model_dir={tmp_path}",
@@ -91,6 +92,7 @@ def test_unknown_strategy_is_a_user_error():
 # Batch sizes
 
 
+@pytest.mark.slow
 def test_batch_not_divisible_by_replicas(two_replicas):
     distribute.check_batch_size(16, two_replicas)
     with pytest.raises(errors.UserError, match="does not split over 2 replicas"
@@ -98,6 +100,7 @@ def test_batch_not_divisible_by_replicas(two_replicas):
         distribute.check_batch_size(15, two_replicas)
 
 
+@pytest.mark.slow
 def test_batch_larger_than_the_dataset(tfds_dir, tmp_path):
     # shapes/tiny has 256 train images x 5 captions.
     result = run_tool("train", "--gin_file=gin/demo.gin",
@@ -119,6 +122,7 @@ def test_long_and_empty_captions_are_counted():
     assert text_towers.count_long_captions(captions, 6) == (0, 2, 5)
 
 
+@pytest.mark.slow
 def test_training_logs_how_many_captions_are_cut(trained_run, tfds_dir,
                                                  tmp_path):
     _, result = trained_run
@@ -171,6 +175,7 @@ def test_every_tower_factory_defines_the_model():
         ("build_precomputed_tower.pooling", "'mean'", "'gpo'")]
 
 
+@pytest.mark.slow
 def test_resuming_with_another_model_names_the_bindings(trained_run,
                                                         tfds_dir, tmp_path):
     import shutil

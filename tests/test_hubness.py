@@ -169,6 +169,7 @@ def test_run_fits_banks_on_train_and_reports_both_scorings(corrected_run,
     assert "cosine:" in result.stdout and "hubness correction" in result.stdout
 
 
+@pytest.mark.slow
 def test_evaluate_scores_the_run_as_it_was_trained(corrected_run, tfds_dir,
                                                    tmp_path):
     model_dir, _ = corrected_run
@@ -179,6 +180,7 @@ def test_evaluate_scores_the_run_as_it_was_trained(corrected_run, tfds_dir,
         pytest.approx({k: v for k, v in trained.items() if k != "cosine"}))
 
 
+@pytest.mark.slow
 def test_exported_towers_serve_the_hubness_of_their_banks(corrected_run,
                                                           tfds_dir, tmp_path):
     model_dir, _ = corrected_run
@@ -207,6 +209,7 @@ def test_exported_towers_serve_the_hubness_of_their_banks(corrected_run,
         atol=1e-5)
 
 
+@pytest.mark.slow
 def test_search_ranks_by_the_corrected_score(corrected_run, tfds_dir,
                                              tmp_path):
     model_dir, _ = corrected_run
@@ -239,6 +242,7 @@ def test_search_ranks_by_the_corrected_score(corrected_run, tfds_dir,
                                np.sort(scores)[::-1], atol=1e-3)
 
 
+@pytest.mark.slow
 def test_too_small_a_train_split_for_k_is_a_clear_error(tfds_dir, tmp_path):
     result = run_tool("train", "--gin_file=gin/demo.gin", *bindings([
         "train.hubness_correction = @HubnessCorrection()",

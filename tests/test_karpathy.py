@@ -116,6 +116,7 @@ def test_broken_layouts_name_the_file_and_the_fix(tmp_path, breakage,
         karpathy.load_examples("flickr8k", "train", str(tmp_path))
 
 
+@pytest.mark.slow
 def test_training_on_raw_images_survives_a_bad_file(tmp_path):
     base = write_dataset(tmp_path, "flickr8k",
                          ["train"] * 8 + ["val"] * 3 + ["test"] * 3)
@@ -131,6 +132,7 @@ def test_training_on_raw_images_survives_a_bad_file(tmp_path):
     assert "Test metrics" in result.stdout
 
 
+@pytest.mark.slow
 def test_missing_dataset_is_one_paragraph_not_a_traceback(tmp_path):
     result = run_tool("train", "--gin_file=gin/demo.gin",
                       *bindings(["train.dataset = 'flickr30k'"]),

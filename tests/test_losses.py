@@ -283,3 +283,32 @@ def test_towers_and_loss_must_agree_on_projection_heads():
     assert built.image_tower.output_shape == (None, 8)
     with pytest.raises(errors.UserError, match="projection_heads"):
         trainer._built_and_compiled(model(2), losses.AllNegativesLoss(), None)
+
+
+def test_a_new_loss_needs_only_its_direction_rule():
+    # The extension point of the docstring of CrossModalLoss: a margin over
+    # the mean negative, against a NumPy reference of both directions.
+    class MeanNegativeLoss(losses.CrossModalLoss):
+        def direction_loss(self, scores, positive_scores, negative,
+                           temperature):
+            mean = tf.reduce_sum(tf.where(negative, scores, 0.0), 1) / (
+                tf.reduce_sum(tf.cast(negative, tf.float32), 1))
+            return tf.nn.relu(0.2 + mean - positive_scores)
+
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((6, 4)).astype(np.float32)
+    y = rng.standard_normal((6, 4)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    y /= np.linalg.norm(y, axis=1, keepdims=True)
+    ids = np.array([0, 0, 1, 2, 3, 3], np.float32)  # two images twice
+    scores = x @ y.T
+    negative = ids[:, None] != ids[None, :]
+    positive = np.diag(scores)
+
+    def direction(s):
+        mean = (s * negative).sum(1) / negative.sum(1)
+        return np.maximum(0.0, 0.2 + mean - positive)
+
+    expected = (direction(scores) + direction(scores.T)).mean()
+    value = MeanNegativeLoss()(ids, {"image": x, "text": y})
+    np.testing.assert_allclose(float(value), expected, rtol=1e-5)

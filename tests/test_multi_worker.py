@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from tests.conftest import REPO
@@ -55,6 +56,7 @@ def _train_one_process(tfds_dir, model_dir, extra):
                                      "latest.weights.h5"))
 
 
+@pytest.mark.slow
 def test_two_workers_train_like_one_process(tfds_dir, tmp_path):
     single_dir = tmp_path / "single"
     expected = _train_one_process(tfds_dir, single_dir, [])

@@ -1,4 +1,4 @@
-"""The optimizers' clip: what it hooks into, and where it acts."""
+"""The optimizers' clip: where it acts (its hooks: tests/test_compat.py)."""
 
 import keras
 import numpy as np
@@ -6,17 +6,6 @@ import pytest
 import tensorflow as tf
 
 from vse_tf.training import optimizers
-
-
-def test_keras_still_has_the_hooks_the_clip_replaces():
-    # ClipAfterReplicaSum overrides two private methods of Keras 3's
-    # TensorFlow optimizer; a release without them would clip per replica
-    # again, silently.
-    base = keras.src.backend.tensorflow.optimizer.TFOptimizer
-    for name in ("_clip_gradients", "_all_reduce_sum_gradients"):
-        assert callable(getattr(base, name, None)), (
-            f"Keras {keras.__version__} has no TFOptimizer.{name}: "
-            "vse_tf.optimizers.ClipAfterReplicaSum needs porting.")
 
 
 @pytest.mark.parametrize("clip", [{"global_clipnorm": 1e-2},

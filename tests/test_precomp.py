@@ -209,6 +209,7 @@ def test_coco_precomp_1k_folds_rank_within_each_fold(tmp_path):
     assert metrics["coco1k"]["t2i_meanr"] < metrics["coco5k"]["t2i_meanr"]
 
 
+@pytest.mark.slow
 def test_missing_precomp_data_through_the_cli(tmp_path):
     result = run_tool("train", "--gin_file=gin/f30k_precomp.gin",
                       f"--model_dir={tmp_path / 'run'}",

@@ -253,6 +253,7 @@ def test_missing_weights_name_the_package(monkeypatch, tmp_path):
         glove.files()
 
 
+@pytest.mark.slow
 @needs_lite012
 @needs_minilm
 def test_flickr8k_config_trains_heads_on_cached_features(tmp_path):
@@ -316,7 +317,7 @@ def test_glove_initialises_the_gru_tower_word_embeddings():
     tower = text_towers.build_text_tower(vocabulary, word_dim=50, units=8,
                                          embedding_dim=4,
                                          word_vectors="glove-6b-50d")
-    table = tower.encoder.get_layer(
+    table = tower.encoder().get_layer(
         "word_embedding").get_weights()[0]
     words, vectors = glove.load()
     assert len(words) == 400_000 and vectors.shape == (400_000, 50)

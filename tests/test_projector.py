@@ -85,6 +85,7 @@ def test_projector_serves_one_run_with_every_point(projector_server):
         PROJECTED_IMAGES * (1 + CAPTIONS_PER_IMAGE), 8]
 
 
+@pytest.mark.slow
 def test_points_are_the_image_then_caption_embeddings(
         projector_server, trained_run, test_split):
     model_dir, _ = trained_run
@@ -127,6 +128,7 @@ def test_sprite_shows_each_image_as_its_picture(projector_server,
         np.testing.assert_allclose(tile, test_split[index]["image"], atol=1)
 
 
+@pytest.mark.slow
 def test_projector_cli_rewrites_the_dir_whole(trained_run, tfds_dir,
                                               tmp_path):
     model_dir, _ = trained_run
@@ -144,6 +146,7 @@ def test_projector_cli_rewrites_the_dir_whole(trained_run, tfds_dir,
         assert len(f.read().splitlines()) == 3 * 6
 
 
+@pytest.mark.slow
 def test_projector_without_a_run_is_a_clear_error(tmp_path):
     result = run_tool("projector", f"--model_dir={tmp_path}")
     assert result.returncode == 2

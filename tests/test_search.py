@@ -53,6 +53,7 @@ def _hits(stdout):
     return re.findall(r"^\s+\d+\.\s+-?[\d.]+\s+(.+)$", stdout, re.M)
 
 
+@pytest.mark.slow
 def test_text_query_ranks_images_by_cosine(trained_run, photo_folder,
                                            tmp_path):
     model_dir, _ = trained_run
@@ -85,6 +86,7 @@ def test_text_query_ranks_images_by_cosine(trained_run, photo_folder,
     np.testing.assert_array_equal(tile, np.asarray(top)[20:])
 
 
+@pytest.mark.slow
 def test_index_is_reused_until_the_images_change(trained_run, photo_folder,
                                                  tmp_path):
     model_dir, _ = trained_run
@@ -107,6 +109,7 @@ def test_index_is_reused_until_the_images_change(trained_run, photo_folder,
     assert "photo7.png" in _hits(grown.stdout)
 
 
+@pytest.mark.slow
 def test_split_of_a_dataset_is_searchable(trained_run, tfds_dir, tmp_path):
     model_dir, _ = trained_run
     result = run_tool("search",
@@ -118,6 +121,7 @@ def test_split_of_a_dataset_is_searchable(trained_run, tfds_dir, tmp_path):
     assert len(_hits(result.stdout)) == 5
 
 
+@pytest.mark.slow
 def test_caption_for_an_image_ranks_the_caption_file(trained_run,
                                                      photo_folder, tmp_path):
     model_dir, _ = trained_run
@@ -136,6 +140,7 @@ def test_caption_for_an_image_ranks_the_caption_file(trained_run,
     assert _hits(result.stdout) == expected
 
 
+@pytest.mark.slow
 def test_missing_query_file_is_a_clear_error(trained_run, photo_folder,
                                              tmp_path):
     model_dir, _ = trained_run
@@ -151,6 +156,7 @@ def test_missing_query_file_is_a_clear_error(trained_run, photo_folder,
     assert os.listdir(tmp_path) == []
 
 
+@pytest.mark.slow
 def test_export_dir_without_towers_is_a_clear_error(photo_folder, tmp_path):
     folder, _ = photo_folder
     result = run_tool("search", f"--export_dir={tmp_path}",

@@ -154,6 +154,7 @@ def test_round_trip_returns_the_towers_embeddings(
         np.testing.assert_allclose(got, expected, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_cli_prints_embeddings_from_a_server(rest_stand_in, png, tmp_path):
     image = tmp_path / "photo.png"
     image.write_bytes(png)
@@ -164,6 +165,7 @@ def test_cli_prints_embeddings_from_a_server(rest_stand_in, png, tmp_path):
     assert "image_tower" in result.stdout
 
 
+@pytest.mark.slow
 def test_unreachable_server_is_a_clear_error():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -34,10 +34,9 @@ wider head.
 
 import math
 
+import gin
 import keras
 import tensorflow as tf
-
-import gin
 
 
 def _gather_across_replicas(local):
@@ -53,8 +52,21 @@ def _gather_across_replicas(local):
   return gathered, offset
 
 
-class _CrossModalLoss(keras.losses.Loss):
-  """Scores both directions and leaves the per-direction rule to subclasses."""
+class CrossModalLoss(keras.losses.Loss):
+  """The base of every loss here, and of a new one.
+
+  It gathers the candidates of all replicas, masks the pairs of one image,
+  splits the projection heads, and scores both directions; a subclass gives
+  only the rule of one direction, `direction_loss`, e.g. a margin over the
+  mean negative:
+
+      class MeanNegativeLoss(CrossModalLoss):
+        def direction_loss(self, scores, positive_scores, negative,
+                           temperature):
+          mean = tf.reduce_sum(tf.where(negative, scores, 0.), 1) / (
+              tf.reduce_sum(tf.cast(negative, tf.float32), 1))
+          return tf.nn.relu(0.2 + mean - positive_scores)
+  """
 
   def __init__(self,
                temperature=0.1,
@@ -140,7 +152,7 @@ class _CrossModalLoss(keras.losses.Loss):
 
 @gin.configurable
 @keras.saving.register_keras_serializable(package="vse_tf")
-class AllNegativesLoss(_CrossModalLoss):
+class AllNegativesLoss(CrossModalLoss):
   """Normalized cross-entropy over all cross-modal negatives (ConVSE).
 
       l_i = -log( exp(s_ii/t) / (exp(s_ii/t) + sum_{j in N(i)} exp(s_ij/t)) )
@@ -163,7 +175,7 @@ class AllNegativesLoss(_CrossModalLoss):
 
 @gin.configurable
 @keras.saving.register_keras_serializable(package="vse_tf")
-class HardestNegativeLoss(_CrossModalLoss):
+class HardestNegativeLoss(CrossModalLoss):
   """The positive against the hardest cross-modal negative (ConVSE++).
 
       l_i = max(0, -log( exp(s_ii/t) / exp((max_{j in N(i)} s_ij + m)/t) ))
@@ -194,7 +206,7 @@ class HardestNegativeLoss(_CrossModalLoss):
 
 @gin.configurable
 @keras.saving.register_keras_serializable(package="vse_tf")
-class HingeLoss(_CrossModalLoss):
+class HingeLoss(CrossModalLoss):
   """The VSE++ (Faghri et al., 2018) ranking hinge with margin a.
 
       VSE0  (max_violation=False): l_i = sum_{j in N(i)} [a - s_ii + s_ij]+

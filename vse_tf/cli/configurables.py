@@ -6,9 +6,9 @@ config may reference (learning-rate schedules) are registered here with
 models directly.
 """
 
+import gin
 import keras
 
-import gin
 from vse_tf import losses  # noqa: F401
 from vse_tf.data import coco  # noqa: F401
 from vse_tf.data import karpathy_tfds  # noqa: F401

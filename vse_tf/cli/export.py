@@ -5,7 +5,7 @@
 
 writes EXPORT/image_tower/N/ and EXPORT/text_tower/N/ from the run's best
 checkpoint (with its hubness correction, where the run fitted one); see
-`vse_tf.export_lib` for the signatures.
+`vse_tf.serving.saved_model` for the signatures.
 """
 
 import os

@@ -4,7 +4,7 @@
     tensorboard --logdir DIR/projector
 
 embeds the split's first images and their captions with the run's best
-checkpoint; see `vse_tf.projector_lib` for the files.
+checkpoint; see `vse_tf.serving.projector` for the files.
 """
 
 

@@ -7,10 +7,10 @@
 
 Loads the newest version of each tower from EXPORT with TensorFlow alone,
 as a deployment would. Images are embedded once and cached (see
-`vse_tf.image_index`); every query is scored against all of them by one
-matrix product, exactly (the cosine, less the hubness of both sides where
-the towers serve one: see `vse_tf.hubness`). --html writes a page of the
-top-k thumbnails per query.
+`vse_tf.serving.image_index`); every query is scored against all of them
+by one matrix product, exactly (the cosine, less the hubness of both sides
+where the towers serve one: see `vse_tf.evaluation.hubness`). --html writes
+a page of the top-k thumbnails per query.
 """
 
 import argparse

@@ -6,7 +6,7 @@
         --image photo.jpg
 
 Sends captions to the text tower or image files to the image tower (their
-`serving_default` signatures, see `vse_tf.export_lib`) and prints the
+`serving_default` signatures, see `vse_tf.serving.saved_model`) and prints the
 embeddings. REST speaks TF Serving's JSON API (image bytes base64-encoded as
 {"b64": ...}); gRPC sends a PredictRequest from tensorflow-serving-api
 (`pip install 'vse_tf[serving]'`).

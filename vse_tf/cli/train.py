@@ -3,7 +3,8 @@
     python -m vse_tf.train --gin_file=gin/demo.gin --model_dir=runs/demo
 
 Every experiment value (data, towers, loss, optimizer, schedule) comes from
---gin_file and --gin_bindings; see `vse_tf.trainer.train` for the outputs.
+--gin_file and --gin_bindings; see `vse_tf.training.trainer.train` for the
+outputs.
 """
 
 from vse_tf import errors

@@ -21,10 +21,10 @@ and cropped by the serving signature's own function
 (`images.resize_and_crop`).
 """
 
+import gin
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-import gin
 from vse_tf import errors
 from vse_tf.data import images
 

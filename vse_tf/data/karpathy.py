@@ -25,10 +25,10 @@ import functools
 import json
 import os
 
+import gin
 import numpy as np
 import tensorflow as tf
 
-import gin
 from vse_tf import errors
 from vse_tf.data import images
 

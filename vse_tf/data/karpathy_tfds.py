@@ -17,11 +17,11 @@ multi-worker runs split by file.
 
 import dataclasses
 
+import gin
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-import gin
 from vse_tf.data import images
 from vse_tf.data import karpathy
 

@@ -7,20 +7,12 @@ across images; evaluation keeps the image order with captions in order, so
 caption j belongs to image j // C.
 """
 
-import os
 
 import numpy as np
 import tensorflow as tf
-import tensorflow_datasets as tfds
 
-from vse_tf.data import coco
-from vse_tf.data import karpathy
-from vse_tf.data import karpathy_tfds
-from vse_tf.data import precomp
-from vse_tf.data import shapes
-from vse_tf.errors import DatasetError
+from vse_tf.data import sources
 
-BUILT_IN = {"shapes": shapes.Shapes}
 # A train split is cached in memory (decoded images, read features) when it
 # fits in this; otherwise it is read again each epoch.
 CACHE_BUDGET_BYTES = 8 << 30
@@ -55,47 +47,8 @@ def load_captions(dataset, split, data_dir=None):
 
 
 def _load(dataset, split, data_dir, captions_only):
-    if dataset in karpathy.DATASETS:
-        return karpathy.load_examples(dataset, split, data_dir,
-                                      captions_only=captions_only)
-    if dataset in precomp.DATASETS:
-        return precomp.load_examples(dataset, split, data_dir,
-                                     captions_only=captions_only)
-    if dataset == coco.NAME:
-        return coco.coco_captions(split, data_dir,
-                                  captions_only=captions_only)
-    if dataset.startswith(karpathy_tfds.NAME + "/"):
-        return karpathy_tfds.karpathy_captions(
-            dataset.split("/")[1], split, data_dir,
-            captions_only=captions_only)
-    return _tfds_examples(dataset, split, data_dir, captions_only)
-
-
-def _tfds_examples(dataset, split, data_dir, captions_only):
-    builder = _builder(dataset, data_dir)
-    if type(builder) in BUILT_IN.values():
-        # Drawn locally in seconds: nothing is ever downloaded.
-        builder.download_and_prepare()
-    elif not builder.is_prepared():
-        raise DatasetError(
-            f"Dataset {dataset!r} is not prepared under "
-            f"{builder.data_dir_root}. Prepare it with "
-            f"`tfds build {dataset} --data_dir={builder.data_dir_root}` "
-            "(see README.md, 'Data') and pass the same --data_dir.")
-    if split not in builder.info.splits:
-        raise DatasetError(
-            f"Dataset {dataset!r} has no split {split!r}; it has "
-            f"{sorted(builder.info.splits)}.")
-    if captions_only:
-        return builder.as_dataset(
-            split=split, decoders={"image": tfds.decode.SkipDecoding()}).map(
-                lambda example: example["captions"]).unbatch()
-    return builder.as_dataset(split=split, shuffle_files=False)
-
-
-def _builder(dataset, data_dir):
-    data_dir = os.path.expanduser(data_dir) if data_dir else None
-    return tfds.builder(dataset, data_dir=data_dir)
+    return sources.find(dataset).load(dataset, split, data_dir,
+                                      captions_only)
 
 
 def _pixels(image):

@@ -16,17 +16,17 @@ serves both directions. The banks are train split embeddings (each image,
 and the first caption of each), so nothing of the split scored is used.
 
 Each exported tower carries the bank it needs and serves h beside the
-embedding (see `vse_tf.export_lib`). Scoring appends it to the embeddings,
-[e, -h_i, 1] and [t, 1, -h_t], whose dot product is s(i, t), so the exact
-rank counting of `vse_tf.evaluation` and search's one matrix product are
-used unchanged.
+embedding (see `vse_tf.serving.saved_model`). Scoring appends it to the
+embeddings, [e, -h_i, 1] and [t, 1, -h_t], whose dot product is s(i, t), so
+the exact rank counting of `vse_tf.evaluation` and search's one matrix
+product are used unchanged.
 """
 
 
+import gin
 import numpy as np
 import tensorflow as tf
 
-import gin
 from vse_tf import errors
 from vse_tf import evaluation
 from vse_tf import io_utils

@@ -17,10 +17,10 @@ Weights come from a local file or preset folder; nothing is downloaded.
 import math
 import os
 
+import gin
 import keras
 import tensorflow as tf
 
-import gin
 from vse_tf.errors import WeightsError
 from vse_tf.models import towers
 from vse_tf.models.pretrained_towers import BACKBONE

@@ -3,13 +3,14 @@
 import math
 import weakref
 
+import gin
 import keras
 import tensorflow as tf
 
-import gin
 from vse_tf import compat
 from vse_tf.models import image_towers
 from vse_tf.models import text_towers
+from vse_tf.models import towers
 
 
 @keras.saving.register_keras_serializable(package="vse_tf")
@@ -84,7 +85,9 @@ class DualEncoder(compat.BuildOnlyTheOptimizer, keras.Model):
     @property
     def text_encoder(self):
         """The text tower from token ids (the whole tower if no tokenizer)."""
-        return getattr(self.text_tower, "encoder", self.text_tower)
+        if isinstance(self.text_tower, towers.Tower):
+            return self.text_tower.encoder()
+        return self.text_tower
 
     def towers(self):
         return self.image_tower, self.text_tower

@@ -15,9 +15,9 @@ flattened, joined into one vector, and the head takes them apart again.
 
 import math
 
+import gin
 import keras
 
-import gin
 from vse_tf.models import towers
 from vse_tf.models import views as views_lib
 from vse_tf.models.pretrained_towers import BACKBONE

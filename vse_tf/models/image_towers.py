@@ -1,9 +1,9 @@
 """Image towers: pixels in, an L2-normalized embedding out."""
 
+import gin
 import keras
 from keras import ops
 
-import gin
 from vse_tf.models import pooling as pooling_layers
 from vse_tf.models import towers
 

@@ -14,10 +14,10 @@ import importlib.util
 import math
 import os
 
+import gin
 import keras
 import tensorflow as tf
 
-import gin
 from vse_tf import compat
 from vse_tf import errors
 from vse_tf.models import towers

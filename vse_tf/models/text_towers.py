@@ -6,10 +6,10 @@ vocabulary), so a tower exported as a SavedModel takes raw strings.
 
 import os
 
+import gin
 import keras
 import tensorflow as tf
 
-import gin
 from vse_tf import io_utils
 from vse_tf.models import packed_gru
 from vse_tf.models import pooling

@@ -51,10 +51,13 @@ class Tower(keras.Model):
             object.__setattr__(self, part, layer)
         self.projection_heads = projection_heads
 
-    @property
     def encoder(self):
         """The tower from token ids: its head after a tokenizer, else the
-        whole tower. Numeric only, so XLA can compile it."""
+        whole tower. Numeric only, so XLA can compile it.
+
+        A method, not a property: Keras's weight loading visits every
+        attribute that is a layer, and one that is the tower itself would
+        never end."""
         return self if self.tokenizer is None else self.head
 
     def get_config(self):

@@ -14,7 +14,7 @@ signature instead, serving_default: features, float32 [None, regions, dim]
 (or [None, dim]).
 
 Every signature returns {"embedding": float32 [None, D]}, L2-normalized; a
-run fitted with a hubness correction (`vse_tf.hubness`) also serves
+run fitted with a hubness correction (`vse_tf.evaluation.hubness`) also serves
 "hubness": float32 [None], to subtract from the dot product with any
 candidate (s(i, t) = e_i . e_t - h_i - h_t), each tower holding the bank of
 the other modality's train embeddings it is computed from. Signatures use

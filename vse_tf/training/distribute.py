@@ -21,9 +21,9 @@ import os
 import shutil
 import tempfile
 
+import gin
 import tensorflow as tf
 
-import gin
 from vse_tf import errors
 
 KINDS = ("auto", "default", "mirrored", "multi_worker", "tpu")

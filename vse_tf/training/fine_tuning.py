@@ -17,9 +17,9 @@ its head (`build_efficientnet_tower.fine_tuned_stages`), cached features or
 not.
 """
 
+import gin
 import keras
 
-import gin
 from vse_tf import errors
 
 
@@ -29,7 +29,7 @@ def fine_tune_backbones(model, cache_features=False,
     """The callback that fine-tunes `model`'s trainable backbones, or None.
 
     Args:
-      model: a built `DualEncoder`, compiled with a `vse_tf.optimizers`
+      model: a built `DualEncoder`, compiled with a `vse_tf.training.optimizers`
         optimizer.
       cache_features: whether the run trains on cached backbone features
         (then no backbone trains, and these options cannot apply).

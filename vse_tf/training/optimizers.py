@@ -2,9 +2,9 @@
 
 import math
 
+import gin
 import keras
 
-import gin
 from vse_tf import compat
 from vse_tf import errors
 

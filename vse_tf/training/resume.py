@@ -11,6 +11,7 @@ import os
 import re
 
 import gin
+
 from vse_tf import errors
 from vse_tf.training import run_dir
 

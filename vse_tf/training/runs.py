@@ -8,6 +8,7 @@ The run's gin configuration must be loaded first (the programs do it).
 import os
 
 import gin
+
 from vse_tf import errors
 from vse_tf.evaluation import hubness
 from vse_tf.models import text_towers

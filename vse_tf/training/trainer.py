@@ -17,10 +17,10 @@ import os
 import time
 import warnings
 
+import gin
 import keras
 import tensorflow as tf
 
-import gin
 import vse_tf
 from vse_tf import errors
 from vse_tf import evaluation

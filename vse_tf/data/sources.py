@@ -1,0 +1,66 @@
+"""Where examples come from: one small protocol, one list of sources.
+
+A source answers for some dataset names and loads a split of one as a
+tf.data.Dataset of per-image examples, {"image": uint8 [H, W, 3] (or
+float32 features), "captions": string [C], "image_id": int64}, or of its
+captions alone. `pipeline` asks the first source that handles a name; a
+new source is a `Source` added with `register`, no `if` to edit.
+"""
+
+import dataclasses
+from typing import Callable
+
+from vse_tf.data import coco
+from vse_tf.data import karpathy
+from vse_tf.data import karpathy_tfds
+from vse_tf.data import precomp
+from vse_tf.data import tfds_source
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+    """A source of examples.
+
+    Attributes:
+      name: what it is, for messages.
+      handles: dataset name -> whether this source loads it.
+      load: (dataset, split, data_dir, captions_only) -> tf.data.Dataset.
+    """
+    name: str
+    handles: Callable
+    load: Callable
+
+
+SOURCES = [
+    Source("raw photos with Karpathy's split files",
+           lambda dataset: dataset in karpathy.DATASETS,
+           lambda dataset, split, data_dir, captions_only:
+           karpathy.load_examples(dataset, split, data_dir,
+                                  captions_only=captions_only)),
+    Source("precomputed features",
+           lambda dataset: dataset in precomp.DATASETS,
+           lambda dataset, split, data_dir, captions_only:
+           precomp.load_examples(dataset, split, data_dir,
+                                 captions_only=captions_only)),
+    Source("TFDS coco_captions",
+           lambda dataset: dataset == coco.NAME,
+           lambda dataset, split, data_dir, captions_only:
+           coco.coco_captions(split, data_dir, captions_only=captions_only)),
+    Source("TFDS records of Karpathy's split files",
+           lambda dataset: dataset.startswith(karpathy_tfds.NAME + "/"),
+           lambda dataset, split, data_dir, captions_only:
+           karpathy_tfds.karpathy_captions(
+               dataset.split("/")[1], split, data_dir,
+               captions_only=captions_only)),
+    # Last: any other name is a TFDS dataset ("shapes", "shapes/tiny").
+    Source("a TFDS dataset", lambda dataset: True, tfds_source.load),
+]
+
+
+def register(source):
+    """Adds `source` ahead of the built-in ones."""
+    SOURCES.insert(0, source)
+
+
+def find(dataset):
+    return next(source for source in SOURCES if source.handles(dataset))
