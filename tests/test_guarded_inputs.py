@@ -11,10 +11,13 @@ import tensorflow as tf
 from tests.conftest import bindings
 from tests.conftest import run_tool
 from vse_tf import errors
+from vse_tf.models import dual_encoder
+from vse_tf.models import image_towers
 from vse_tf.models import text_towers
 from vse_tf.training import distribute
 from vse_tf.training import optimizers
 from vse_tf.training import resume
+from vse_tf.training import run_dir
 
 
 def _fails_cleanly(result, *phrases):
@@ -155,24 +158,59 @@ train.epochs = 2
 """
 
 
-def test_differences_name_model_bindings_and_follow_macros():
+def test_differences_name_every_changed_binding_and_follow_macros():
     new = (OLD.replace("EMBEDDING_DIM = 8", "EMBEDDING_DIM = 16")
            .replace("train.epochs = 2", "train.epochs = 9")
            .replace("(8, 4, 4)", "(8, 4, 2)"))
     assert resume.differences(OLD, new) == [
+        ("EMBEDDING_DIM", "8", "16"),
         ("build_image_tower.conv_layers", "((8, 4, 4),)", "((8, 4, 2),)"),
         ("build_image_tower.embedding_dim", "8", "16"),
+        ("train.epochs", "2", "9"),
     ]
     assert resume.differences(OLD, OLD) == []
 
 
-def test_every_tower_factory_defines_the_model():
-    old = ("build_precomputed_tower.pooling = 'mean'\n"
-           "make_optimizer.name = 'adam'\n")
-    new = ("build_precomputed_tower.pooling = 'gpo'\n"
-           "make_optimizer.name = 'sgd'\n")
-    assert resume.differences(old, new) == [
-        ("build_precomputed_tower.pooling", "'mean'", "'gpo'")]
+def _backed_up_run(tmp_path, model, dataset="shapes"):
+    run = run_dir.RunDir(str(tmp_path / "run"))
+    os.makedirs(run.backup)
+    model.save_weights(os.path.join(run.backup, run_dir.BACKUP_WEIGHTS))
+    run.write_run_info({"dataset": dataset})
+    return run
+
+
+def _precomputed_model(pooling, regions=3):
+    # Any factory: the check looks at the weights, not at binding names.
+    model = dual_encoder.DualEncoder(
+        image_towers.build_precomputed_tower(
+            feature_dim=6, regions=regions, embedding_dim=4,
+            pooling=pooling),
+        text_towers.build_text_tower(["a", "b"], max_length=4, word_dim=3,
+                                     units=4, embedding_dim=4))
+    model(model.dummy_inputs())
+    return model
+
+
+def test_resume_check_compares_the_weights_not_binding_names(tmp_path):
+    run = _backed_up_run(tmp_path, _precomputed_model("mean"))
+    resume.check_backup(run, _precomputed_model("mean"), "shapes")
+    # GPO pooling adds weights: another model, whatever built it.
+    with pytest.raises(errors.UserError, match=r"cannot be resumed: \d+ of "
+                       r"its weights differ .*\(none\) -> \["):
+        resume.check_backup(run, _precomputed_model("gpo"), "shapes")
+    # One global feature vector in place of mean-pooled regions: the same
+    # weights, so the backup restores.
+    resume.check_backup(run, _precomputed_model("mean", regions=None),
+                        "shapes")
+
+
+def test_resume_check_refuses_another_dataset(tmp_path):
+    model = _precomputed_model("mean")
+    run = _backed_up_run(tmp_path, model, dataset="shapes")
+    with pytest.raises(errors.UserError,
+                       match="trained on 'shapes', this run is configured "
+                             "for 'flickr8k'"):
+        resume.check_backup(run, model, "flickr8k")
 
 
 @pytest.mark.slow

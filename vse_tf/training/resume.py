@@ -1,23 +1,27 @@
-"""Whether a model dir can be resumed with the configuration at hand.
+"""Whether a run folder can be resumed with the model at hand.
 
 A rerun of a training command resumes from the run's backup. If the model
-was configured differently (another tower size, dataset or vocabulary),
-restoring would fail deep inside Keras with a shape error, or worse, succeed
-and mix two experiments; this check names the bindings that differ first.
+was configured differently (another tower size, head or loss layout) or
+the data is another dataset, restoring would fail deep inside Keras with a
+shape error, or worse, succeed and mix two experiments.
+
+The check is by structure, not by the names of bindings: the backup's
+weights (each by its path in the weights file and its shape) must be those
+of the model just built, whatever factory built it, and run.json's dataset
+the one configured. When they differ, the error lists the weights that
+differ and, to say why, the bindings that changed since the run.
 Values that do not shape the model (epochs, learning rate) may change.
 """
 
 import os
 import re
+import tempfile
 
 import gin
+import h5py
 
 from vse_tf import errors
 from vse_tf.training import run_dir
-
-# Selectors whose values shape the weights or the vocabulary: every model
-# factory is a build_* function (towers, heads, the dual encoder).
-MODEL_DEFINING = ("build_", "train.dataset", "train.max_vocabulary")
 
 _BINDING = re.compile(r"^([\w./]+)\s*=\s*(.*)$")
 
@@ -43,26 +47,72 @@ def parse_bindings(config_text):
             for name, value in bindings.items()}
 
 
-def differences(old_text, new_text, prefixes=MODEL_DEFINING):
-    """[(binding, old value, new value)] among the model-defining ones."""
+def differences(old_text, new_text):
+    """[(binding, old value, new value)] of every binding that changed."""
     old, new = parse_bindings(old_text), parse_bindings(new_text)
-    names = sorted(n for n in set(old) | set(new) if n.startswith(prefixes))
     return [(n, old.get(n, "(default)"), new.get(n, "(default)"))
-            for n in names if old.get(n) != new.get(n)]
+            for n in sorted(set(old) | set(new)) if old.get(n) != new.get(n)]
 
 
-def check_model_dir(model_dir, has_checkpoint):
-    """Raises a UserError if model_dir's model differs from gin's."""
-    path = os.path.join(model_dir, run_dir.OPERATIVE_CONFIG)
-    if not has_checkpoint or not os.path.exists(path):
+def weight_shapes(path):
+    """{path in the weights file: shape} of a Keras weights file, without
+    the optimizer's state (which a model not yet trained lacks)."""
+    shapes = {}
+
+    def visit(name, item):
+        if isinstance(item, h5py.Dataset) and not name.startswith(
+                "optimizer/"):
+            shapes[name] = tuple(item.shape)
+
+    with h5py.File(path, "r") as stored:
+        stored.visititems(visit)
+    return shapes
+
+
+def model_weight_shapes(model):
+    """`weight_shapes` of `model` as it is now."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "model.weights.h5")
+        model.save_weights(path)
+        return weight_shapes(path)
+
+
+def check_backup(run, model, dataset):
+    """Raises a UserError if `run`'s backup holds another model than
+    `model` (built) or another dataset than `dataset`."""
+    backup = os.path.join(run.backup, run_dir.BACKUP_WEIGHTS)
+    if not os.path.exists(backup):
         return
-    with open(path, encoding="utf-8") as f:
-        changed = differences(f.read(), gin.operative_config_str())
+    problems = []
+    stored_dataset = run.read_run_info().get("dataset", dataset)
+    if stored_dataset != dataset:
+        problems.append(f"it trained on {stored_dataset!r}, this run is "
+                        f"configured for {dataset!r}")
+    old, new = weight_shapes(backup), model_weight_shapes(model)
+    changed = sorted(name for name in set(old) | set(new)
+                     if old.get(name) != new.get(name))
     if changed:
-        lines = "; ".join(f"{name} was {old}, now {new}"
-                          for name, old, new in changed)
-        raise errors.UserError(
-            f"{model_dir!r} holds a run with a different model, so it cannot "
-            f"be resumed: {lines}. Use a new --model_dir for the new "
-            "configuration, or the run's own config "
-            f"(--gin_file={path}) to continue it.")
+        shown = "; ".join(f"{name} {_shape(old.get(name))} -> "
+                          f"{_shape(new.get(name))}" for name in changed[:3])
+        more = f" and {len(changed) - 3} more" if len(changed) > 3 else ""
+        problems.append(f"{len(changed)} of its weights differ from this "
+                        f"model's ({shown}{more})")
+    if not problems:
+        return
+    why = ""
+    if run.is_run():
+        with open(run.operative_config, encoding="utf-8") as f:
+            bindings = differences(f.read(), gin.operative_config_str())
+        if bindings:
+            why = " Bindings changed since the run: " + "; ".join(
+                f"{name} was {old_value}, now {new_value}"
+                for name, old_value, new_value in bindings) + "."
+    raise errors.UserError(
+        f"{run.path!r} holds a run of another model or data, so it cannot "
+        f"be resumed: {'; '.join(problems)}.{why} Use a new --model_dir "
+        "for the new configuration, or the run's own config "
+        f"(--gin_file={run.operative_config}) to continue it.")
+
+
+def _shape(shape):
+    return "(none)" if shape is None else str(list(shape))

@@ -166,8 +166,8 @@ def train(model_dir,
         model = build(vocabulary, loss, batch_size, jit_compile,
                       cache_features, feature_dir or output.features, data,
                       strategy)
-        # Resumable only with the model the backup holds.
-        resume.check_model_dir(model_dir, os.path.exists(run.backup))
+        # Resumable only with the model and data the backup holds.
+        resume.check_backup(run, model.trained, dataset)
         write_operative_config(output)
         output.write_run_info({
             "dataset": dataset, "cache_features": cache_features,
