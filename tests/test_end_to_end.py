@@ -20,7 +20,7 @@ from vse_tf.training import runs
 @pytest.mark.slow
 def test_training_writes_every_output(trained_run):
     model_dir, result = trained_run
-    for path in ("operative_config.gin", "vocabulary.txt",
+    for path in ("operative_config.gin", "run.json", "vocabulary.txt",
                  "checkpoints/best.weights.h5", "checkpoints/best.json",
                  "metrics.json", "export/image_tower/1/saved_model.pb",
                  "export/text_tower/1/saved_model.pb",
@@ -33,6 +33,11 @@ def test_training_writes_every_output(trained_run):
     with open(os.path.join(model_dir, "metrics.json")) as f:
         metrics = json.load(f)
     assert set(metrics) == set(evaluation.METRIC_NAMES)
+    # What later tools read without gin.
+    with open(os.path.join(model_dir, "run.json")) as f:
+        info = json.load(f)
+    assert info["dataset"] == "shapes/tiny" and not info["cache_features"]
+    assert info["versions"]["tensorflow"]
     # The summary table closes the run.
     assert "rsum" in result.stdout and "text->image" in result.stdout
     # No temporary files left behind by the atomic writes.

@@ -30,10 +30,9 @@ def test_captions_sorted_by_length_come_back_in_place(monkeypatch):
         return tf.cast(tf.stack([tf.strings.length(texts), spaces], 1),
                        tf.float32)
 
-    towers = (_tower(lambda x, training: tf.reduce_mean(x, [1, 2])),
-              _tower(text_backbone))
-    model = SimpleNamespace(image_tower=towers[0], text_tower=towers[1],
-                            backbones=lambda: [t.backbone for t in towers])
+    model = SimpleNamespace(
+        image_tower=_tower(lambda x, training: tf.reduce_mean(x, [1, 2])),
+        text_tower=_tower(text_backbone))
     # Batches smaller than the data, so that sorting crosses batches.
     arrays = features.compute_features(model, examples, batch_size=3,
                                        caption_batch_size=4)

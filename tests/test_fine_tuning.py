@@ -9,6 +9,7 @@ import tensorflow as tf
 from vse_tf import errors
 from vse_tf import losses
 from vse_tf.models import dual_encoder
+from vse_tf.models import towers
 from vse_tf.training import fine_tuning
 from vse_tf.training import optimizers
 
@@ -60,7 +61,8 @@ def _tower(name, inputs, backbone_layers):
     backbone = keras.Sequential(backbone_layers, name="backbone")
     head = keras.Sequential([keras.layers.Dense(4),
                              keras.layers.UnitNormalization()], name="head")
-    return keras.Model(x, head(backbone(x)), name=name)
+    return towers.Tower(x, head(backbone(x)), name=name, backbone=backbone,
+                        head=head)
 
 
 def _model():
@@ -193,8 +195,8 @@ def _heads_with_fine_tuned_stages(multiplier):
     stages = keras.Sequential([keras.layers.Dense(5, activation="relu")],
                               name="fine_tuned_lite0")
     projection = keras.layers.Dense(4, name="projection")
-    image_head = keras.Model(features, keras.layers.UnitNormalization()(
-        projection(stages(features))), name="head")
+    image_head = towers.Tower(features, keras.layers.UnitNormalization()(
+        projection(stages(features))), name="head", fine_tuned=[stages])
     text_head = keras.Sequential([keras.layers.Dense(4),
                                   keras.layers.UnitNormalization()])
     model = dual_encoder.DualEncoder(image_head, text_head)

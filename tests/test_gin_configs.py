@@ -20,9 +20,9 @@ def test_there_are_configs():
     assert "gin/demo.gin" in CONFIGS
 
 
-@pytest.mark.parametrize("config", CONFIGS)
-def test_config_parses(config):
-    config.load_gin([os.path.join(REPO, config)], [])
+@pytest.mark.parametrize("path", CONFIGS)
+def test_config_parses(path):
+    config.load_gin([os.path.join(REPO, path)], [])
 
 
 def test_demo_picks_a_loss_and_the_paper_temperature():

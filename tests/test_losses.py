@@ -1,5 +1,6 @@
 """Losses against a NumPy reference written here, values and gradients."""
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -271,12 +272,18 @@ def test_projection_heads_must_be_positive():
 def test_towers_and_loss_must_agree_on_projection_heads():
     from vse_tf.models import dual_encoder
     from vse_tf.models import pretrained_towers
+    from vse_tf.models import towers
     from vse_tf.training import trainer
 
+    def tower(heads):
+        head = pretrained_towers.projection_head(6, 0, 4,
+                                                 projection_heads=heads)
+        features = keras.Input((6,))
+        return towers.Tower(features, head(features), head=head,
+                            projection_heads=heads)
+
     def model(heads):
-        return dual_encoder.DualEncoder(*(
-            pretrained_towers.projection_head(6, 0, 4, projection_heads=heads)
-            for _ in range(2)))
+        return dual_encoder.DualEncoder(tower(heads), tower(heads))
 
     built = trainer._built_and_compiled(
         model(2), losses.AllNegativesLoss(projection_heads=2), None)

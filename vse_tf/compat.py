@@ -27,6 +27,9 @@ PRIVATE_APIS = (
     ("keras.optimizers.Optimizer._var_key",
      lambda: keras.optimizers.Optimizer._var_key,
      "per-variable learning-rate multipliers (fine-tuning)"),
+    ("keras TFLayer._default_save_signature",
+     lambda: _tf_layer()._default_save_signature,
+     "exporting a tower holding a model that takes strings (MiniLM)"),
     ("keras.layers.GRU.inner_loop", lambda: keras.layers.GRU.inner_loop,
      "PackedGRU's loop over the unpadded steps"),
     ("tensorflow.python.ops.control_flow_util.GraphOrParentsInXlaContext",
@@ -88,6 +91,18 @@ class ClipAfterReplicaSum:
                 for grad, (_, variable) in zip(clipped, summed)]
 
 
+class NoDefaultSaveSignature:
+    """A model mixin: no default signature when a SavedModel holds it.
+
+    Keras would trace a subclassed model on float32 inputs; one that takes
+    strings fails there, and the towers' signatures are the export's own.
+    """
+
+    @property
+    def _default_save_signature(self):
+        return None
+
+
 def variable_key(optimizer, variable):
     """The optimizer's key of `variable`: one key for a mirrored variable
     and its per-replica components, which `update_step` receives."""
@@ -104,6 +119,11 @@ def use_exact_gelu(transformer_layer, gelu):
     """Sets the feed-forward activation of a keras-hub TransformerEncoder,
     which takes only a name ("gelu", the tanh approximation)."""
     transformer_layer._feedforward_intermediate_dense.activation = gelu
+
+
+def _tf_layer():
+    from keras.src.backend.tensorflow.layer import TFLayer
+    return TFLayer
 
 
 def _control_flow_util():

@@ -107,7 +107,7 @@ def minilm_folder(path=None):
 
 
 @keras.saving.register_keras_serializable(package="vse_tf")
-class SentenceEncoder(keras.Model):
+class SentenceEncoder(compat.NoDefaultSaveSignature, keras.Model):
     """Strings -> the mean of BERT's last hidden states over the real tokens,
     L2-normalized: sentence-transformers' all-MiniLM-L6-v2 embedding.
 
@@ -168,13 +168,6 @@ class SentenceEncoder(keras.Model):
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], self.output_dim)
-
-    @property
-    def _default_save_signature(self):
-        # Keras would trace a subclassed model on float32 inputs when a
-        # SavedModel holds it; this one takes strings, and the towers'
-        # signatures are the export's own.
-        return None
 
 
 def build_sentence_encoder(path=None, sequence_length=32, weights="pretrained",

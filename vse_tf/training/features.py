@@ -23,17 +23,17 @@ VERSION = 2
 
 
 def _backbones(model):
-    backbones = model.backbones()
-    if len(backbones) < 2:
+    towers = (model.image_tower, model.text_tower)
+    missing = [tower.name for tower in towers
+               if getattr(tower, "backbone", None) is None]
+    if missing:
         raise errors.UserError(
             "train.cache_features = True trains the heads on the features "
-            "of both towers' frozen backbones, but "
-            + " and ".join(tower.name for tower in model.towers()
-                           if getattr(tower, "backbone", None) is None)
-            + " has none: use pretrained towers (e.g. build_efficientnet_"
+            f"of both towers' frozen backbones, but {' and '.join(missing)} "
+            "has none: use pretrained towers (e.g. build_efficientnet_"
             "tower, build_minilm_tower) or set train.cache_features = "
             "False.")
-    return backbones
+    return [tower.backbone for tower in towers]
 
 
 def backbone_signature(model):
