@@ -285,11 +285,11 @@ def test_towers_and_loss_must_agree_on_projection_heads():
     def model(heads):
         return dual_encoder.DualEncoder(tower(heads), tower(heads))
 
-    built = trainer._built_and_compiled(
-        model(2), losses.AllNegativesLoss(projection_heads=2), None)
-    assert built.image_tower.output_shape == (None, 8)
+    trainer.check_projection_heads(
+        model(2), losses.AllNegativesLoss(projection_heads=2))
+    assert model(2).image_tower.output_shape == (None, 8)
     with pytest.raises(errors.UserError, match="projection_heads"):
-        trainer._built_and_compiled(model(2), losses.AllNegativesLoss(), None)
+        trainer.check_projection_heads(model(2), losses.AllNegativesLoss())
 
 
 def test_a_new_loss_needs_only_its_direction_rule():

@@ -57,21 +57,29 @@ def load_or_build_vocabulary(run, output, train_captions, max_tokens):
 
 def build_model(vocabulary, loss=None, global_batch_size=None):
     """The dual encoder as gin configures it, built and compiled."""
-    return _built_and_compiled(dual_encoder.build_dual_encoder(vocabulary),
-                               loss, global_batch_size)
+    model = dual_encoder.build_dual_encoder(vocabulary)
+    if loss is not None:
+        check_projection_heads(model, loss)
+    return _built_and_compiled(model, loss, global_batch_size)
+
+
+def check_projection_heads(model, loss):
+    """A UserError unless both towers join as many projection heads as
+    the loss scores."""
+    heads = getattr(loss, "projection_heads", 1)
+    for tower in model.towers():
+        joined = getattr(tower, "projection_heads", 1)
+        if joined != heads:
+            raise errors.UserError(
+                f"The loss scores {heads} projection head(s) "
+                f"({type(loss).__name__}.projection_heads), but the "
+                f"{tower.name} joins {joined}: bind both towers' "
+                "projection_heads and the loss's to one value (a gin "
+                "macro, as gin/flickr8k.gin does).")
 
 
 def _built_and_compiled(model, loss, global_batch_size):
     model(model.dummy_inputs())  # creates the weights before any restore
-    heads = getattr(loss, "projection_heads", 1)
-    for tower in (model.image_tower, model.text_tower) if loss else ():
-        if tower.projection_heads != heads:
-            raise errors.UserError(
-                f"The loss scores {heads} projection head(s) "
-                f"({type(loss).__name__}.projection_heads), but the "
-                f"{tower.name} joins {tower.projection_heads}: bind "
-                "both towers' projection_heads and the loss's to one value "
-                "(a gin macro, as gin/flickr8k.gin does).")
     model.compile(optimizer=optimizers.make_optimizer(
         global_batch_size=global_batch_size), loss=loss)
     return model
