@@ -48,7 +48,7 @@ def _splits(split, data_dir, captions_only):
             f"{builder.data_dir_root}. Prepare it once with `tfds build "
             f"{TFDS_NAME} --data_dir={builder.data_dir_root}` (it downloads "
             "the 2014 images from cocodataset.org, about 20 GB; see "
-            "README.md, 'Data') and pass the same --data_dir.") from error
+            "docs/data.md) and pass the same --data_dir.") from error
     examples = parts[0]
     for part in parts[1:]:
         examples = examples.concatenate(part)

@@ -71,8 +71,8 @@ def read_split_file(name, data_dir, folder=None):
         raise errors.DatasetError(
             f"{name} is not under --data_dir: {path} does not exist. Put "
             f"{HOW_TO_GET[name]} there, with the images in "
-            f"{os.path.join(folder, IMAGE_FOLDERS[0])}/ (see README.md, "
-            "'Data'), and pass the parent folder as --data_dir.")
+            f"{os.path.join(folder, IMAGE_FOLDERS[0])}/ (see "
+            "docs/data.md), and pass the parent folder as --data_dir.")
     stat = os.stat(path)
     return _parse_split_file(path, stat.st_mtime_ns, stat.st_size)
 

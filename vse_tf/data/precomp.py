@@ -59,8 +59,8 @@ def split_files(name, split, data_dir, features=True):
             f"{name} is not under --data_dir: {', '.join(missing)} "
             f"{'does' if len(missing) == 1 else 'do'} not exist. Put "
             f"{HOW_TO_GET.format(name=name)} in {folder}/ ({stem}_ims.npy "
-            f"and {stem}_caps.txt for the {split!r} split; see README.md, "
-            "'Data') and pass the parent folder as --data_dir.")
+            f"and {stem}_caps.txt for the {split!r} split; see "
+            "docs/data.md) and pass the parent folder as --data_dir.")
     return paths
 
 
