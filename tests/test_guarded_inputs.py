@@ -251,6 +251,6 @@ def test_learning_rate_scales_with_the_global_batch():
     config = keras.optimizers.schedules.serialize(scaled)
     again = keras.optimizers.schedules.deserialize(config)
     assert float(again(25)) == pytest.approx(float(scaled(25)))
-    with pytest.raises(errors.UserError, match="'linear' or 'sqrt'"):
+    with pytest.raises(errors.UserError, match="'linear', 'sqrt'"):
         optimizers.make_optimizer(scale_learning_rate="cubic")
     assert np.isfinite(rate(learning_rate=1e-3))

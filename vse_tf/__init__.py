@@ -2,8 +2,11 @@
 
 import os
 
-# TensorFlow's C++ start-up chatter (CUDA probes on CPU machines, CPU feature
-# notes) drowns the progress bars; errors still show.
+# What the user set, before the default below (the programs show
+# TensorFlow's start-up lines when it is set: vse_tf.cli.startup).
+USER_TF_CPP_MIN_LOG_LEVEL = os.environ.get("TF_CPP_MIN_LOG_LEVEL")
+# TensorFlow's C++ logging past start-up (CPU feature notes, retracing
+# chatter) drowns the progress bars; errors still show.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 __version__ = "0.1.0"

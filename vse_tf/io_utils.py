@@ -1,12 +1,30 @@
-"""Files written so that a crash never leaves a half-written one behind."""
+"""Files written so that a crash never leaves a half-written one behind.
+
+Temporary names are created owner-only (0600 files, 0700 folders); what is
+renamed into place gets the permissions of any file the user writes (0644
+and 0755 under the usual umask), so a TensorBoard or TF Serving running as
+another user can read a run.
+"""
 
 import contextlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 
 from vse_tf import errors
+
+
+def _umask():
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+UMASK = _umask()
+FILE_MODE = 0o666 & ~UMASK
+DIR_MODE = 0o777 & ~UMASK
 
 
 @contextlib.contextmanager
@@ -23,6 +41,7 @@ def atomic_path(path):
     os.close(fd)
     try:
         yield tmp
+        os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -38,6 +57,7 @@ def staging_dir(parent, name):
     """
     os.makedirs(parent, exist_ok=True)
     path = tempfile.mkdtemp(prefix=f".tmp-{name}-", dir=parent)
+    os.chmod(path, DIR_MODE)
     try:
         yield path
     finally:
@@ -81,3 +101,26 @@ def ensure_writable_dir(path, what="model dir"):
         raise errors.UserError(
             f"Cannot write to the {what} {path!r} ({error.strerror}). Pass a "
             "folder you can write to.") from error
+
+
+@contextlib.contextmanager
+def removed_on_user_error(path):
+    """Removes the folder `path` if this block created it and ends with a
+    user error: a run refused before it trained leaves nothing behind."""
+    existed = os.path.exists(path)
+    try:
+        yield
+    except errors.UserError:
+        if not existed:
+            shutil.rmtree(path, ignore_errors=True)
+        raise
+
+
+def progress_verbosity():
+    """Keras's `verbose` for a progress display: 1, a live bar, on a
+    terminal; 2, one plain line per epoch (no ANSI codes or carriage
+    returns), in a log file, under nohup or a cluster job, or with
+    VSE_TF_QUIET_PROGRESS set."""
+    if os.environ.get("VSE_TF_QUIET_PROGRESS") or not sys.stdout.isatty():
+        return 2
+    return 1

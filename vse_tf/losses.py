@@ -38,6 +38,8 @@ import gin
 import keras
 import tensorflow as tf
 
+from vse_tf import errors
+
 
 def _gather_across_replicas(local):
   """Returns (global tensor, row offset of this replica's rows in it)."""
@@ -78,15 +80,14 @@ class CrossModalLoss(keras.losses.Loss):
                reduction="sum_over_batch_size",
                dtype=None):
     super().__init__(name=name, reduction=reduction, dtype=dtype)
-    if temperature <= 0:
-      raise ValueError(f"temperature must be positive, got {temperature}.")
+    errors.check_number(f"{type(self).__name__}.temperature", temperature,
+                        minimum=0, above=True)
     self.temperature = temperature
     self.i2t_weight = i2t_weight
     self.t2i_weight = t2i_weight
     self.mask_same_image = mask_same_image
-    if projection_heads < 1:
-      raise ValueError(f"projection_heads must be >= 1, got "
-                       f"{projection_heads}.")
+    errors.check_number(f"{type(self).__name__}.projection_heads",
+                        projection_heads, minimum=1, integer=True)
     self.projection_heads = projection_heads
 
   def call(self, y_true, y_pred):
@@ -188,7 +189,8 @@ class HardestNegativeLoss(CrossModalLoss):
 
   def __init__(self, temperature=0.1, margin=0.2, smooth=False, **kwargs):
     super().__init__(temperature=temperature, **kwargs)
-    self.margin = margin
+    self.margin = errors.check_number("HardestNegativeLoss.margin", margin,
+                                      minimum=0)
     self.smooth = smooth
 
   def direction_loss(self, scores, positive_scores, negative, temperature):
@@ -221,7 +223,7 @@ class HingeLoss(CrossModalLoss):
   def __init__(self, margin=0.2, max_violation=False, reduction="sum",
                **kwargs):
     super().__init__(reduction=reduction, **kwargs)
-    self.margin = margin
+    self.margin = errors.check_number("HingeLoss.margin", margin, minimum=0)
     self.max_violation = max_violation
 
   def direction_loss(self, scores, positive_scores, negative, temperature):

@@ -8,8 +8,10 @@ new source is a `Source` added with `register`, no `if` to edit.
 """
 
 import dataclasses
+import difflib
 from typing import Callable
 
+from vse_tf import errors
 from vse_tf.data import coco
 from vse_tf.data import karpathy
 from vse_tf.data import karpathy_tfds
@@ -53,8 +55,13 @@ SOURCES = [
                dataset.split("/")[1], split, data_dir,
                captions_only=captions_only)),
     # Last: any other name is a TFDS dataset ("shapes", "shapes/tiny").
-    Source("a TFDS dataset", lambda dataset: True, tfds_source.load),
+    Source("a TFDS dataset", lambda dataset: True,
+           lambda *args: _tfds(*args)),
 ]
+# What `train.dataset` may name, for the suggestion on a near miss.
+NAMES = (*karpathy.DATASETS, *precomp.DATASETS, coco.NAME,
+         *(f"{karpathy_tfds.NAME}/{name}" for name in karpathy.DATASETS),
+         "shapes", "shapes/tiny")
 
 
 def register(source):
@@ -64,3 +71,15 @@ def register(source):
 
 def find(dataset):
     return next(source for source in SOURCES if source.handles(dataset))
+
+
+def _tfds(dataset, split, data_dir, captions_only):
+    try:
+        return tfds_source.load(dataset, split, data_dir, captions_only)
+    except tfds_source.NotFound:
+        close = difflib.get_close_matches(dataset, NAMES, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise errors.DatasetError(
+            f"train.dataset = {dataset!r} is no dataset vse_tf knows: not "
+            f"one of {', '.join(map(repr, NAMES))}, nor a TFDS name.{hint}"
+        ) from None

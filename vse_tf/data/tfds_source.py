@@ -36,4 +36,11 @@ def load(dataset, split, data_dir, captions_only):
 
 def _builder(dataset, data_dir):
     data_dir = os.path.expanduser(data_dir) if data_dir else None
-    return tfds.builder(dataset, data_dir=data_dir)
+    try:
+        return tfds.builder(dataset, data_dir=data_dir)
+    except tfds.core.registered.DatasetNotFoundError as error:
+        raise NotFound(dataset) from error
+
+
+class NotFound(DatasetError):
+    """No TFDS dataset has this name."""

@@ -45,10 +45,10 @@ class HubnessCorrection:
 
     def __init__(self, neighbours=30, weight=0.5, image_bank=None,
                  text_bank=None):
-        if neighbours < 1:
-            raise ValueError(f"neighbours must be >= 1, got {neighbours}.")
-        if weight < 0:
-            raise ValueError(f"weight must be >= 0, got {weight}.")
+        errors.check_number("HubnessCorrection.neighbours", neighbours,
+                            minimum=1, integer=True)
+        errors.check_number("HubnessCorrection.weight", weight, minimum=0,
+                            maximum=1)
         self.neighbours = int(neighbours)
         self.weight = float(weight)
         self.image_bank = image_bank

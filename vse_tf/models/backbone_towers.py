@@ -21,9 +21,11 @@ import gin
 import keras
 import tensorflow as tf
 
+from vse_tf import errors
 from vse_tf.errors import WeightsError
 from vse_tf.models import towers
 from vse_tf.models.pretrained_towers import BACKBONE
+from vse_tf.models.pretrained_towers import check_head
 from vse_tf.models.pretrained_towers import projection_head
 
 RESNETS = {"resnet50": keras.applications.ResNet50,
@@ -128,7 +130,7 @@ def _keras_hub(folder, weights):
             "config.json). Save one with `Backbone.save_to_preset(folder)`, "
             "or download a preset's files (e.g. from Kaggle Models) there.")
     if weights not in ("pretrained", "random"):
-        raise ValueError(f"With a preset folder, build_backbone_tower."
+        raise errors.UserError(f"With a preset folder, build_backbone_tower."
                          f"weights must be 'pretrained' or 'random', got "
                          f"{weights!r}.")
     model = keras_hub.models.Backbone.from_preset(
@@ -168,6 +170,12 @@ def build_backbone_tower(backbone="resnet152",
       dropout: on the backbone features.
       trainable_backbone: fine-tune the backbone; False freezes it.
     """
+    check_head("build_backbone_tower", hidden_units, embedding_dim, dropout,
+               1, none=True)
+    errors.check_number("build_backbone_tower.crop_size", crop_size,
+                        minimum=32, integer=True)
+    errors.check_number("build_backbone_tower.input_size", input_size,
+                        minimum=crop_size, integer=True)
     if backbone in RESNETS:
         normalize, model = _resnet(backbone, weights, crop_size)
     else:

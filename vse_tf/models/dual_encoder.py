@@ -8,6 +8,7 @@ import keras
 import tensorflow as tf
 
 from vse_tf import compat
+from vse_tf import errors
 from vse_tf.models import image_towers
 from vse_tf.models import text_towers
 from vse_tf.models import towers
@@ -222,6 +223,9 @@ def build_dual_encoder(vocabulary, learnable_temperature=None,
       text_tower_fn: factory of the text tower, called with the vocabulary,
         e.g. `@build_minilm_tower`.
     """
+    errors.check_number("build_dual_encoder.learnable_temperature",
+                        learnable_temperature, minimum=0, above=True,
+                        none=True)
     return DualEncoder(
         image_tower_fn(), text_tower_fn(vocabulary),
         learnable_temperature=learnable_temperature, name="dual_encoder")

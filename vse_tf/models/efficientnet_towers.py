@@ -18,9 +18,11 @@ import math
 import gin
 import keras
 
+from vse_tf import errors
 from vse_tf.models import towers
 from vse_tf.models import views as views_lib
 from vse_tf.models.pretrained_towers import BACKBONE
+from vse_tf.models.pretrained_towers import check_head
 from vse_tf.models.pretrained_towers import projection_head
 from vse_tf.pretrained import efficientnet_lite
 
@@ -67,27 +69,30 @@ def build_efficientnet_tower(variant="lite0",
       projection_heads: heads joined into one embedding (see
         `projection_head`).
     """
+    check_head("build_efficientnet_tower", hidden_units, embedding_dim,
+               dropout, projection_heads)
+    errors.check_number("build_efficientnet_tower.image_size", image_size,
+                        minimum=32, integer=True)
     variants = (variant,) if isinstance(variant, str) else tuple(variant)
     unknown = [v for v in variants if v not in efficientnet_lite.VARIANTS]
     if unknown or not variants:
-        raise ValueError(
+        raise errors.UserError(
             f"build_efficientnet_tower.variant must be one or more of "
             f"{sorted(efficientnet_lite.VARIANTS)}, got {variant!r}.")
-    if weights not in ("imagenet", "random"):
-        raise ValueError(f"weights must be 'imagenet' or 'random', got "
-                         f"{weights!r}.")
+    errors.check_choice("build_efficientnet_tower.weights", weights,
+                        ("imagenet", "random"))
     tuned = ((fine_tuned_stages,) * len(variants)
              if isinstance(fine_tuned_stages, int) else
              tuple(fine_tuned_stages))
     stages = len(efficientnet_lite.STAGES)
     if len(tuned) != len(variants) or not all(
             0 <= k < stages for k in tuned):
-        raise ValueError(
+        raise errors.UserError(
             f"build_efficientnet_tower.fine_tuned_stages must be 0 to "
             f"{stages - 1}, one number or one per variant {variants}, got "
             f"{fine_tuned_stages!r}.")
     if any(tuned) and trainable_backbone:
-        raise ValueError(
+        raise errors.UserError(
             "build_efficientnet_tower.fine_tuned_stages fine-tunes the last "
             "stages with a frozen backbone below them; with "
             "trainable_backbone = True the whole network trains already. "

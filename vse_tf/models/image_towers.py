@@ -1,9 +1,12 @@
 """Image towers: pixels in, an L2-normalized embedding out."""
 
+import math
+
 import gin
 import keras
 from keras import ops
 
+from vse_tf import errors
 from vse_tf.models import pooling as pooling_layers
 from vse_tf.models import towers
 
@@ -54,6 +57,21 @@ def build_image_tower(image_size=64,
     Features are max- and mean-pooled over the image, so one filter learns
     "red circle" wherever it stands; coordinate channels keep "where".
     """
+    factory = "build_image_tower"
+    errors.check_number(f"{factory}.embedding_dim", embedding_dim, minimum=1,
+                        integer=True)
+    errors.check_number(f"{factory}.hidden_units", hidden_units, minimum=1,
+                        integer=True)
+    for layer in conv_layers:
+        if len(layer) != 3 or not all(isinstance(v, int) and v >= 1
+                                      for v in layer):
+            raise errors.UserError(
+                f"{factory}.conv_layers = {conv_layers!r} is not allowed: "
+                "each layer is (filters, kernel size, stride), integers "
+                ">= 1.")
+    smallest = math.prod(stride for _, _, stride in conv_layers)
+    errors.check_number(f"{factory}.image_size", image_size, minimum=smallest,
+                        integer=True)
     pixels = keras.Input((image_size, image_size, 3), name="pixels")
     x = keras.layers.Rescaling(1.0 / 255, name="rescale")(pixels)
     x = AddCoordinates(name="coordinates")(x)
@@ -96,9 +114,16 @@ def build_precomputed_tower(feature_dim=2048,
       head_units: None, or the hidden width of the paper's head after the
         pooled projection (see `pooling.convse_head`).
     """
-    if pooling not in POOLINGS:
-        raise ValueError(f"build_precomputed_tower.pooling must be one of "
-                         f"{POOLINGS}, got {pooling!r}.")
+    factory = "build_precomputed_tower"
+    errors.check_number(f"{factory}.feature_dim", feature_dim, minimum=1,
+                        integer=True)
+    errors.check_number(f"{factory}.regions", regions, minimum=1, integer=True,
+                        none=True)
+    errors.check_number(f"{factory}.embedding_dim", embedding_dim, minimum=1,
+                        integer=True)
+    errors.check_number(f"{factory}.head_units", head_units, minimum=1,
+                        integer=True, none=True)
+    errors.check_choice(f"{factory}.pooling", pooling, POOLINGS)
     shape = (feature_dim,) if regions is None else (regions, feature_dim)
     features = keras.Input(shape, name="features")
     x = keras.layers.Dense(embedding_dim, name="projection")(features)

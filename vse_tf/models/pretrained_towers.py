@@ -52,7 +52,7 @@ def projection_head(input_dim, hidden_units, embedding_dim, dropout=0.0,
     features already align, and the MLP learns a correction to it.
     """
     if linear_shortcut and not hidden_units:
-        raise ValueError("linear_shortcut needs hidden_units: without a "
+        raise errors.UserError("linear_shortcut needs hidden_units: without a "
                          "hidden layer the head is linear already.")
     features = keras.Input((input_dim,), name="features")
     x = features_fn(features) if features_fn else features
@@ -85,6 +85,19 @@ def projection_head(input_dim, hidden_units, embedding_dim, dropout=0.0,
     views_input = keras.Input((views, input_dim), name="views")
     return keras.Model(views_input, views_lib.EachView(
         inner, name="each_view", dtype="float32")(views_input), name=HEAD)
+
+
+def check_head(factory, hidden_units, embedding_dim, dropout,
+               projection_heads, none=False):
+    """A UserError naming `factory`'s first head setting out of range
+    (`none`: hidden_units None is a linear head)."""
+    errors.check_number(f"{factory}.hidden_units", hidden_units, minimum=0,
+                        integer=True, none=none)
+    errors.check_number(f"{factory}.embedding_dim", embedding_dim, minimum=1,
+                        integer=True)
+    errors.check_number(f"{factory}.dropout", dropout, minimum=0, maximum=0.99)
+    errors.check_number(f"{factory}.projection_heads", projection_heads,
+                        minimum=1, integer=True)
 
 
 def minilm_folder(path=None):
@@ -131,8 +144,9 @@ class SentenceEncoder(compat.NoDefaultSaveSignature, keras.Model):
         layers = backbone.num_layers
         self.pooled_layers = tuple(pooled_layers or (layers,))
         if not all(1 <= layer <= layers for layer in self.pooled_layers):
-            raise ValueError(f"pooled_layers must be between 1 and {layers}"
-                             f", got {self.pooled_layers}.")
+            raise errors.UserError(
+                f"pooled_layers must be between 1 and {layers}, got "
+                f"{self.pooled_layers}.")
         # The same weights, more outputs.
         self.layer_outputs = keras.Model(backbone.inputs, [
             backbone.transformer_layers[layer - 1].output
@@ -180,9 +194,8 @@ def build_sentence_encoder(path=None, sequence_length=32, weights="pretrained",
 
 def _bert_from_folder(folder, sequence_length, weights, pooled_layers=None):
     import keras_hub
-    if weights not in ("pretrained", "random"):
-        raise ValueError(f"weights must be 'pretrained' or 'random', got "
-                         f"{weights!r}.")
+    errors.check_choice("the tower's weights", weights,
+                        ("pretrained", "random"))
     tokenizer = keras_hub.models.BertTokenizer.from_preset(folder)
     backbone = keras_hub.models.BertBackbone.from_preset(
         folder, load_weights=weights == "pretrained")
@@ -232,6 +245,10 @@ def build_minilm_tower(vocabulary=None,
       projection_heads: heads joined into one embedding (see
         `projection_head`).
     """
+    check_head("build_minilm_tower", hidden_units, embedding_dim, dropout,
+               projection_heads)
+    errors.check_number("build_minilm_tower.sequence_length",
+                        sequence_length, minimum=3, integer=True)
     del vocabulary
     encoder = build_sentence_encoder(path, sequence_length, weights,
                                      pooled_layers)
@@ -289,6 +306,10 @@ def build_bert_tower(vocabulary=None,
       projection_heads: heads joined into one embedding (see
         `projection_head`).
     """
+    check_head("build_bert_tower", hidden_units, embedding_dim, dropout,
+               projection_heads, none=True)
+    errors.check_number("build_bert_tower.sequence_length", sequence_length,
+                        minimum=3, integer=True)
     del vocabulary
     import keras_hub
     if preset:

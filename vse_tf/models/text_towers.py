@@ -10,6 +10,7 @@ import gin
 import keras
 import tensorflow as tf
 
+from vse_tf import errors
 from vse_tf import io_utils
 from vse_tf.models import packed_gru
 from vse_tf.models import pooling
@@ -69,6 +70,15 @@ def build_text_tower(vocabulary,
       head_units: None, or the hidden width of the paper's head after the
         projection (see `pooling.convse_head`).
     """
+    factory = "build_text_tower"
+    errors.check_number(f"{factory}.max_length", max_length, minimum=1,
+                        integer=True)
+    for parameter, value in (("word_dim", word_dim), ("units", units),
+                             ("embedding_dim", embedding_dim)):
+        errors.check_number(f"{factory}.{parameter}", value, minimum=1,
+                            integer=True)
+    errors.check_number(f"{factory}.head_units", head_units, minimum=1,
+                        integer=True, none=True)
     vocabulary = [START] + [w for w in vocabulary if w != START]
     text = keras.Input((), dtype="string", name="text")
     tokenizer = keras.Sequential([
@@ -87,7 +97,7 @@ def build_text_tower(vocabulary,
         matrix, found = glove.embedding_matrix(["", "[UNK]", *vocabulary],
                                                word_vectors)
         if matrix.shape[1] != word_dim:
-            raise ValueError(f"{word_vectors} has {matrix.shape[1]}-d "
+            raise errors.UserError(f"{word_vectors} has {matrix.shape[1]}-d "
                              f"vectors; set build_text_tower.word_dim = "
                              f"{matrix.shape[1]}.")
         print(f"Word embeddings: {found} of {len(vocabulary)} words from "

@@ -48,7 +48,7 @@ def embedding_matrix(tokens, name="glove-6b-50d", seed=0):
     about GloVe's own scale.
     """
     if name not in NAMES:
-        raise ValueError(f"Unknown word vectors {name!r}; use one of "
+        raise errors.UserError(f"Unknown word vectors {name!r}; use one of "
                          f"{sorted(NAMES)}.")
     words, vectors = load()
     row = {word: i for i, word in enumerate(words)}

@@ -50,7 +50,9 @@ class RetrievalValidation(keras.callbacks.Callback):
                 os.path.join(self.checkpoint_dir, BEST_STATE),
                 {"epoch": epoch + 1, **{f"val_{k}": v
                                         for k, v in metrics.items()}})
-        print(f"\nepoch {epoch + 1}: val rsum {metrics['rsum']:.1f} "
+        # On a terminal, after the live progress bar's line.
+        start = "\n" if io_utils.progress_verbosity() == 1 else ""
+        print(f"{start}epoch {epoch + 1}: val rsum {metrics['rsum']:.1f} "
               f"(i2t R@1 {metrics['i2t_r1']:.1f}, t2i R@1 "
               f"{metrics['t2i_r1']:.1f}; best {self.best_rsum:.1f})")
 

@@ -103,7 +103,7 @@ def _progress(total, unit):
     # verbose=2: one line at the end, as fit's, for logs and tools.
     return keras.utils.Progbar(
         total, unit_name=unit,
-        verbose=2 if os.environ.get("VSE_TF_QUIET_PROGRESS") else 1)
+        verbose=io_utils.progress_verbosity())
 
 
 def cached_examples(model, examples, split, cache_dir):

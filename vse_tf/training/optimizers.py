@@ -104,13 +104,19 @@ def make_optimizer(name="adam", learning_rate=2e-4, global_clipnorm=2.0,
       global_batch_size: the run's global batch (the trainer passes it).
       **kwargs: passed on to the optimizer.
     """
-    if name not in OPTIMIZERS:
-        raise errors.UserError(f"Unknown optimizer {name!r}; choose one of "
-                         f"{sorted(OPTIMIZERS)}.")
-    if scale_learning_rate not in SCALINGS:
-        raise errors.UserError(
-            f"Unknown make_optimizer.scale_learning_rate "
-            f"{scale_learning_rate!r}; use None, 'linear' or 'sqrt'.")
+    errors.check_choice("make_optimizer.name", name, sorted(OPTIMIZERS))
+    errors.check_choice("make_optimizer.scale_learning_rate",
+                        scale_learning_rate, list(SCALINGS))
+    if not callable(learning_rate):  # a schedule is checked by Keras
+        errors.check_number("make_optimizer.learning_rate", learning_rate,
+                            minimum=0)
+    errors.check_number("make_optimizer.global_clipnorm", global_clipnorm,
+                        minimum=0, above=True, none=True)
+    for clip in ("clipnorm", "clipvalue"):
+        errors.check_number(f"make_optimizer.{clip}", kwargs.get(clip),
+                            minimum=0, above=True, none=True)
+    errors.check_number("make_optimizer.base_batch_size", base_batch_size,
+                        minimum=1, integer=True)
     if scale_learning_rate and global_batch_size:
         factor = SCALINGS[scale_learning_rate](
             global_batch_size / base_batch_size)

@@ -77,17 +77,22 @@ def model_weight_shapes(model):
         return weight_shapes(path)
 
 
-def check_backup(run, model, dataset):
+def check_backup(run, model, dataset, cache_features=False):
     """Raises a UserError if `run`'s backup holds another model than
-    `model` (built) or another dataset than `dataset`."""
+    `model` (built), another dataset than `dataset`, or weights trained
+    with and without cached features."""
     backup = os.path.join(run.backup, run_dir.BACKUP_WEIGHTS)
     if not os.path.exists(backup):
         return
     problems = []
-    stored_dataset = run.read_run_info().get("dataset", dataset)
-    if stored_dataset != dataset:
-        problems.append(f"it trained on {stored_dataset!r}, this run is "
+    info = run.read_run_info()
+    if info.get("dataset", dataset) != dataset:
+        problems.append(f"it trained on {info['dataset']!r}, this run is "
                         f"configured for {dataset!r}")
+    if info.get("cache_features", cache_features) != cache_features:
+        problems.append(f"it trained with train.cache_features = "
+                        f"{info['cache_features']}, this run sets "
+                        f"{cache_features}")
     old, new = weight_shapes(backup), model_weight_shapes(model)
     changed = sorted(name for name in set(old) | set(new)
                      if old.get(name) != new.get(name))

@@ -153,40 +153,40 @@ def train(model_dir,
       The test metrics, as in metrics.json (None on a non-chief worker).
     """
     started = time.time()
+    check_run_settings(epochs, steps_per_epoch, batch_size, max_vocabulary,
+                       projector_images, mixed_precision, seed)
     # First: a multi-worker strategy must set up collectives before
     # TensorFlow runs anything.
     strategy = distribute.get_strategy()
     distribute.check_batch_size(batch_size, strategy)
-    io_utils.ensure_writable_dir(model_dir)
-    data = prepare_data(dataset, data_dir, batch_size, steps_per_epoch,
-                        hubness_correction)
     with distribute.WorkerDir(model_dir, strategy) as worker, \
             _precision_policy(mixed_precision):
-        run, output = run_dir.RunDir(model_dir), run_dir.RunDir(worker.path)
-        vocabulary = load_or_build_vocabulary(run, output, data.captions,
-                                              max_vocabulary)
-        # Seeded here, after the data is ready: generating a dataset on
-        # first use draws from the global random state, and would give the
-        # first run on a new data dir other initial weights than the rest.
-        keras.utils.set_random_seed(seed)
-        if deterministic:
-            tf.config.experimental.enable_op_determinism()
-        model = build(vocabulary, loss, batch_size, jit_compile,
-                      cache_features, feature_dir or output.features, data,
-                      strategy)
-        # Resumable only with the model and data the backup holds.
-        resume.check_backup(run, model.trained, dataset)
-        write_operative_config(output)
-        output.write_run_info({
-            "dataset": dataset, "cache_features": cache_features,
-            "feature_dir": feature_dir, "epochs": epochs,
-            "steps_per_epoch": data.steps_per_epoch,
-            "batch_size": batch_size, "seed": seed,
-            "mixed_precision": mixed_precision,
-            "hubness_correction": hubness_correction is not None,
-            "versions": {"vse_tf": vse_tf.__version__,
-                         "tensorflow": tf.__version__,
-                         "keras": keras.__version__}})
+        # Until training starts, a user error leaves no new folder behind.
+        with io_utils.removed_on_user_error(model_dir):
+            io_utils.ensure_writable_dir(model_dir)
+            data = prepare_data(dataset, data_dir, batch_size,
+                                steps_per_epoch, hubness_correction)
+            run = run_dir.RunDir(model_dir)
+            output = run_dir.RunDir(worker.path)
+            vocabulary = load_or_build_vocabulary(run, output, data.captions,
+                                                  max_vocabulary)
+            # Seeded here, after the data is ready: generating a dataset on
+            # first use draws from the global random state, and would give
+            # the first run on a new data dir other initial weights than
+            # the rest.
+            keras.utils.set_random_seed(seed)
+            if deterministic:
+                tf.config.experimental.enable_op_determinism()
+            model = build(vocabulary, loss, batch_size, jit_compile,
+                          cache_features, feature_dir or output.features,
+                          data, strategy)
+            # Resumable only with the model and data the backup holds.
+            resume.check_backup(run, model.trained, dataset, cache_features)
+            write_operative_config(output)
+            output.write_run_info(_run_info(
+                dataset, cache_features, feature_dir, epochs,
+                data.steps_per_epoch, batch_size, seed, mixed_precision,
+                hubness_correction))
         print(f"Training on {dataset} with {type(loss).__name__}: {epochs} "
               f"epochs x {data.steps_per_epoch} steps of {batch_size} pairs, "
               f"{strategy.num_replicas_in_sync} replica(s).")
@@ -195,6 +195,34 @@ def train(model_dir,
             return None
         return finish(model, run, dataset, data_dir, export,
                       projector_images, hubness_correction, data, started)
+
+
+def check_run_settings(epochs, steps_per_epoch, batch_size, max_vocabulary,
+                       projector_images, mixed_precision, seed):
+    """A UserError naming the first `train` setting out of its range."""
+    errors.check_number("train.epochs", epochs, minimum=1, integer=True)
+    errors.check_number("train.steps_per_epoch", steps_per_epoch, minimum=1,
+                        integer=True, none=True)
+    errors.check_number("train.batch_size", batch_size, minimum=1,
+                        integer=True)
+    errors.check_number("train.max_vocabulary", max_vocabulary, minimum=2,
+                        integer=True)
+    errors.check_number("train.projector_images", projector_images,
+                        minimum=0, integer=True)
+    errors.check_choice("train.mixed_precision", mixed_precision, PRECISIONS)
+    errors.check_number("train.seed", seed, minimum=0, integer=True)
+
+
+def _run_info(dataset, cache_features, feature_dir, epochs, steps_per_epoch,
+              batch_size, seed, mixed_precision, hubness_correction):
+    return {"dataset": dataset, "cache_features": cache_features,
+            "feature_dir": feature_dir, "epochs": epochs,
+            "steps_per_epoch": steps_per_epoch, "batch_size": batch_size,
+            "seed": seed, "mixed_precision": mixed_precision,
+            "hubness_correction": hubness_correction is not None,
+            "versions": {"vse_tf": vse_tf.__version__,
+                         "tensorflow": tf.__version__,
+                         "keras": keras.__version__}}
 
 
 @dataclasses.dataclass
@@ -299,7 +327,7 @@ def fit(model, data, run, output, epochs, batch_size, seed):
             backup,
             keras.callbacks.TensorBoard(output.logs),
         ],
-        verbose=2 if os.environ.get("VSE_TF_QUIET_PROGRESS") else "auto")
+        verbose=io_utils.progress_verbosity())
 
 
 def finish(model, run, dataset, data_dir, export, projector_images,
@@ -337,7 +365,24 @@ def finish(model, run, dataset, data_dir, export, projector_images,
         title = (f"With the hubness correction (k = {correction.neighbours}"
                  f", weight {correction.weight:g})")
     print(evaluation.format_table(metrics, title=title + ":"))
+    print(what_next(run, dataset, data_dir, export, projector_images))
     return metrics
+
+
+def what_next(run, dataset, data_dir, export, projector_images):
+    """Where the run's results are, and the commands that use them."""
+    data = f" --data_dir={data_dir}" if data_dir else ""
+    lines = [f"\nMetrics: {run.metrics}", "Next:",
+             f"  python -m vse_tf.evaluate --model_dir={run.path}"
+             "   # again, or --split / --protocol",
+             f"  tensorboard --logdir {run.logs}   # loss and R@K by epoch"]
+    if export:
+        lines.append(f"  python -m vse_tf.search --export_dir={run.export} "
+                     f"--images={dataset}:test{data} --query 'a caption'")
+    if projector_images:
+        lines.append(f"  tensorboard --logdir {run.projector}   # the "
+                     "joint space, Projector tab")
+    return "\n".join(lines)
 
 
 def head_model(model, loss, global_batch_size):
