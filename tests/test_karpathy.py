@@ -92,6 +92,22 @@ def test_bad_image_is_skipped_and_counted_or_an_error(tmp_path, capsys):
                                on_bad_image="error")
 
 
+@pytest.mark.parametrize("split", ["val", "test"])
+def test_a_bad_image_in_a_protocol_split_is_an_error(tmp_path, capsys,
+                                                     split):
+    base = write_dataset(tmp_path, "flickr8k", [split] * 3)
+    (base / "images" / "1001.jpg").write_text("<html>Not found</html>")
+    # The protocols fix the split's size: no silent shrinking.
+    with pytest.raises(errors.DatasetError,
+                       match=f"1 image.*{split} split.*1001.jpg"):
+        karpathy.load_examples("flickr8k", split, str(tmp_path))
+    # Asked for, skipping still works, and says so.
+    kept = _all(karpathy.load_examples("flickr8k", split, str(tmp_path),
+                                       on_bad_image="skip"))
+    assert [e["image_id"] for e in kept] == [0, 2]
+    assert "skipped 1 of 3 images" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("breakage, message", [
     ("no_json", r"flickr8k is not under --data_dir: .*dataset_flickr8k.json"),
     ("no_image", r"Missing image .*1001.jpg"),

@@ -9,8 +9,10 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from tests.conftest import run_tool
+from vse_tf import errors
 from vse_tf.cli import search
 from vse_tf.data import pipeline
+from vse_tf.serving import image_index
 
 
 def test_top_k_is_the_exact_ranking():
@@ -164,3 +166,50 @@ def test_export_dir_without_towers_is_a_clear_error(photo_folder, tmp_path):
     assert result.returncode == 2
     assert "No exported image_tower" in " ".join(result.stderr.split())
     assert "Traceback" not in result.stderr
+
+
+def _fake_tower(image_bytes):
+    """Embeds b"imgN" as the one-hot of N; anything else cannot decode."""
+    rows = []
+    for encoded in image_bytes.numpy():
+        if not encoded.startswith(b"img"):
+            raise tf.errors.InvalidArgumentError(
+                None, None, "Unknown image file format.\nmore")
+        rows.append(np.eye(8, dtype=np.float32)[int(encoded[3:])])
+    return {"embedding": tf.constant(np.stack(rows))}
+
+
+def _collection(contents):
+    names = [f"photo{i}.jpg" for i in range(len(contents))]
+    return image_index.Collection("folder", names, names,
+                                  contents.__getitem__)
+
+
+def test_an_undecodable_image_is_skipped_and_named(tmp_path, capsys):
+    # A text file named .jpg in the middle of a batch of three.
+    collection = _collection([b"img0", b"img1", b"<html>", b"img3", b"img4"])
+    (tmp_path / "saved_model.pb").write_bytes(b"a tower")
+    embeddings, cached, kept = image_index.load_or_build(
+        collection, _fake_tower, str(tmp_path), str(tmp_path / "index"))
+    assert not cached
+    assert kept.names == ["photo0.jpg", "photo1.jpg", "photo3.jpg",
+                          "photo4.jpg"]
+    np.testing.assert_array_equal(embeddings.argmax(1), [0, 1, 3, 4])
+    out = capsys.readouterr().out
+    assert "Skipped 1 of 5 images" in out and "photo2.jpg" in out
+    assert "Unknown image file format" in out
+    assert kept.read(2) == b"img3"
+    # The cache keeps the skip, and says so again.
+    again, cached, kept_again = image_index.load_or_build(
+        collection, _fake_tower, str(tmp_path), str(tmp_path / "index"))
+    assert cached and kept_again.names == kept.names
+    np.testing.assert_array_equal(again, embeddings)
+    assert "photo2.jpg" in capsys.readouterr().out
+
+
+def test_an_undecodable_image_can_stop_the_search(tmp_path):
+    collection = _collection([b"img0", b"<html>", b"img2"])
+    with pytest.raises(errors.UserError, match="'photo1.jpg' could not be "
+                       "decoded .*Unknown image file format"):
+        image_index.embed_images(_fake_tower, collection, batch_size=2,
+                                 progress=False, on_bad_image="error")

@@ -155,8 +155,8 @@ def search_images(args):
     collection = image_index.open_collection(args.images, args.data_dir)
     index_dir = args.index_dir or image_index.default_index_dir(
         args.export_dir, collection)
-    embeddings, cached = image_index.load_or_build(
-        collection, serve_bytes, image_dir, index_dir)
+    embeddings, cached, collection = image_index.load_or_build(
+        collection, serve_bytes, image_dir, index_dir, args.on_bad_image)
     print(f"{len(collection)} images from {collection.source} "
           f"({'cached index' if cached else 'indexed'}: {index_dir})")
     indices, scores = top_k(_embed_texts(serve_text, queries), embeddings,
@@ -215,6 +215,10 @@ def parse_args(argv):
     parser.add_argument("--index_dir", help="where the image embeddings are "
                         "cached (default EXPORT/search_index/...)")
     parser.add_argument("--data_dir", help="TFDS data dir, for a split")
+    parser.add_argument("--on_bad_image", choices=("skip", "error"),
+                        default="skip", help="an image that cannot be "
+                        "decoded is skipped, counted and named (default), "
+                        "or stops the search naming it")
     parser.add_argument("--caption-for", "--caption_for", dest="caption_for",
                         metavar="IMAGE", help="rank --captions for this "
                         "image instead")

@@ -169,8 +169,11 @@ def checked_split(name, split, data_dir, captions_per_image=5,
         if on_bad_image == "error":
             raise errors.DatasetError(
                 f"{len(bad)} image(s) of the {name} {split} split are not "
-                f"whole JPEG or PNG files: {listed}. Replace them, or set "
-                "karpathy.load_examples.on_bad_image = 'skip'.")
+                f"whole JPEG or PNG files: {listed}. The protocols score "
+                f"whole val and test splits; replace the file(s) with the "
+                f"originals ({HOW_TO_GET[name]}), or set "
+                "load_examples.on_bad_image = 'skip' to score without "
+                "them.")
         print(f"{name} {split}: skipped {len(bad)} of {len(entries)} images "
               f"that are not whole JPEG or PNG files ({listed}).")
     return paths, captions, ids
@@ -178,7 +181,7 @@ def checked_split(name, split, data_dir, captions_per_image=5,
 
 @gin.configurable
 def load_examples(name, split, data_dir=None, image_size=256,
-                  captions_per_image=5, on_bad_image="skip",
+                  captions_per_image=5, on_bad_image=None,
                   captions_only=False):
     """Per-image examples of one split of a Karpathy-format dataset.
 
@@ -191,15 +194,17 @@ def load_examples(name, split, data_dir=None, image_size=256,
       captions_per_image: the protocol's captions per image (5); COCO images
         with more keep the first ones.
       on_bad_image: what to do with a file that is not a whole JPEG or PNG:
-        "skip" it (and say how many were skipped) or stop with an "error".
+        "skip" it (and say how many were skipped) or stop with an "error"
+        naming it. None skips in train and stops in val and test, whose
+        size the protocols fix (Flickr 1,000 test images, COCO 5,000).
       captions_only: return the split's captions alone, a dataset of
         strings read from the split file: a vocabulary needs no image
         decoded.
     """
-    if on_bad_image not in BAD_IMAGE_POLICIES:
-        raise errors.DatasetError(
-            f"Unknown karpathy.load_examples.on_bad_image {on_bad_image!r}; "
-            f"use one of {BAD_IMAGE_POLICIES}.")
+    errors.check_choice("load_examples.on_bad_image", on_bad_image,
+                        (None, *BAD_IMAGE_POLICIES))
+    if on_bad_image is None:
+        on_bad_image = "skip" if split == "train" else "error"
     if captions_only:
         return tf.data.Dataset.from_tensor_slices(
             [s["raw"] for entry in split_entries(name, split, data_dir)

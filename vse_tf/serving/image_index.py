@@ -38,6 +38,12 @@ class Collection:
     def __len__(self):
         return len(self.names)
 
+    def subset(self, kept):
+        """The collection of the images at indices `kept` only."""
+        return Collection(self.source, [self.names[i] for i in kept],
+                          [self.fingerprint[i] for i in kept],
+                          lambda index: self.read(kept[index]))
+
 
 def open_collection(spec, data_dir=None):
     """A folder path, or DATASET:SPLIT such as "shapes:test"."""
@@ -97,29 +103,52 @@ def _tower_identity(tower_dir):
     return [os.path.abspath(tower_dir), stat.st_size, stat.st_mtime_ns]
 
 
-def embed_images(serve_bytes, collection, batch_size=64, progress=True):
-    """Embeddings [N, D] of every image, in collection order ([N, D + 2]
-    with their hubness where the tower serves one: see
-    `hubness.image_scoring`)."""
-    chunks = []
+def embed_images(serve_bytes, collection, batch_size=64, progress=True,
+                 on_bad_image="skip"):
+    """(embeddings, bad): the embeddings [N', D] of every image the tower
+    decodes, in collection order ([N', D + 2] with their hubness where the
+    tower serves one: see `hubness.image_scoring`), and {index: reason} of
+    those it does not. With on_bad_image="error" one is a UserError that
+    names the file."""
+    errors.check_choice("--on_bad_image", on_bad_image, ("skip", "error"))
+    chunks, bad = [], {}
     starts = range(0, len(collection), batch_size)
     for start in tqdm(starts, desc="Embedding images", unit="batch",
-                      disable=not progress):
-        batch = [collection.read(i) for i in range(
-            start, min(start + batch_size, len(collection)))]
+                      disable=None if progress else True):
+        indices = range(start, min(start + batch_size, len(collection)))
+        batch = [collection.read(i) for i in indices]
         try:
-            outputs = serve_bytes(image_bytes=tf.constant(batch))
-        except tf.errors.InvalidArgumentError as error:
-            raise errors.UserError(
-                f"An image in {collection.names[start]!r} .. "
-                f"{collection.names[start + len(batch) - 1]!r} could not be "
-                f"decoded: {error.message.splitlines()[0]}") from error
-        chunks.append(hubness.served_image_scoring(outputs))
-    return np.concatenate(chunks)
+            chunks.append(hubness.served_image_scoring(
+                serve_bytes(image_bytes=tf.constant(batch))))
+            continue
+        except tf.errors.InvalidArgumentError:
+            pass
+        # One image at a time, to name the file(s) the batch failed on.
+        for index, encoded in zip(indices, batch):
+            try:
+                chunks.append(hubness.served_image_scoring(
+                    serve_bytes(image_bytes=tf.constant([encoded]))))
+            except tf.errors.InvalidArgumentError as error:
+                reason = error.message.splitlines()[0]
+                if on_bad_image == "error":
+                    raise errors.UserError(
+                        f"The image {collection.names[index]!r} could not "
+                        f"be decoded ({reason}). Replace or remove it, or "
+                        "pass --on_bad_image=skip.") from error
+                bad[index] = reason
+    if len(bad) == len(collection):
+        raise errors.UserError(
+            f"None of the {len(collection)} images in "
+            f"{collection.source!r} could be decoded, e.g. "
+            f"{collection.names[0]!r} ({bad[0]}).")
+    return np.concatenate(chunks), bad
 
 
-def load_or_build(collection, serve_bytes, tower_dir, index_dir):
-    """(embeddings [N, D], whether they came from the cache)."""
+def load_or_build(collection, serve_bytes, tower_dir, index_dir,
+                  on_bad_image="skip"):
+    """(embeddings [N', D], whether they came from the cache, the
+    collection of the N' images they embed): images the tower cannot
+    decode are skipped, counted and named (see `embed_images`)."""
     manifest = {"source": collection.source,
                 "image_tower": _tower_identity(tower_dir),
                 "images": collection.fingerprint}
@@ -128,11 +157,19 @@ def load_or_build(collection, serve_bytes, tower_dir, index_dir):
     if os.path.exists(manifest_path) and os.path.exists(embeddings_path):
         with open(manifest_path, encoding="utf-8") as f:
             cached = json.load(f)
-        if cached == json.loads(json.dumps(manifest)):
+        skipped = cached.pop("skipped", [])
+        if cached == json.loads(json.dumps(manifest)) and not (
+                skipped and on_bad_image == "error"):
+            kept = _kept(collection, skipped)
             embeddings = np.load(embeddings_path)
-            if len(embeddings) == len(collection):
-                return embeddings, True
-    embeddings = embed_images(serve_bytes, collection)
+            if len(embeddings) == len(kept):
+                _report_skipped(collection, skipped, "cached")
+                return embeddings, True, kept
+    embeddings, bad = embed_images(serve_bytes, collection,
+                                   on_bad_image=on_bad_image)
+    skipped = [collection.names[i] for i in sorted(bad)]
+    manifest["skipped"] = skipped
+    _report_skipped(collection, skipped, "", bad)
     io_utils.ensure_writable_dir(index_dir, "index dir")
     # Embeddings first, manifest last: a crash in between leaves a manifest
     # that no longer matches, so the next search rebuilds.
@@ -140,4 +177,22 @@ def load_or_build(collection, serve_bytes, tower_dir, index_dir):
         with open(tmp, "wb") as f:
             np.save(f, embeddings)
     io_utils.write_json_atomic(manifest_path, manifest)
-    return embeddings, False
+    return embeddings, False, _kept(collection, skipped)
+
+
+def _kept(collection, skipped):
+    skipped = set(skipped)
+    return collection.subset([i for i, name in enumerate(collection.names)
+                              if name not in skipped])
+
+
+def _report_skipped(collection, skipped, how, reasons=None):
+    if not skipped:
+        return
+    reasons = reasons or {}
+    first = collection.names.index(skipped[0])
+    reason = f" ({reasons[first]})" if first in reasons else ""
+    listed = ", ".join(skipped[:3]) + (" ..." if len(skipped) > 3 else "")
+    print(f"Skipped {len(skipped)} of {len(collection)} images that could "
+          f"not be decoded{' (' + how + ' index)' if how else ''}: "
+          f"{listed}{reason}.")
