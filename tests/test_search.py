@@ -78,14 +78,17 @@ def test_text_query_ranks_images_by_cosine(trained_run, photo_folder,
     page = html_path.read_text()
     assert page.count("<img ") == 3 and "data:image/jpeg;base64," in page
     assert query in page
-    # The contact sheet: one row of three thumbnails, the top hit first.
+    # The contact sheet: one row of three pictures, the top hit first,
+    # each enlarged pixel for pixel to the page's 160 pixels, its score
+    # below it and not on it.
     from PIL import Image
     sheet = np.asarray(Image.open(tmp_path / "hits.png"))
-    assert sheet.shape == (6 + 22 + 160 + 6, 6 + 3 * (160 + 6), 3)
+    assert sheet.shape == (6 + 22 + 160 + 16 + 6, 6 + 3 * (160 + 6), 3)
     top = Image.open(folder / expected[0]).convert("RGB")
-    top.thumbnail((160, 160))
-    tile = sheet[28 + 20:28 + top.height, 6:6 + top.width]
-    np.testing.assert_array_equal(tile, np.asarray(top)[20:])
+    assert top.size == (32, 32)  # the tiny data's pictures
+    enlarged = np.asarray(top).repeat(5, axis=0).repeat(5, axis=1)
+    np.testing.assert_array_equal(sheet[28:28 + 160, 6:6 + 160], enlarged)
+    assert (sheet[28 + 160:28 + 176, 6:166] < 128).any()  # the label
 
 
 @pytest.mark.slow

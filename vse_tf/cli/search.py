@@ -111,12 +111,14 @@ def write_html(path, queries, collection, indices, scores):
 
 
 def write_contact_sheet(path, queries, collection, indices, scores):
-    """The hits as one PNG: a row of thumbnails under each query."""
+    """The hits as one PNG: under each query a row of pictures, each
+    scaled to fit THUMBNAIL pixels as the HTML page shows it (small ones
+    enlarged, pixel for pixel), with its rank and score below it."""
     from PIL import Image
     from PIL import ImageDraw
     k = indices.shape[1]
-    label, pad = 22, 6
-    row = label + THUMBNAIL + pad
+    label, caption, pad = 22, 16, 6
+    row = label + THUMBNAIL + caption + pad
     sheet = Image.new("RGB", (pad + k * (THUMBNAIL + pad),
                               pad + row * len(queries)), "white")
     draw = ImageDraw.Draw(sheet)
@@ -127,11 +129,14 @@ def write_contact_sheet(path, queries, collection, indices, scores):
         for rank, (index, score) in enumerate(zip(hits, hit_scores)):
             image = Image.open(io.BytesIO(collection.read(index))).convert(
                 "RGB")
-            image.thumbnail((THUMBNAIL, THUMBNAIL))
+            scale = THUMBNAIL / max(image.size)
+            image = image.resize(
+                [max(1, round(side * scale)) for side in image.size],
+                Image.NEAREST if scale > 1 else Image.LANCZOS)
             left = pad + rank * (THUMBNAIL + pad)
             sheet.paste(image, (left, top + label))
-            draw.text((left + 3, top + label + 3), f"{rank + 1}. {score:.2f}",
-                      fill="yellow")
+            draw.text((left, top + label + THUMBNAIL + 2),
+                      f"{rank + 1}. {score:.2f}", fill="black")
     with io_utils.atomic_path(path) as tmp:
         sheet.save(tmp, format="PNG")
 
