@@ -38,8 +38,11 @@ TINY = [
 
 
 def run_tool(tool, *args, env_extra=None):
-    """`python -m vse_tf.<tool> args` as a user runs it."""
+    """`python -m vse_tf.<tool> args` as a user runs it (without the
+    TF_CPP_MIN_LOG_LEVEL this process sets for itself)."""
     env = {**os.environ, "VSE_TF_QUIET_PROGRESS": "1", **(env_extra or {})}
+    if "TF_CPP_MIN_LOG_LEVEL" not in (env_extra or {}):
+        env.pop("TF_CPP_MIN_LOG_LEVEL", None)
     return subprocess.run(
         [sys.executable, "-m", f"vse_tf.{tool}", *args], cwd=REPO, env=env,
         capture_output=True, text=True, timeout=600)

@@ -61,7 +61,8 @@ def exit_on_user_error(main, *args):
         # noise for an error that already says what to fix.
         message = re.sub(r"\s+In call to configurable .*", "", str(error),
                          flags=re.DOTALL)
-        text = textwrap.fill(message, width=79)
+        text = textwrap.fill(message, width=79, break_on_hyphens=False,
+                             break_long_words=False)
         print(f"error: {text}", file=sys.stderr)
         sys.exit(2)
 

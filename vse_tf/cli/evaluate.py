@@ -41,6 +41,8 @@ def main(argv):
     model = common.load_run(FLAGS)
     dataset = runs.run_fact(FLAGS.model_dir, "dataset")
     split, folds = FLAGS.split, FLAGS.folds
+    if folds < 1:
+        raise errors.UserError(f"--folds={folds}: at least 1 fold.")
     if FLAGS.protocol:
         split = evaluation.PROTOCOLS[FLAGS.protocol].split
         folds = evaluation.PROTOCOLS[FLAGS.protocol].folds

@@ -12,6 +12,7 @@ import os
 
 from absl import flags
 
+from vse_tf import errors
 from vse_tf.cli import common
 from vse_tf.serving import saved_model
 from vse_tf.training import run_dir
@@ -26,6 +27,9 @@ FLAGS = common.FLAGS
 
 def main(argv):
     del argv
+    if FLAGS.version is not None and FLAGS.version < 1:
+        raise errors.UserError(f"--version={FLAGS.version} is not a version: "
+                               "TF Serving numbers them from 1.")
     model = common.load_run(FLAGS)
     export_dir = FLAGS.export_dir or run_dir.RunDir(FLAGS.model_dir).export
     version = saved_model.export_towers(

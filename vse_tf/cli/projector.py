@@ -10,6 +10,7 @@ checkpoint; see `vse_tf.serving.projector` for the files.
 
 from absl import flags
 
+from vse_tf import errors
 from vse_tf.cli import common
 from vse_tf.data import pipeline
 from vse_tf.serving import projector
@@ -27,6 +28,9 @@ FLAGS = common.FLAGS
 
 def main(argv):
     del argv
+    if FLAGS.max_images < 1:
+        raise errors.UserError(f"--max_images={FLAGS.max_images}: the "
+                               "projector needs at least 1 image.")
     model = common.load_run(FLAGS)
     examples = pipeline.load_examples(runs.run_fact(FLAGS.model_dir, "dataset"),
                                       FLAGS.split, FLAGS.data_dir)

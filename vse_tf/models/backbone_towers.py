@@ -116,9 +116,16 @@ def _resnet(backbone, weights, crop_size):
             f"build_backbone_tower.weights to its path, or set it to "
             "'random' to train from scratch (nothing is downloaded at run "
             "time).")
-    model = RESNETS[backbone](include_top=False, weights=weights,
-                              input_shape=(crop_size, crop_size, 3),
-                              pooling="avg")
+    try:
+        model = RESNETS[backbone](include_top=False, weights=weights,
+                                  input_shape=(crop_size, crop_size, 3),
+                                  pooling="avg")
+    except (OSError, ValueError) as error:
+        raise WeightsError(
+            f"Cannot read the {backbone} weights {weights!r} "
+            f"(build_backbone_tower.weights): {str(error).splitlines()[0]} "
+            f"Download {RESNET_FILES[backbone]} again from {RESNET_URL}."
+        ) from error
     return CaffeNormalization(name="normalize"), model
 
 

@@ -46,10 +46,21 @@ def load_trained_model(model_dir):
         # The run trained the heads; the backbones are the pretrained ones.
         heads = model.head_model()
         heads(heads.dummy_inputs())  # a model takes weights once built
-        heads.load_weights(checkpoint)
+        _load(heads, checkpoint)
     else:
-        model.load_weights(checkpoint)
+        _load(model, checkpoint)
     return model
+
+
+def _load(model, checkpoint):
+    try:
+        model.load_weights(checkpoint)
+    except (OSError, ValueError) as error:
+        raise errors.UserError(
+            f"Cannot read the checkpoint {checkpoint} "
+            f"({str(error).splitlines()[0]}): it is damaged, or was written "
+            "by another model. Train the run again, or evaluate it with the "
+            "run's own operative_config.gin.") from error
 
 
 def load_hubness_correction(model_dir):
