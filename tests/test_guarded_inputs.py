@@ -204,6 +204,41 @@ def test_resume_check_compares_the_weights_not_binding_names(tmp_path):
                         "shapes")
 
 
+def _headed_model(linear_shortcut):
+    from vse_tf.models import pretrained_towers
+    from vse_tf.models import towers
+
+    def tower():
+        head = pretrained_towers.projection_head(
+            6, 5, 4, linear_shortcut=linear_shortcut)
+        features = keras.Input((6,))
+        return towers.Tower(features, head(features), head=head)
+
+    model = dual_encoder.DualEncoder(tower(), tower())
+    model(model.dummy_inputs())
+    return model
+
+
+def test_resume_check_refuses_a_linear_shortcut_added(tmp_path):
+    run = _backed_up_run(tmp_path, _headed_model(linear_shortcut=False))
+    # Both towers' shortcut kernels and biases: new weights.
+    with pytest.raises(errors.UserError, match=r"4 of its weights differ "
+                       r"from this model's \(.*dense_2/vars/0 \(none\) -> "
+                       r"\[6, 4\]"):
+        resume.check_backup(run, _headed_model(linear_shortcut=True),
+                            "shapes")
+
+
+def test_resume_check_refuses_cache_features_switched(tmp_path):
+    model = _precomputed_model("mean")
+    run = _backed_up_run(tmp_path, model)
+    run.write_run_info({"dataset": "shapes", "cache_features": True})
+    with pytest.raises(errors.UserError, match="trained with "
+                       "train.cache_features = True, this run sets False"):
+        resume.check_backup(run, model, "shapes", cache_features=False)
+    resume.check_backup(run, model, "shapes", cache_features=True)
+
+
 def test_resume_check_refuses_another_dataset(tmp_path):
     model = _precomputed_model("mean")
     run = _backed_up_run(tmp_path, model, dataset="shapes")
