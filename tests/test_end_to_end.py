@@ -40,6 +40,24 @@ def test_training_writes_every_output(trained_run):
     assert info["versions"]["tensorflow"]
     # The summary table closes the run.
     assert "rsum" in result.stdout and "text->image" in result.stdout
+    # Readable by a TensorBoard or TF Serving of another user: files and
+    # folders renamed into place get the umask's permissions, not 0600.
+    umask = os.umask(0o022)
+    os.umask(umask)
+    for path, mode in (("metrics.json", 0o666), ("run.json", 0o666),
+                       ("operative_config.gin", 0o666),
+                       ("vocabulary.txt", 0o666),
+                       ("checkpoints/best.weights.h5", 0o666),
+                       ("projector", 0o777),
+                       ("projector/embeddings.tsv", 0o666)):
+        found = os.stat(os.path.join(model_dir, path)).st_mode & 0o777
+        assert found == mode & ~umask, (path, oct(found))
+    # A log, not a terminal: one plain line per epoch.
+    assert "\x1b[" not in result.stdout and "\r" not in result.stdout
+    assert result.stdout.count("epoch 2: val rsum") == 1
+    # Where the results are, and what to run next.
+    assert f"python -m vse_tf.evaluate --model_dir={model_dir}" in (
+        result.stdout)
     # No temporary files left behind by the atomic writes.
     leftovers = [f for _, dirs, files in os.walk(model_dir)
                  for f in dirs + files if f.startswith(".tmp-")]

@@ -94,6 +94,20 @@ def test_missing_dataset_files(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+def test_broken_image_in_the_test_split(tmp_path):
+    from tests.test_karpathy import write_dataset
+    base = write_dataset(tmp_path / "data", "flickr8k",
+                         ["train"] * 8 + ["val"] * 3 + ["test"] * 3)
+    (base / "images" / "1012.jpg").write_text("<html>Not found</html>")
+    result = run_tool("train", "--gin_file=gin/demo.gin",
+                      *bindings(["train.dataset = 'flickr8k'",
+                                 "load_examples.image_size = 32"]),
+                      f"--model_dir={tmp_path / 'run'}",
+                      f"--data_dir={tmp_path / 'data'}")
+    _assert_clean(result, "flickr8k test split", "1012.jpg")
+    assert not (tmp_path / "run").exists()
+
+
 def test_corrupt_weights_file(tmp_path):
     weights = tmp_path / "resnet50.h5"
     weights.write_bytes(b"\x89HDF\r\n" + b"\0" * 100)  # a truncated file

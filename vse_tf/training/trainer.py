@@ -228,19 +228,23 @@ def _run_info(dataset, cache_features, feature_dir, epochs, steps_per_epoch,
 @dataclasses.dataclass
 class TrainingData:
     """What `prepare_data` gives the other steps. `train` and `val` are
-    examples, replaced by cached features when heads train alone."""
+    examples, replaced by cached features when heads train alone; `test`
+    stays examples."""
     train: tf.data.Dataset
     val: tf.data.Dataset
+    test: tf.data.Dataset
     captions: tf.data.Dataset
     steps_per_epoch: int
 
 
 def prepare_data(dataset, data_dir, batch_size, steps_per_epoch=None,
                  hubness_correction=None):
-    """The train and val splits, and the steps of an epoch; a UserError
-    for a batch or correction the data cannot fill."""
-    train_examples = pipeline.load_examples(dataset, "train", data_dir)
-    val_examples = pipeline.load_examples(dataset, "val", data_dir)
+    """The three splits, and the steps of an epoch; a UserError for data
+    that is missing or broken (the test split's too, checked before any
+    training), or a batch or correction the data cannot fill."""
+    train_examples, val_examples, test_examples = (
+        pipeline.load_examples(dataset, split, data_dir)
+        for split in ("train", "val", "test"))
     # At least: COCO's train split may keep 5 to 7 captions an image.
     pairs = int(train_examples.cardinality()) * (
         train_examples.element_spec["captions"].shape[0] or 5)
@@ -254,7 +258,7 @@ def prepare_data(dataset, data_dir, batch_size, steps_per_epoch=None,
         hubness_correction.check_bank_size(
             int(train_examples.cardinality()))
     return TrainingData(
-        train_examples, val_examples,
+        train_examples, val_examples, test_examples,
         pipeline.load_captions(dataset, "train", data_dir),
         steps_per_epoch or max(pairs // batch_size, 1))
 
@@ -339,7 +343,7 @@ def finish(model, run, dataset, data_dir, export, projector_images,
     """
     encoder, trained = model.encoder, model.trained
     trained.load_weights(run.best_weights)
-    test_examples = pipeline.load_examples(dataset, "test", data_dir)
+    test_examples = data.test
     if correction is not None:
         correction.fit(trained, data.train)
         correction.save(run.hubness_banks)
