@@ -1,5 +1,6 @@
 """The built-in `shapes` dataset: determinism, layout, and honest captions."""
 
+import os
 import re
 
 import numpy as np
@@ -122,3 +123,18 @@ def test_image_ids_are_unique_across_splits(tfds_dir):
         ids += [int(e["image_id"]) for e in tfds.as_numpy(ds)]
     assert len(ids) == len(set(ids)) == 256 + 40 + 40
     assert max(ids) < 2**24  # exact as the float32 target of a loss
+
+
+def test_captions_do_not_depend_on_the_process_hash_seed():
+    # Python salts str hashes per process (PYTHONHASHSEED): anything that
+    # follows a set's order would make each generation of the data differ.
+    import subprocess
+    import sys
+    script = ("from vse_tf.data import scenes\n"
+              "for i in range(300):\n"
+              "    print(scenes.make_example(0, 1, i, 32)[1])\n")
+    outputs = [subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True,
+        check=True, env={**os.environ, "PYTHONHASHSEED": seed}).stdout
+        for seed in ("1", "2")]
+    assert outputs[0] == outputs[1]

@@ -171,7 +171,10 @@ def _caption_count(objects, rng, image_size):
 
 def _caption_colours(objects, rng, image_size):
     del image_size
-    colours = sorted({o.colour for o in objects}, key=lambda _: rng.random())
+    # Sorted before the shuffle: a set's order follows str hashes, which
+    # differ from process to process (PYTHONHASHSEED), and the data must not.
+    colours = sorted(sorted({o.colour for o in objects}),
+                     key=lambda _: rng.random())
     if rng.random() < 0.5:
         return _join([f"something {c}" for c in colours])
     noun = _pick(rng, _OBJECT_WORDS) if len(objects) > 1 else "shape"

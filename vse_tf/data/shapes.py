@@ -34,8 +34,12 @@ class ShapesConfig(tfds.core.BuilderConfig):
 class Shapes(tfds.core.GeneratorBasedBuilder):
     """Coloured shapes with spatial relations, five captions per image."""
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "First release."}
+    VERSION = tfds.core.Version("1.1.0")
+    RELEASE_NOTES = {
+        "1.0.0": "First release.",
+        "1.1.0": "The colours caption no longer follows the process's str "
+                 "hash order: every generation gives the same captions.",
+    }
     BUILDER_CONFIGS = [
         ShapesConfig(name="default",
                      description="64x64 images; 10,000 / 1,000 / 1,000."),
