@@ -264,7 +264,7 @@ def prepare_data(dataset, data_dir, batch_size, steps_per_epoch=None,
 
 
 @dataclasses.dataclass
-class Model:
+class Models:
     """What `build` gives: the dual encoder, and what `fit` trains (the
     encoder itself, or its heads on cached features)."""
     encoder: dual_encoder.DualEncoder
@@ -286,7 +286,7 @@ def build(vocabulary, loss, batch_size, jit_compile, cache_features,
         raise errors.UserError(f"train.jit_compile = True: {error} Set it "
                                "to False for this run.") from error
     _log_caption_lengths(data.captions, encoder)
-    model = Model(encoder, encoder,
+    model = Models(encoder, encoder,
                   fine_tuning.fine_tune_backbones(encoder, cache_features))
     if cache_features:
         model.feature_dir = feature_dir
