@@ -124,13 +124,9 @@ class BackupAndRestore(keras.callbacks.Callback):
         if model.optimizer is not None and not model.optimizer.built:
             with model.distribute_strategy.scope():
                 model.optimizer.build(model.trainable_variables)
-        try:
-            model.load_weights(path)
-        except (OSError, ValueError) as error:
-            raise errors.UserError(
-                f"Cannot read the backup {path} "
-                f"({str(error).splitlines()[0]}). Remove {self.backup_dir} "
-                "to train the run from its start.") from error
+        io_utils.load_weights(model, path, "backup",
+                              f"Remove {self.backup_dir} to train the run "
+                              "from its start.")
         step = int(model.optimizer.iterations.numpy())
         epoch = step // self.steps_per_epoch
         print(f"Resuming from {self.backup_dir}: epoch {epoch}, step {step}.")

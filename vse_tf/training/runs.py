@@ -10,6 +10,7 @@ import os
 import gin
 
 from vse_tf import errors
+from vse_tf import io_utils
 from vse_tf.evaluation import hubness
 from vse_tf.models import text_towers
 from vse_tf.training import run_dir
@@ -53,14 +54,10 @@ def load_trained_model(model_dir):
 
 
 def _load(model, checkpoint):
-    try:
-        model.load_weights(checkpoint)
-    except (OSError, ValueError) as error:
-        raise errors.UserError(
-            f"Cannot read the checkpoint {checkpoint} "
-            f"({str(error).splitlines()[0]}): it is damaged, or was written "
-            "by another model. Train the run again, or evaluate it with the "
-            "run's own operative_config.gin.") from error
+    io_utils.load_weights(
+        model, checkpoint, "checkpoint",
+        "It is damaged, or was written by another model: train the run "
+        "again, or load it with the run's own operative_config.gin.")
 
 
 def load_hubness_correction(model_dir):
