@@ -90,12 +90,13 @@ class DualEncoder(compat.BuildOnlyTheOptimizer, keras.Model):
             return self.text_tower.encoder()
         return self.text_tower
 
-    def towers(self):
+    def both_towers(self):
+        """(image tower, text tower)."""
         return self.image_tower, self.text_tower
 
     def backbones(self):
         """The towers' pretrained parts (see `towers.Tower`)."""
-        return [tower.backbone for tower in self.towers()
+        return [tower.backbone for tower in self.both_towers()
                 if getattr(tower, "backbone", None) is not None]
 
     def retrace_step(self):
@@ -111,7 +112,7 @@ class DualEncoder(compat.BuildOnlyTheOptimizer, keras.Model):
         if len(self.backbones()) < 2:
             raise ValueError("Both towers need a backbone and a head to "
                              "train on cached features.")
-        heads = [tower.head for tower in self.towers()]
+        heads = [tower.head for tower in self.both_towers()]
         view = DualEncoder(*heads, name=f"{self.name}_heads")
         view.learnable_temperature = self.learnable_temperature
         view.log_temperature = self.log_temperature

@@ -50,7 +50,7 @@ def fine_tune_backbones(model, cache_features=False,
     # on cached features too.
     backbones = [] if cache_features else [
         b for b in model.backbones() if b.trainable]
-    backbones += [layer for tower in model.towers()
+    backbones += [layer for tower in model.both_towers()
                   for layer in getattr(tower, "fine_tuned", ())]
     if not backbones:
         raise errors.UserError(

@@ -67,7 +67,7 @@ def check_projection_heads(model, loss):
     """A UserError unless both towers join as many projection heads as
     the loss scores."""
     heads = getattr(loss, "projection_heads", 1)
-    for tower in model.towers():
+    for tower in model.both_towers():
         joined = getattr(tower, "projection_heads", 1)
         if joined != heads:
             raise errors.UserError(
