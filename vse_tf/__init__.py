@@ -2,11 +2,16 @@
 
 import os
 
-# What the user set, before the default below (the programs show
-# TensorFlow's start-up lines when it is set: vse_tf.cli.startup).
-USER_TF_CPP_MIN_LOG_LEVEL = os.environ.get("TF_CPP_MIN_LOG_LEVEL")
-# TensorFlow's C++ logging past start-up (CPU feature notes, retracing
-# chatter) drowns the progress bars; errors still show.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# TensorFlow's C++ logging (CPU feature notes, retracing chatter) drowns the
+# progress bars; errors still show. Marked as this package's default, so
+# that a program started from one (a tool's subprocess) still tells it from
+# a level the user set, which shows TensorFlow's start-up lines too
+# (vse_tf.cli.startup).
+if "TF_CPP_MIN_LOG_LEVEL" not in os.environ:
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    os.environ["VSE_TF_DEFAULT_LOG_LEVEL"] = "1"
+USER_TF_CPP_MIN_LOG_LEVEL = (
+    None if os.environ.get("VSE_TF_DEFAULT_LOG_LEVEL") else
+    os.environ.get("TF_CPP_MIN_LOG_LEVEL"))
 
 __version__ = "0.1.0"
