@@ -289,3 +289,23 @@ def test_learning_rate_scales_with_the_global_batch():
     with pytest.raises(errors.UserError, match="'linear', 'sqrt'"):
         optimizers.make_optimizer(scale_learning_rate="cubic")
     assert np.isfinite(rate(learning_rate=1e-3))
+
+
+def test_a_run_folder_of_the_old_weights_layout_loads_and_resumes(tmp_path):
+    # Before towers were Tower models, Keras filed the text tower under
+    # layers/functional_1; the same weights must load, and resume.
+    import h5py
+
+    from vse_tf.training import legacy_weights
+    model = _precomputed_model("mean")
+    run = _backed_up_run(tmp_path, model)
+    backup = os.path.join(run.backup, run_dir.BACKUP_WEIGHTS)
+    with h5py.File(backup, "r+") as stored:
+        stored.move("layers/tower_1", "layers/functional_1")
+    resume.check_backup(run, _precomputed_model("mean"), "shapes")
+    fresh = _precomputed_model("mean")
+    legacy_weights.load(fresh, backup, "backup", "")
+    for a, b in zip(fresh.get_weights(), model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    with h5py.File(backup, "r") as stored:  # the file itself is untouched
+        assert "layers/functional_1" in stored

@@ -14,4 +14,4 @@ USER_TF_CPP_MIN_LOG_LEVEL = (
     None if os.environ.get("VSE_TF_DEFAULT_LOG_LEVEL") else
     os.environ.get("TF_CPP_MIN_LOG_LEVEL"))
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -89,17 +89,6 @@ def read_json(path):
         return json.load(f)
 
 
-def load_weights(model, path, what, advice):
-    """`model.load_weights(path)`; a damaged file, or one of another
-    model, is a UserError that names it (`what`) and says `advice`."""
-    try:
-        model.load_weights(path)
-    except (OSError, ValueError) as error:
-        raise errors.UserError(
-            f"Cannot read the {what} {path} ({str(error).splitlines()[0]})."
-            f" {advice}") from error
-
-
 def ensure_writable_dir(path, what="model dir"):
     """Creates `path` if need be; a UserError if it cannot be written."""
     try:

@@ -8,6 +8,7 @@ import keras
 from vse_tf import errors
 from vse_tf import io_utils
 from vse_tf.evaluation import embedding
+from vse_tf.training import legacy_weights
 from vse_tf.training.run_dir import BACKUP_STATE
 from vse_tf.training.run_dir import BACKUP_WEIGHTS
 from vse_tf.training.run_dir import BEST_STATE
@@ -124,7 +125,7 @@ class BackupAndRestore(keras.callbacks.Callback):
         if model.optimizer is not None and not model.optimizer.built:
             with model.distribute_strategy.scope():
                 model.optimizer.build(model.trainable_variables)
-        io_utils.load_weights(model, path, "backup",
+        legacy_weights.load(model, path, "backup",
                               f"Remove {self.backup_dir} to train the run "
                               "from its start.")
         step = int(model.optimizer.iterations.numpy())

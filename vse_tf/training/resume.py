@@ -21,6 +21,7 @@ import gin
 import h5py
 
 from vse_tf import errors
+from vse_tf.training import legacy_weights
 from vse_tf.training import run_dir
 
 _BINDING = re.compile(r"^([\w./]+)\s*=\s*(.*)$")
@@ -66,7 +67,9 @@ def weight_shapes(path):
 
     with h5py.File(path, "r") as stored:
         stored.visititems(visit)
-    return shapes
+    # A file of the old layout holds the same weights under another name.
+    return {legacy_weights.renamed(name): shape
+            for name, shape in shapes.items()}
 
 
 def model_weight_shapes(model):

@@ -10,9 +10,9 @@ import os
 import gin
 
 from vse_tf import errors
-from vse_tf import io_utils
 from vse_tf.evaluation import hubness
 from vse_tf.models import text_towers
+from vse_tf.training import legacy_weights
 from vse_tf.training import run_dir
 from vse_tf.training import trainer
 
@@ -54,7 +54,7 @@ def load_trained_model(model_dir):
 
 
 def _load(model, checkpoint):
-    io_utils.load_weights(
+    legacy_weights.load(
         model, checkpoint, "checkpoint",
         "It is damaged, or was written by another model: train the run "
         "again, or load it with the run's own operative_config.gin.")

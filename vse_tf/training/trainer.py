@@ -35,6 +35,7 @@ from vse_tf.training import callbacks
 from vse_tf.training import distribute
 from vse_tf.training import features
 from vse_tf.training import fine_tuning
+from vse_tf.training import legacy_weights
 from vse_tf.training import optimizers
 from vse_tf.training import resume
 from vse_tf.training import run_dir
@@ -342,7 +343,8 @@ def finish(model, run, dataset, data_dir, export, projector_images,
     heads): the hubness correction's banks are their embeddings.
     """
     encoder, trained = model.encoder, model.trained
-    trained.load_weights(run.best_weights)
+    legacy_weights.load(trained, run.best_weights, "best checkpoint",
+                        "It was damaged after training.")
     test_examples = data.test
     if correction is not None:
         correction.fit(trained, data.train)

@@ -1,0 +1,58 @@
+"""Weights files of run folders written before towers were `Tower`s.
+
+Keras files a model held in a list under its class name: a DualEncoder's
+text tower was saved under `layers/functional_1` (a plain functional
+model), and is `layers/tower_1` now. Nothing else moved, so such a
+checkpoint or backup loads once that group is renamed, in a copy; the
+file itself is never changed.
+"""
+
+import os
+import shutil
+import tempfile
+
+import h5py
+
+from vse_tf import errors
+
+OLD, NEW = "layers/functional_1", "layers/tower_1"
+
+
+def load(model, path, what, advice):
+    """`model.load_weights(path)`, from a renamed copy if the file is of
+    the old layout; a damaged file, or one of another model, is a
+    UserError that names it (`what`) and says `advice`."""
+    try:
+        model.load_weights(path)
+        return
+    except (OSError, ValueError) as error:
+        failure = error
+    if _old_layout(path):
+        with tempfile.TemporaryDirectory() as folder:
+            copy = os.path.join(folder, os.path.basename(path))
+            shutil.copyfile(path, copy)
+            with h5py.File(copy, "r+") as stored:
+                stored.move(OLD, NEW)
+            try:
+                model.load_weights(copy)
+                return
+            except (OSError, ValueError):
+                pass
+    raise errors.UserError(
+        f"Cannot read the {what} {path} "
+        f"({str(failure).splitlines()[0]}). {advice}") from failure
+
+
+def renamed(name):
+    """A weight's path in a file of the old layout, as it is now."""
+    if name == OLD or name.startswith(OLD + "/"):
+        return NEW + name[len(OLD):]
+    return name
+
+
+def _old_layout(path):
+    try:
+        with h5py.File(path, "r") as stored:
+            return OLD in stored and NEW not in stored
+    except OSError:
+        return False
