@@ -39,6 +39,7 @@ from vse_tf.training import legacy_weights
 from vse_tf.training import optimizers
 from vse_tf.training import resume
 from vse_tf.training import run_dir
+from vse_tf.training import warm_start
 
 PRECISIONS = (None, "float32", "mixed_float16", "mixed_bfloat16")
 
@@ -108,7 +109,8 @@ def train(model_dir,
           export=True,
           projector_images=500,
           hubness_correction=None,
-          deterministic=False):
+          deterministic=False,
+          init_from=None):
     """Trains, validates each epoch, and scores the best checkpoint on test.
 
     Args:
@@ -149,6 +151,11 @@ def train(model_dir,
         one seed, or a run killed and resumed, end with the same weights
         to the bit, at some cost in speed. Without it they agree to float
         rounding, which training can amplify.
+      init_from: warm start: a run folder (its best checkpoint) or a
+        .weights.h5 file whose weights are loaded where their place and
+        shape match this model's; the rest keep their initialization, and
+        the optimizer starts fresh (see `warm_start`). A resumed run takes
+        its own backup instead.
 
     Returns:
       The test metrics, as in metrics.json (None on a non-chief worker).
@@ -183,6 +190,8 @@ def train(model_dir,
                           data, strategy)
             # Resumable only with the model and data the backup holds.
             resume.check_backup(run, model.trained, dataset, cache_features)
+            if init_from is not None:
+                _warm_start(model.trained, init_from, run)
             write_operative_config(output)
             output.write_run_info(_run_info(
                 dataset, cache_features, feature_dir, epochs,
@@ -196,6 +205,14 @@ def train(model_dir,
             return None
         return finish(model, run, dataset, data_dir, export,
                       projector_images, hubness_correction, data, started)
+
+
+def _warm_start(trained, init_from, run):
+    if os.path.exists(os.path.join(run.backup, run_dir.BACKUP_WEIGHTS)):
+        print(f"train.init_from = {init_from!r} is not loaded: the run "
+              "resumes from its own backup.")
+        return
+    print(warm_start.warm_start(trained, init_from))
 
 
 def check_run_settings(epochs, steps_per_epoch, batch_size, max_vocabulary,

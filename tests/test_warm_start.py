@@ -1,0 +1,105 @@
+"""Warm start: what matches loads, the rest stays new, and mistakes are
+refused."""
+
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+
+from tests.conftest import bindings
+from tests.conftest import run_tool
+from vse_tf import errors
+from vse_tf.models import dual_encoder
+from vse_tf.models import image_towers
+from vse_tf.models import text_towers
+from vse_tf.training import optimizers
+from vse_tf.training import warm_start
+
+
+def _model(embedding_dim=4, learnable_temperature=None, seed=0):
+    keras.utils.set_random_seed(seed)
+    model = dual_encoder.DualEncoder(
+        image_towers.build_precomputed_tower(feature_dim=6, embedding_dim=
+                                             embedding_dim),
+        text_towers.build_text_tower(["a", "b"], max_length=4, word_dim=3,
+                                     units=4, embedding_dim=embedding_dim),
+        learnable_temperature=learnable_temperature)
+    model(model.dummy_inputs())
+    model.compile(optimizer=optimizers.make_optimizer("adam"))
+    return model
+
+
+def _base(tmp_path, **kwargs):
+    base = _model(seed=1, **kwargs)
+    path = str(tmp_path / "base.weights.h5")
+    base.save_weights(path)
+    return base, path
+
+
+def test_matching_weights_load_and_the_rest_stay_new(tmp_path):
+    base, path = _base(tmp_path)
+    # The new run learns a temperature the base did not have.
+    model = _model(learnable_temperature=0.07)
+    table = warm_start.warm_start(model, path)
+    for ours, theirs in zip(
+            model.image_tower.weights + model.text_tower.weights,
+            base.image_tower.weights + base.text_tower.weights):
+        np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
+    assert float(model.temperature()) == pytest.approx(0.07)  # left new
+    assert int(model.optimizer.iterations.numpy()) == 0  # a fresh start
+    rows = {line.split()[0]: line for line in table.splitlines()[1:]}
+    loaded = len(base.image_tower.weights + base.text_tower.weights)
+    assert rows["loaded"].split()[1] == str(loaded)
+    assert rows["new"].split()[2] == "1"  # the temperature
+    assert rows["skipped"].split()[3] == "0"
+
+
+def test_weights_of_the_base_alone_are_skipped(tmp_path):
+    _, path = _base(tmp_path, learnable_temperature=0.07)
+    table = warm_start.warm_start(_model(), path)
+    assert table.splitlines()[3].split()[3] == "1"  # its temperature
+
+
+def test_another_shape_in_the_same_place_is_refused(tmp_path):
+    _, path = _base(tmp_path)
+    with pytest.raises(errors.UserError, match=r"same place but another "
+                       r"shape \(.*\[6, 4\] in the base, \[6, 8\] here"):
+        warm_start.warm_start(_model(embedding_dim=8), path)
+
+
+def test_a_base_with_nothing_in_common_is_refused(tmp_path):
+    keras.utils.set_random_seed(0)
+    other = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    path = str(tmp_path / "other.weights.h5")
+    other.save_weights(path)
+    with pytest.raises(errors.UserError, match="nothing would load"):
+        warm_start.warm_start(_model(), path)
+
+
+def test_a_folder_without_a_checkpoint_is_refused(tmp_path):
+    with pytest.raises(errors.UserError, match="names no weights"):
+        warm_start.warm_start(_model(), str(tmp_path))
+
+
+@pytest.mark.slow
+def test_a_warm_started_run_begins_where_its_base_ended(trained_run,
+                                                        tfds_dir, tmp_path):
+    base_dir, _ = trained_run
+    with open(os.path.join(base_dir, "checkpoints", "best.json")) as f:
+        base_best = json.load(f)["val_rsum"]
+    model_dir = tmp_path / "warm"
+    # With a learning rate of 0 the first epoch keeps the base's weights:
+    # its validation is the base's best to the digit.
+    result = run_tool("train", "--gin_file=gin/demo.gin", *bindings([
+        f"train.init_from = '{base_dir}'", "train.epochs = 1",
+        "make_optimizer.learning_rate = 0.0", "train.export = False",
+        "train.projector_images = 0"]),
+        f"--model_dir={model_dir}", f"--data_dir={tfds_dir}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Warm start from" in result.stdout and "loaded" in result.stdout
+    with open(model_dir / "checkpoints" / "best.json") as f:
+        assert json.load(f)["val_rsum"] == pytest.approx(base_best)
+    with open(model_dir / "operative_config.gin") as f:
+        assert f"train.init_from = '{base_dir}'" in f.read()
