@@ -48,7 +48,7 @@ def top_k(query_embeddings, candidate_embeddings, k):
 def _read_lines(path, what):
     if not os.path.isfile(path):
         raise errors.UserError(f"The {what} {path!r} does not exist; expected "
-                            "a text file with one entry a line.")
+                               "a text file with one entry a line.")
     with open(path, encoding="utf-8") as f:
         lines = [line.strip() for line in f if line.strip()]
     if not lines:
@@ -145,15 +145,15 @@ def search_images(args):
     if not args.images:
         raise errors.UserError(
             "--images is required for a text query: a folder "
-                            "of JPEG/PNG files or a split such as "
-                            "shapes:test.")
+            "of JPEG/PNG files or a split such as "
+            "shapes:test.")
     queries = list(args.query)
     if args.query_file:
         queries += _read_lines(args.query_file, "query file")
     if not queries:
         raise errors.UserError(
             "Give at least one --query (or --query_file), or "
-                            "--caption-for IMAGE with --captions FILE.")
+            "--caption-for IMAGE with --captions FILE.")
     image_dir, serve_bytes = _load_signature(args.export_dir,
                                              saved_model.IMAGE_TOWER)
     _, serve_text = _load_signature(args.export_dir, saved_model.TEXT_TOWER)
@@ -181,7 +181,7 @@ def search_images(args):
 def caption_image(args):
     if not args.captions:
         raise errors.UserError("--caption-for needs --captions FILE, the "
-                            "candidate captions, one a line.")
+                               "candidate captions, one a line.")
     captions = _read_lines(args.captions, "caption file")
     if not os.path.isfile(args.caption_for):
         raise errors.UserError(
@@ -238,7 +238,7 @@ def main(argv=None):
     args = parse_args(argv)
     if not os.path.isdir(args.export_dir):
         raise errors.UserError(f"No export dir {args.export_dir!r}: export a "
-                            "run first (`python -m vse_tf.export`).")
+                               "run first (`python -m vse_tf.export`).")
     if args.caption_for:
         caption_image(args)
     else:

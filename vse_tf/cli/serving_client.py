@@ -86,7 +86,7 @@ def predict(server, model, values, protocol="rest", timeout=30.0):
         except urllib.error.HTTPError as error:
             detail = error.read().decode("utf-8", "replace")
             raise errors.UserError(f"{server} answered {error.code}: "
-                                f"{detail}") from error
+                                   f"{detail}") from error
         except urllib.error.URLError as error:
             raise errors.UserError(
                 f"No TF Serving REST API at {server} ({error.reason}). Start "
@@ -97,7 +97,7 @@ def predict(server, model, values, protocol="rest", timeout=30.0):
         from tensorflow_serving.apis import prediction_service_pb2_grpc
     except ImportError as error:
         raise errors.UserError("gRPC needs tensorflow-serving-api: pip install "
-                            "'vse_tf[serving]'.") from error
+                               "'vse_tf[serving]'.") from error
     with grpc.insecure_channel(server) as channel:
         stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
         try:
@@ -142,7 +142,7 @@ def main(argv=None):
                 images.append(f.read())
         except OSError as error:
             raise errors.UserError(f"Cannot read the image {path!r} "
-                                f"({error.strerror}).") from error
+                                   f"({error.strerror}).") from error
     for model, values, labels in (("text_tower", args.text, args.text),
                                   ("image_tower", images, args.image)):
         if values:

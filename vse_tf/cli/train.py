@@ -18,7 +18,7 @@ def main(argv):
     common.load_gin(FLAGS.gin_file, FLAGS.gin_bindings)
     if not FLAGS.model_dir:
         raise errors.UserError("--model_dir is required: the folder where the "
-                            "run writes checkpoints, logs and metrics.")
+                               "run writes checkpoints, logs and metrics.")
     from vse_tf.training import trainer
     trainer.train(FLAGS.model_dir, data_dir=FLAGS.data_dir)
 

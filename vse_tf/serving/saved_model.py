@@ -177,7 +177,7 @@ def export_towers(model, export_dir, version=None, correction=None):
                            *versions(export_dir, TEXT_TOWER)])
     if version < 1:
         raise errors.UserError(f"--version must be a positive integer, not "
-                            f"{version}.")
+                               f"{version}.")
     for tower in TOWERS:
         if version in versions(export_dir, tower):
             raise errors.UserError(

@@ -81,7 +81,7 @@ def get_strategy(kind="auto", tpu=None):
     """
     if kind not in KINDS:
         raise errors.UserError(f"Unknown strategy {kind!r}; choose one of "
-                            f"{', '.join(KINDS)}.")
+                               f"{', '.join(KINDS)}.")
     cluster = cluster_config()
     if kind == "auto":
         if cluster is not None:
@@ -95,7 +95,7 @@ def get_strategy(kind="auto", tpu=None):
     if kind == "multi_worker":
         if cluster is None:
             raise errors.UserError("The multi_worker strategy needs TF_CONFIG "
-                                "to describe the cluster.")
+                                   "to describe the cluster.")
         return tf.distribute.MultiWorkerMirroredStrategy()
     if kind == "tpu":
         resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu)
