@@ -49,6 +49,10 @@ def load_trained_model(model_dir):
         heads(heads.dummy_inputs())  # a model takes weights once built
         _load(heads, checkpoint)
     else:
+        # The checkpoint holds the optimizer's state too: an optimizer
+        # built to take it loads without Keras's "Skipping variable
+        # loading" warning.
+        model.optimizer.build(model.trainable_variables)
         _load(model, checkpoint)
     return model
 
