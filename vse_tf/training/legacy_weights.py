@@ -43,6 +43,22 @@ def load(model, path, what, advice):
         f"({str(failure).splitlines()[0]}). {advice}") from failure
 
 
+def weights(path):
+    """{weight's path as this version names it: (its path in the file,
+    its shape)} of a Keras weights file, without the optimizer's state
+    (which a model not yet trained lacks)."""
+    found = {}
+
+    def visit(name, item):
+        if isinstance(item, h5py.Dataset) and not name.startswith(
+                "optimizer/"):
+            found[renamed(name)] = (name, tuple(item.shape))
+
+    with h5py.File(path, "r") as stored:
+        stored.visititems(visit)
+    return found
+
+
 def renamed(name):
     """A weight's path in a file of the old layout, as it is now."""
     if name == OLD or name.startswith(OLD + "/"):

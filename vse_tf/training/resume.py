@@ -18,7 +18,6 @@ import re
 import tempfile
 
 import gin
-import h5py
 
 from vse_tf import errors
 from vse_tf.training import legacy_weights
@@ -56,20 +55,10 @@ def differences(old_text, new_text):
 
 
 def weight_shapes(path):
-    """{path in the weights file: shape} of a Keras weights file, without
-    the optimizer's state (which a model not yet trained lacks)."""
-    shapes = {}
-
-    def visit(name, item):
-        if isinstance(item, h5py.Dataset) and not name.startswith(
-                "optimizer/"):
-            shapes[name] = tuple(item.shape)
-
-    with h5py.File(path, "r") as stored:
-        stored.visititems(visit)
-    # A file of the old layout holds the same weights under another name.
-    return {legacy_weights.renamed(name): shape
-            for name, shape in shapes.items()}
+    """{weight's path: shape} of a Keras weights file, without the
+    optimizer's state; a file of the old layout under the names of now."""
+    return {name: shape
+            for name, (_, shape) in legacy_weights.weights(path).items()}
 
 
 def model_weight_shapes(model):

@@ -65,41 +65,23 @@ def warm_start(model, init_from):
 
 def _copy_matching(source, target):
     """Writes into `target` every weight of `source` that matches one of
-    its own; (loaded, new, skipped, mismatched) weight names."""
-    theirs = _weights(source)
+    its own (the optimizer's state stays out: a warm start begins a new
+    run); (loaded, new, skipped, mismatched) weight names."""
+    theirs = legacy_weights.weights(source)
+    own = legacy_weights.weights(target)
     loaded, new, mismatched = [], [], []
-    with h5py.File(target, "r+") as ours:
-        own = {}
-        ours.visititems(lambda name, item: own.update({name: item.shape})
-                        if _is_weight(name, item) else None)
-        with h5py.File(source, "r") as stored:
-            for name, shape in sorted(own.items()):
-                match = theirs.get(name)
-                if match is None:
-                    new.append(name)
-                elif tuple(match[1]) != tuple(shape):
-                    mismatched.append((name, match[1], shape))
-                else:
-                    ours[name][...] = stored[match[0]][...]
-                    loaded.append(name)
+    with h5py.File(target, "r+") as ours, h5py.File(source, "r") as stored:
+        for name, (_, shape) in sorted(own.items()):
+            match = theirs.get(name)
+            if match is None:
+                new.append(name)
+            elif match[1] != shape:
+                mismatched.append((name, match[1], shape))
+            else:
+                ours[name][...] = stored[match[0]][...]
+                loaded.append(name)
     skipped = sorted(set(theirs) - set(own))
     return loaded, new, skipped, mismatched
-
-
-def _weights(path):
-    """{path as this version names it: (path in the file, shape)}."""
-    found = {}
-    with h5py.File(path, "r") as stored:
-        stored.visititems(lambda name, item: found.update({
-            legacy_weights.renamed(name): (name, item.shape)})
-            if _is_weight(name, item) else None)
-    return found
-
-
-def _is_weight(name, item):
-    # The optimizer's state stays out: a warm start begins a new run.
-    return isinstance(item, h5py.Dataset) and not name.startswith(
-        "optimizer/")
 
 
 def format_table(source, loaded, new, skipped):
