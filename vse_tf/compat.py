@@ -8,12 +8,13 @@ release renames or drops it, so an upgrade breaks there, not deep inside a
 training run.
 """
 
+import gin
 import keras
 import tensorflow as tf
 
 # (what, how to find it, what breaks without it)
 PRIVATE_APIS = (
-    ("gin.config._REGISTRY", lambda: __import__("gin").config._REGISTRY,
+    ("gin.config._REGISTRY", lambda: gin.config._REGISTRY,
      "suggestions for a misspelt configurable in gin errors"),
     ("keras.Model._maybe_symbolic_build",
      lambda: keras.Model._maybe_symbolic_build,
@@ -44,9 +45,8 @@ PRIVATE_APIS = (
 def gin_configurables():
     """{name: the function or class} of every registered configurable.
     Gin has no public listing of them."""
-    from gin import config
     return {selector.split(".")[-1]: configurable.wrapped
-            for selector, configurable in config._REGISTRY.items()}
+            for selector, configurable in gin.config._REGISTRY.items()}
 
 
 class BuildOnlyTheOptimizer:

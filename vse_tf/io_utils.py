@@ -10,7 +10,6 @@ import contextlib
 import json
 import os
 import shutil
-import sys
 import tempfile
 
 from vse_tf import errors
@@ -115,12 +114,3 @@ def removed_on_user_error(path):
             shutil.rmtree(path, ignore_errors=True)
         raise
 
-
-def progress_verbosity():
-    """Keras's `verbose` for a progress display: 1, a live bar, on a
-    terminal; 2, one plain line per epoch (no ANSI codes or carriage
-    returns), in a log file, under nohup or a cluster job, or with
-    VSE_TF_QUIET_PROGRESS set."""
-    if os.environ.get("VSE_TF_QUIET_PROGRESS") or not sys.stdout.isatty():
-        return 2
-    return 1

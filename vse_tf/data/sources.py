@@ -33,6 +33,24 @@ class Source:
     load: Callable
 
 
+# What `train.dataset` may name, for the suggestion on a near miss.
+NAMES = (*karpathy.DATASETS, *precomp.DATASETS, coco.NAME,
+         *(f"{karpathy_tfds.NAME}/{name}" for name in karpathy.DATASETS),
+         "shapes", "shapes/tiny")
+
+
+def _tfds(dataset, split, data_dir, captions_only):
+    try:
+        return tfds_source.load(dataset, split, data_dir, captions_only)
+    except tfds_source.NotFound:
+        close = difflib.get_close_matches(dataset, NAMES, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise errors.DatasetError(
+            f"train.dataset = {dataset!r} is no dataset vse_tf knows: not "
+            f"one of {', '.join(map(repr, NAMES))}, nor a TFDS name.{hint}"
+        ) from None
+
+
 SOURCES = [
     Source("raw photos with Karpathy's split files",
            lambda dataset: dataset in karpathy.DATASETS,
@@ -55,13 +73,8 @@ SOURCES = [
                dataset.split("/")[1], split, data_dir,
                captions_only=captions_only)),
     # Last: any other name is a TFDS dataset ("shapes", "shapes/tiny").
-    Source("a TFDS dataset", lambda dataset: True,
-           lambda *args: _tfds(*args)),
+    Source("a TFDS dataset", lambda dataset: True, _tfds),
 ]
-# What `train.dataset` may name, for the suggestion on a near miss.
-NAMES = (*karpathy.DATASETS, *precomp.DATASETS, coco.NAME,
-         *(f"{karpathy_tfds.NAME}/{name}" for name in karpathy.DATASETS),
-         "shapes", "shapes/tiny")
 
 
 def register(source):
@@ -72,14 +85,3 @@ def register(source):
 def find(dataset):
     return next(source for source in SOURCES if source.handles(dataset))
 
-
-def _tfds(dataset, split, data_dir, captions_only):
-    try:
-        return tfds_source.load(dataset, split, data_dir, captions_only)
-    except tfds_source.NotFound:
-        close = difflib.get_close_matches(dataset, NAMES, n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise errors.DatasetError(
-            f"train.dataset = {dataset!r} is no dataset vse_tf knows: not "
-            f"one of {', '.join(map(repr, NAMES))}, nor a TFDS name.{hint}"
-        ) from None

@@ -2,6 +2,7 @@
 
 import math
 import os
+import sys
 
 import keras
 
@@ -13,6 +14,16 @@ from vse_tf.training.run_dir import BACKUP_STATE
 from vse_tf.training.run_dir import BACKUP_WEIGHTS
 from vse_tf.training.run_dir import BEST_STATE
 from vse_tf.training.run_dir import BEST_WEIGHTS
+
+
+def progress_verbosity():
+    """Keras's `verbose` for a progress display: 1, a live bar, on a
+    terminal; 2, one plain line per epoch (no ANSI codes or carriage
+    returns), in a log file, under nohup or a cluster job, or with
+    VSE_TF_QUIET_PROGRESS set."""
+    if os.environ.get("VSE_TF_QUIET_PROGRESS") or not sys.stdout.isatty():
+        return 2
+    return 1
 
 
 class RetrievalValidation(keras.callbacks.Callback):
@@ -52,7 +63,7 @@ class RetrievalValidation(keras.callbacks.Callback):
                 {"epoch": epoch + 1, **{f"val_{k}": v
                                         for k, v in metrics.items()}})
         # On a terminal, after the live progress bar's line.
-        start = "\n" if io_utils.progress_verbosity() == 1 else ""
+        start = "\n" if progress_verbosity() == 1 else ""
         print(f"{start}epoch {epoch + 1}: val rsum {metrics['rsum']:.1f} "
               f"(i2t R@1 {metrics['i2t_r1']:.1f}, t2i R@1 "
               f"{metrics['t2i_r1']:.1f}; best {self.best_rsum:.1f})")

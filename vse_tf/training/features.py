@@ -16,6 +16,7 @@ import tensorflow as tf
 
 from vse_tf import errors
 from vse_tf import io_utils
+from vse_tf.training import callbacks
 
 # Bumped whenever the backbones' computation changes in a way their weights
 # do not show (1 -> 2: MiniLM with the exact GELU).
@@ -103,7 +104,7 @@ def _progress(total, unit):
     # verbose=2: one line at the end, as fit's, for logs and tools.
     return keras.utils.Progbar(
         total, unit_name=unit,
-        verbose=io_utils.progress_verbosity())
+        verbose=callbacks.progress_verbosity())
 
 
 def cached_examples(model, examples, split, cache_dir):

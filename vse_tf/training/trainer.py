@@ -349,7 +349,7 @@ def fit(model, data, run, output, epochs, batch_size, seed):
             backup,
             keras.callbacks.TensorBoard(output.logs),
         ],
-        verbose=io_utils.progress_verbosity())
+        verbose=callbacks.progress_verbosity())
 
 
 def finish(model, run, dataset, data_dir, export, projector_images,
@@ -415,11 +415,8 @@ def head_model(model, loss, global_batch_size):
 
 @contextlib.contextmanager
 def _precision_policy(name):
-    """Keras's global dtype policy for the models built inside."""
-    if name not in PRECISIONS:
-        raise errors.UserError(
-            f"Unknown train.mixed_precision {name!r}; use None, "
-            "'mixed_float16' or 'mixed_bfloat16'.")
+    """Keras's global dtype policy for the models built inside (`name`
+    checked by `check_run_settings`)."""
     previous = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy(name or "float32")
     try:
