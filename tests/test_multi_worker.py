@@ -61,7 +61,7 @@ def test_two_workers_train_like_one_process(tfds_dir, tmp_path):
     single_dir = tmp_path / "single"
     expected = _train_one_process(tfds_dir, single_dir, [])
     start = _train_one_process(tfds_dir, tmp_path / "start", [
-        "keras.optimizers.schedules.CosineDecay.initial_learning_rate = 0.0"])
+        "CosineDecayOverRun.initial_learning_rate = 0.0"])
     model_dir = tmp_path / "run"
     ports = _free_ports(2)
     cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}

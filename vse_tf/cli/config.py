@@ -32,6 +32,12 @@ def _explain_gin_error(error):
         hint = (f" Did you mean {' or '.join(repr(c) for c in close)}?"
                 if close else "")
         return f"Unknown gin configurable {name!r}.{hint}"
+    macro = re.match(r"No bindings specified for '(\w+)/gin.macro'", message)
+    if macro:
+        name = macro.group(1)
+        return (f"The gin macro {name} has no value; the config uses it but "
+                f"leaves it to you: add --gin_bindings=\"{name} = ...\" (see "
+                "the comment where the config uses it).")
     parameter = re.match(
         r"Configurable '([\w.]+)' doesn't have a parameter named '(\w+)'",
         message)

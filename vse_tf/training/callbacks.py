@@ -1,5 +1,7 @@
 """Callbacks of a training run: validation, backup, divergence guard."""
 
+import csv
+import io
 import math
 import os
 import sys
@@ -67,6 +69,41 @@ class RetrievalValidation(keras.callbacks.Callback):
         print(f"{start}epoch {epoch + 1}: val rsum {metrics['rsum']:.1f} "
               f"(i2t R@1 {metrics['i2t_r1']:.1f}, t2i R@1 "
               f"{metrics['t2i_r1']:.1f}; best {self.best_rsum:.1f})")
+
+
+class EpochHistory(keras.callbacks.Callback):
+    """`history.csv`: one row an epoch of the epoch logs (loss, learning
+    rate, val R@K), for plots and spreadsheets without TensorBoard.
+
+    The whole file is rewritten atomically each epoch, so a kill leaves
+    the last complete one; a resumed run keeps the rows of the epochs
+    before the one it resumes at and writes the rest.
+    """
+
+    def __init__(self, path):
+        super().__init__()
+        self.path = path
+
+    def on_epoch_end(self, epoch, logs=None):
+        rows = [row for row in read_history(self.path)
+                if int(row["epoch"]) <= epoch]
+        rows.append({"epoch": epoch + 1, **{
+            name: float(value) for name, value in sorted((logs or {}).items())
+        }})
+        columns = list(dict.fromkeys(name for row in rows for name in row))
+        text = io.StringIO()
+        writer = csv.DictWriter(text, columns, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        io_utils.write_text_atomic(self.path, text.getvalue())
+
+
+def read_history(path):
+    """The rows of a `history.csv` (strings), none if there is no file."""
+    if not os.path.exists(path):
+        return []
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
 
 
 class TrainingDiverged(errors.UserError):

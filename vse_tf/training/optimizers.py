@@ -83,16 +83,45 @@ class ScaledSchedule(keras.optimizers.schedules.LearningRateSchedule):
 
 
 @gin.configurable
+class CosineDecayOverRun:
+    """Keras's `CosineDecay` over the whole run, however long it is.
+
+    Keras's schedule is counted in steps, so a config that sets it must
+    redo the sum (epochs x steps per epoch) whenever the epochs, the batch
+    or the data change, and a run of other length silently ends off the
+    curve's end or stops half way down it. This one takes its length from
+    the run: the trainer passes `epochs * steps_per_epoch` to
+    `make_optimizer`, which builds the Keras schedule. A run that trains
+    stage by stage (a warm start) gets a whole cosine for each stage.
+    """
+
+    def __init__(self, initial_learning_rate=2e-4, alpha=0.0):
+        errors.check_number("CosineDecayOverRun.initial_learning_rate",
+                            initial_learning_rate, minimum=0)
+        errors.check_number("CosineDecayOverRun.alpha", alpha, minimum=0,
+                            maximum=1)
+        self.initial_learning_rate = initial_learning_rate
+        self.alpha = alpha
+
+    def schedule(self, total_steps):
+        # Outside training (evaluate, export) nothing steps the optimizer.
+        return keras.optimizers.schedules.CosineDecay(
+            self.initial_learning_rate, max(total_steps or 1, 1),
+            alpha=self.alpha)
+
+
+@gin.configurable
 def make_optimizer(name="adam", learning_rate=2e-4, global_clipnorm=2.0,
                    scale_learning_rate=None, base_batch_size=128,
-                   global_batch_size=None, **kwargs):
+                   global_batch_size=None, total_steps=None, **kwargs):
     """An optimizer from `OPTIMIZERS`.
 
     Args:
       name: "adam" (VSE++ and the paper), "adamw" or "sgd".
-      learning_rate: a float or a `keras.optimizers.schedules` schedule
+      learning_rate: a float, a `keras.optimizers.schedules` schedule
         (bind one in gin, e.g.
-        `@keras.optimizers.schedules.PiecewiseConstantDecay()`).
+        `@keras.optimizers.schedules.PiecewiseConstantDecay()`), or a
+        `CosineDecayOverRun`, whose length is `total_steps`.
       global_clipnorm: clip the gradient's global norm (VSE++: 2.0); None
         disables clipping.
       scale_learning_rate: None keeps `learning_rate` whatever the batch;
@@ -102,8 +131,12 @@ def make_optimizer(name="adam", learning_rate=2e-4, global_clipnorm=2.0,
         replicas while keeping a tuned learning rate.
       base_batch_size: the global batch `learning_rate` was tuned for.
       global_batch_size: the run's global batch (the trainer passes it).
+      total_steps: the run's steps, epochs x steps per epoch (the trainer
+        passes it).
       **kwargs: passed on to the optimizer.
     """
+    if isinstance(learning_rate, CosineDecayOverRun):
+        learning_rate = learning_rate.schedule(total_steps)
     errors.check_choice("make_optimizer.name", name, sorted(OPTIMIZERS))
     errors.check_choice("make_optimizer.scale_learning_rate",
                         scale_learning_rate, list(SCALINGS))

@@ -9,6 +9,7 @@
                            backup/ (latest epoch with optimizer state; a
                            rerun of the same command resumes from it)
     logs/                  TensorBoard: loss, learning rate, temperature, R@K
+    history.csv            one row an epoch: loss, learning rate, val R@K
     metrics.json           test metrics of the best checkpoint
     export/                both towers as SavedModels for TF Serving
     projector/             test embeddings for TensorBoard's projector
@@ -38,6 +39,7 @@ BACKUP = "backup"
 BACKUP_WEIGHTS = "latest.weights.h5"
 BACKUP_STATE = "training_metadata.json"
 LOGS = "logs"
+HISTORY = "history.csv"
 EXPORT = "export"
 PROJECTOR = "projector"
 FEATURES = "features"
@@ -64,6 +66,10 @@ class RunDir:
     @property
     def vocabulary(self):
         return self._join(VOCABULARY)
+
+    @property
+    def history(self):
+        return self._join(HISTORY)
 
     @property
     def metrics(self):

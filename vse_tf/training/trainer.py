@@ -57,12 +57,15 @@ def load_or_build_vocabulary(run, output, train_captions, max_tokens):
     return vocabulary
 
 
-def build_model(vocabulary, loss=None, global_batch_size=None):
-    """The dual encoder as gin configures it, built and compiled."""
+def build_model(vocabulary, loss=None, global_batch_size=None,
+                total_steps=None):
+    """The dual encoder as gin configures it, built and compiled; a
+    training run passes its `total_steps` for a schedule that spans the
+    run (`optimizers.CosineDecayOverRun`)."""
     model = dual_encoder.build_dual_encoder(vocabulary)
     if loss is not None:
         check_projection_heads(model, loss)
-    return _built_and_compiled(model, loss, global_batch_size)
+    return _built_and_compiled(model, loss, global_batch_size, total_steps)
 
 
 def check_projection_heads(model, loss):
@@ -80,10 +83,11 @@ def check_projection_heads(model, loss):
                 "macro, as gin/flickr8k.gin does).")
 
 
-def _built_and_compiled(model, loss, global_batch_size):
+def _built_and_compiled(model, loss, global_batch_size, total_steps=None):
     model(model.dummy_inputs())  # creates the weights before any restore
     model.compile(optimizer=optimizers.make_optimizer(
-        global_batch_size=global_batch_size), loss=loss)
+        global_batch_size=global_batch_size, total_steps=total_steps),
+        loss=loss)
     return model
 
 
@@ -187,7 +191,7 @@ def train(model_dir,
                 tf.config.experimental.enable_op_determinism()
             model = build(vocabulary, loss, batch_size, jit_compile,
                           cache_features, feature_dir or output.features,
-                          data, strategy)
+                          data, strategy, epochs * data.steps_per_epoch)
             # Resumable only with the model and data the backup holds.
             resume.check_backup(run, model.trained, dataset, cache_features)
             if init_from is not None:
@@ -292,11 +296,12 @@ class Models:
 
 
 def build(vocabulary, loss, batch_size, jit_compile, cache_features,
-          feature_dir, data, strategy):
+          feature_dir, data, strategy, total_steps):
     """The compiled model; with `cache_features`, also its heads, and
     `data` then holds the backbones' features in place of the splits."""
     with strategy.scope():
-        encoder = build_model(vocabulary, loss, global_batch_size=batch_size)
+        encoder = build_model(vocabulary, loss, global_batch_size=batch_size,
+                              total_steps=total_steps)
     try:
         # Checked here, before any feature extraction.
         encoder.compile_step(jit_compile)
@@ -313,7 +318,8 @@ def build(vocabulary, loss, batch_size, jit_compile, cache_features,
             for split, examples in (("train", data.train),
                                     ("val", data.val)))
         with strategy.scope():
-            model.trained = head_model(encoder, loss, batch_size)
+            model.trained = head_model(encoder, loss, batch_size,
+                                       total_steps)
         model.trained.compile_step(jit_compile)
     return model
 
@@ -346,6 +352,7 @@ def fit(model, data, run, output, epochs, batch_size, seed):
             *([model.fine_tuner] if model.fine_tuner else []),
             # Before the rest, so that they log its val metrics.
             callbacks.RetrievalValidation(data.val, output.checkpoints),
+            callbacks.EpochHistory(output.history),
             backup,
             keras.callbacks.TensorBoard(output.logs),
         ],
@@ -408,9 +415,10 @@ def what_next(run, dataset, data_dir, export, projector_images):
     return "\n".join(lines)
 
 
-def head_model(model, loss, global_batch_size):
+def head_model(model, loss, global_batch_size, total_steps=None):
     """The model's heads, compiled to train on cached backbone features."""
-    return _built_and_compiled(model.head_model(), loss, global_batch_size)
+    return _built_and_compiled(model.head_model(), loss, global_batch_size,
+                               total_steps)
 
 
 @contextlib.contextmanager
