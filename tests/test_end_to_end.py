@@ -14,6 +14,7 @@ from vse_tf import evaluation
 from vse_tf.cli import config
 from vse_tf.data import pipeline
 from vse_tf.evaluation import embedding
+from vse_tf.training import callbacks
 from vse_tf.training import runs
 
 
@@ -97,6 +98,21 @@ def test_operative_config_repeats_the_run(trained_run):
     assert "train.steps_per_epoch = 3" in config
     assert "AllNegativesLoss.temperature = 0.1" in config
     assert "build_text_tower.units = 8" in config
+
+
+@pytest.mark.slow
+def test_history_has_a_row_an_epoch_as_the_log_says(trained_run):
+    model_dir, result = trained_run
+    rows = callbacks.read_history(os.path.join(model_dir, "history.csv"))
+    assert [row["epoch"] for row in rows] == ["1", "2"]
+    for row in rows:
+        assert f"epoch {row['epoch']}: val rsum " \
+            f"{float(row['val_rsum']):.1f} " in result.stdout
+        assert float(row["loss"]) > 0
+    # demo.gin's cosine spans the run, whatever its length: 2e-3 halfway
+    # down after epoch 1 of 2, 0 at the end.
+    assert float(rows[0]["learning_rate"]) == pytest.approx(1e-3, rel=1e-5)
+    assert float(rows[1]["learning_rate"]) == pytest.approx(0.0, abs=1e-9)
 
 
 @pytest.mark.slow

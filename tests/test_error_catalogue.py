@@ -287,3 +287,12 @@ def test_serving_client_without_a_server():
     result = run_tool("serving_client", "--server=127.0.0.1:9",
                       "--text=a ball", "--timeout=5")
     _assert_clean(result, "127.0.0.1:9")
+
+
+def test_paper_stage_without_its_base_run(tmp_path):
+    result = run_tool("train", "--gin_file=gin/f30k_precomp.gin",
+                      "--gin_file=gin/paper/convsepp.gin",
+                      f"--model_dir={tmp_path / 'run'}")
+    _assert_clean(result, "The gin macro BASE_RUN has no value",
+                  "--gin_bindings=\"BASE_RUN = ...\"")
+    assert not (tmp_path / "run").exists()

@@ -14,6 +14,7 @@ from tests.conftest import REPO
 from tests.conftest import bindings
 from tests.conftest import read_weights
 from tests.conftest import run_tool
+from vse_tf.training import callbacks
 
 
 def _outputs(model_dir):
@@ -83,6 +84,10 @@ def test_killed_run_resumes_to_the_uninterrupted_weights(tfds_dir,
         np.testing.assert_array_equal(found[name], value, err_msg=name)
     assert _read_json(killed_dir / "metrics.json") == _read_json(
         whole_dir / "metrics.json")
+    # The history keeps the epochs before the kill and adds the rest once.
+    assert callbacks.read_history(killed_dir / "history.csv") == (
+        callbacks.read_history(whole_dir / "history.csv"))
+    assert len(callbacks.read_history(whole_dir / "history.csv")) == epochs
 
 
 @pytest.mark.slow

@@ -1,4 +1,6 @@
-"""Every shipped gin file parses, with unknown names treated as errors."""
+"""Every shipped gin file parses, with unknown names treated as errors
+(the stages of gin/paper/ go on top of a dataset config: see
+test_paper_recipe.py)."""
 
 import glob
 import os
@@ -13,7 +15,8 @@ from vse_tf.cli import config
 CONFIGS = sorted(
     os.path.relpath(p, REPO)
     for p in glob.glob(os.path.join(REPO, "gin", "**", "*.gin"),
-                       recursive=True))
+                       recursive=True)
+    if not p.startswith(os.path.join(REPO, "gin", "paper", "")))
 
 
 def test_there_are_configs():

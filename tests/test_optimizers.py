@@ -1,4 +1,5 @@
-"""The optimizers' clip: where it acts (its hooks: tests/test_compat.py)."""
+"""The optimizers' clip (its hooks: tests/test_compat.py) and the schedule
+that spans the run."""
 
 import keras
 import numpy as np
@@ -34,3 +35,26 @@ def test_loss_scaling_unscales_before_the_clip(clip):
     else:
         np.testing.assert_allclose(-plain, np.clip(gradient, -1e-3, 1e-3))
     np.testing.assert_allclose(step(wrap=True), plain, rtol=1e-6)
+
+
+@pytest.mark.parametrize("total_steps", [6, 1170])
+def test_cosine_over_the_run_ends_at_the_run_end(total_steps):
+    optimizer = optimizers.make_optimizer(
+        learning_rate=optimizers.CosineDecayOverRun(2e-4, alpha=0.1),
+        total_steps=total_steps)
+    optimizer.build([keras.Variable(0.0)])
+    for step in (0, total_steps // 3, total_steps // 2, total_steps,
+                 2 * total_steps):
+        optimizer.iterations.assign(step)
+        done = min(step, total_steps) / total_steps
+        expected = 2e-4 * (0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * done)))
+        assert float(optimizer.learning_rate) == pytest.approx(
+            expected, rel=1e-5)
+
+
+def test_cosine_over_the_run_outside_training_builds():
+    # evaluate and export build the optimizer without a run length.
+    optimizer = optimizers.make_optimizer(
+        learning_rate=optimizers.CosineDecayOverRun(2e-4))
+    optimizer.build([keras.Variable(0.0)])
+    assert float(optimizer.learning_rate) == pytest.approx(2e-4)

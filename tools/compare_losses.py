@@ -152,16 +152,15 @@ def train_one(name, seed, args):
 
 
 def validation_rsum(model_dir):
-    """The run's validation rsum by epoch, from its TensorBoard log."""
+    """The run's validation rsum by epoch, from its TensorBoard log (which
+    every run has written, those before history.csv too)."""
     import tensorflow as tf
-    from tensorflow.core.util import event_pb2
     by_epoch = {}
     for path in sorted(glob.glob(os.path.join(model_dir, "logs", "validation",
                                               "events.out.tfevents.*"))):
-        for record in tf.data.TFRecordDataset(path):
-            event = event_pb2.Event.FromString(record.numpy())
+        for event in tf.compat.v1.train.summary_iterator(path):
             for value in event.summary.value:
-                if value.tag == "epoch_rsum":
+                if value.tag == "epoch_rsum":  # Keras drops the "val_"
                     by_epoch[event.step] = float(tf.make_ndarray(value.tensor))
     return [by_epoch[epoch] for epoch in sorted(by_epoch)]
 

@@ -156,6 +156,7 @@ def build_backbone_tower(backbone="resnet152",
                          embedding_dim=1024,
                          dropout=0.0,
                          trainable_backbone=False,
+                         head_units=None,
                          name="image_tower"):
     """An ImageNet backbone on raw pixels, then a projection head.
 
@@ -176,9 +177,14 @@ def build_backbone_tower(backbone="resnet152",
       embedding_dim: size of the joint space.
       dropout: on the backbone features.
       trainable_backbone: fine-tune the backbone; False freezes it.
+      head_units: None, or the hidden width of the paper's head after the
+        projection (`pooling.convse_head`), as the precomputed and text
+        towers have it.
     """
     check_head("build_backbone_tower", hidden_units, embedding_dim, dropout,
                1, none=True)
+    errors.check_number("build_backbone_tower.head_units", head_units,
+                        minimum=1, integer=True, none=True)
     errors.check_number("build_backbone_tower.crop_size", crop_size,
                         minimum=32, integer=True)
     errors.check_number("build_backbone_tower.input_size", input_size,
@@ -197,6 +203,7 @@ def build_backbone_tower(backbone="resnet152",
         x = x[:, 0]
     features = keras.Model(pixels, x, name=BACKBONE)
     features.trainable = trainable_backbone
-    head = projection_head(x.shape[-1], hidden_units, embedding_dim, dropout)
+    head = projection_head(x.shape[-1], hidden_units, embedding_dim, dropout,
+                           head_units=head_units)
     return towers.Tower(pixels, head(features(pixels)), name=name,
                         backbone=features, head=head)

@@ -84,12 +84,12 @@ class GeneralizedPooling(keras.layers.Layer):
                 "units": self.units, "temperature": self.temperature}
 
 
-def convse_head(x, hidden_units, embedding_dim):
+def convse_head(x, hidden_units, embedding_dim, suffix=""):
     """The paper's head on an embedding (ConVSE modes of the authors' code):
     Dense(hidden_units) -> ReLU -> Dense(embedding_dim); identity when
     hidden_units is None."""
     if not hidden_units:
         return x
     x = keras.layers.Dense(hidden_units, activation="relu",
-                           name="head_hidden")(x)
-    return keras.layers.Dense(embedding_dim, name="head_output")(x)
+                           name="head_hidden" + suffix)(x)
+    return keras.layers.Dense(embedding_dim, name="head_output" + suffix)(x)

