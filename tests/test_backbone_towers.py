@@ -4,6 +4,7 @@ local files and keras-hub preset folders, and their errors."""
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from vse_tf.models import backbone_towers
 from vse_tf.pretrained.torch_weights import WeightsError
@@ -32,6 +33,25 @@ def test_a_whole_image_box_is_the_image_or_its_mirror():
         np.testing.assert_allclose(out, image[:, ::-1], atol=1e-3)
         flipped += 1
     assert 0 < flipped < 16  # both happen
+
+
+@pytest.mark.parametrize("size", [1, 5, 12])
+def test_crop_and_resize_is_tensorflows_and_compiles_with_xla(size):
+    rng = np.random.default_rng(3)
+    images = _pixels(9, batch=4)
+    top, left = rng.uniform(0, 0.5, 4), rng.uniform(0, 0.5, 4)
+    boxes = np.stack([top, left, top + rng.uniform(0.1, 0.5, 4),
+                      left + rng.uniform(0.1, 0.5, 4)], axis=1).astype(
+                          np.float32)
+    boxes[0] = [0, 0, 1, 1]  # the whole image: exact pixels on the grid
+    expected = tf.image.crop_and_resize(images, boxes, tf.range(4),
+                                        [size, size])
+    found = backbone_towers.crop_and_resize(images, boxes, size)
+    np.testing.assert_allclose(found, expected, rtol=1e-5, atol=1e-3)
+    compiled = tf.function(backbone_towers.crop_and_resize,
+                           jit_compile=True)
+    np.testing.assert_allclose(compiled(images, boxes, size), expected,
+                               rtol=1e-5, atol=1e-3)
 
 
 def test_training_crops_zoom_in_at_random():

@@ -103,3 +103,20 @@ def test_a_warm_started_run_begins_where_its_base_ended(trained_run,
         assert json.load(f)["val_rsum"] == pytest.approx(base_best)
     with open(model_dir / "operative_config.gin") as f:
         assert f"train.init_from = '{base_dir}'" in f.read()
+
+
+def test_weights_copy_between_the_paths_each_file_has(tmp_path):
+    # A heads model (train.cache_features) files its text head under
+    # "layers/functional_1", the name older tower files used: matched by
+    # the name both are read as, copied between the paths they really have.
+    import h5py
+    source, target = tmp_path / "base.h5", tmp_path / "new.h5"
+    path = "layers/functional_1/layers/dense/vars/0"
+    for file, value in ((source, 1.0), (target, 0.0)):
+        with h5py.File(file, "w") as f:
+            f[path] = np.full((3, 2), value, np.float32)
+    loaded, new, skipped, mismatched = warm_start._copy_matching(
+        str(source), str(target))
+    assert len(loaded) == 1 and not (new or skipped or mismatched)
+    with h5py.File(target, "r") as f:
+        np.testing.assert_array_equal(f[path][...], np.ones((3, 2)))

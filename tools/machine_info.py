@@ -2,27 +2,29 @@
 
 import os
 import platform
+import sys
 
-BF16_FLAGS = ("avx512_bf16", "amx_bf16", "amx_tile")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
+    __file__))))
+
+from vse_tf.training import precision  # noqa: E402
+
+# The flags of bfloat16 arithmetic, and AMX's tiles beside them.
+BF16_FLAGS = (*precision.CPU_BF16_FLAGS, "amx_tile")
 
 
 def cpu_model_and_flags():
     """(CPU model name, its bfloat16-related flags), from /proc/cpuinfo."""
-    model, flags = platform.processor() or platform.machine(), set()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                if key.strip() == "model name":
-                    model = value.strip()
-                elif key.strip() == "flags":
-                    flags = set(value.split())
-    except OSError:
-        pass
-    return model, [flag for flag in BF16_FLAGS if flag in flags]
+    model, flags = precision.cpu_info()
+    return (model or platform.processor() or platform.machine(),
+            [flag for flag in BF16_FLAGS if flag in flags])
 
 
 def describe():
     model, flags = cpu_model_and_flags()
     return (f"{model}, {os.cpu_count()} CPUs, bfloat16 flags: "
             f"{', '.join(flags) or 'none'}")
+
+
+if __name__ == "__main__":
+    print(describe())

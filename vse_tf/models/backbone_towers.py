@@ -38,6 +38,46 @@ RESNET_URL = ("https://storage.googleapis.com/tensorflow/keras-applications/"
               "resnet/")
 
 
+def crop_and_resize(images, boxes, size):
+    """`tf.image.crop_and_resize` (bilinear, box b of image b, boxes inside
+    the image) from gathers: TensorFlow's CropAndResize kernel has no XLA
+    version, so a train step with it cannot be compiled
+    (train.jit_compile).
+
+    images: [B, H, W, C]; boxes: [B, 4] of (top, left, bottom, right) in
+    [0, 1]; returns [B, size, size, C] float32.
+    """
+    images = tf.cast(images, tf.float32)
+    shape = tf.shape(images)
+    fraction = tf.range(size, dtype=tf.float32) / max(size - 1, 1)
+
+    def sample_points(start, end, extent):
+        # As the kernel: start * (extent - 1) + i * (end - start) *
+        # (extent - 1) / (size - 1); the box's centre for one pixel.
+        extent = tf.cast(extent - 1, tf.float32)
+        if size > 1:
+            points = (start[:, None] + fraction[None] *
+                      (end - start)[:, None]) * extent
+        else:
+            points = 0.5 * (start + end)[:, None] * extent
+        low = tf.floor(points)
+        return (tf.cast(low, tf.int32), tf.cast(tf.math.ceil(points),
+                                                tf.int32), points - low)
+
+    top, bottom, y_weight = sample_points(boxes[:, 0], boxes[:, 2], shape[1])
+    left, right, x_weight = sample_points(boxes[:, 1], boxes[:, 3], shape[2])
+    x_weight = x_weight[:, None, :, None]
+
+    def along_rows(rows):  # [B, size, W, C] -> [B, size, size, C]
+        at_left = tf.gather(rows, left, axis=2, batch_dims=1)
+        at_right = tf.gather(rows, right, axis=2, batch_dims=1)
+        return at_left + (at_right - at_left) * x_weight
+
+    upper = along_rows(tf.gather(images, top, axis=1, batch_dims=1))
+    lower = along_rows(tf.gather(images, bottom, axis=1, batch_dims=1))
+    return upper + (lower - upper) * y_weight[:, :, None, None]
+
+
 @keras.saving.register_keras_serializable(package="vse_tf")
 class RandomResizedCrop(keras.layers.Layer):
     """VSE++'s training crop (torchvision's RandomResizedCrop) and flip;
@@ -79,9 +119,7 @@ class RandomResizedCrop(keras.layers.Layer):
         left = uniform(0.0, 1.0) * (1.0 - box_width)
         boxes = tf.stack([top, left, top + box_height, left + box_width],
                          axis=1)
-        crops = tf.image.crop_and_resize(
-            tf.cast(images, tf.float32), boxes, tf.range(batch),
-            [self.size, self.size])
+        crops = crop_and_resize(images, boxes, self.size)
         flip = uniform(0.0, 1.0) < 0.5
         crops = tf.where(flip[:, None, None, None], crops[:, :, ::-1], crops)
         return tf.cast(crops, self.compute_dtype)

@@ -38,11 +38,15 @@ def _backbones(model):
 
 
 def backbone_signature(model):
-    """Changes whenever a backbone's input or output size, architecture or
-    weights change (each weight by its shape and first 4 KB)."""
+    """Changes whenever a backbone's input or output size, architecture,
+    weights (each weight by its shape and first 4 KB) or arithmetic
+    change: bfloat16 features are not float32 ones."""
     digest = hashlib.sha256(f"v{VERSION}".encode())
     for backbone in _backbones(model):
         digest.update(backbone.name.encode())
+        compute_dtype = backbone.dtype_policy.compute_dtype
+        if compute_dtype != "float32":  # float32 caches keep their name
+            digest.update(compute_dtype.encode())
         digest.update(str(getattr(backbone, "sequence_length", "")).encode())
         if getattr(backbone, "inputs", None):
             # Inputs and outputs: pooled stages add features, not weights.

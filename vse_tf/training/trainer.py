@@ -37,11 +37,12 @@ from vse_tf.training import features
 from vse_tf.training import fine_tuning
 from vse_tf.training import legacy_weights
 from vse_tf.training import optimizers
+from vse_tf.training import precision
 from vse_tf.training import resume
 from vse_tf.training import run_dir
 from vse_tf.training import warm_start
 
-PRECISIONS = (None, "float32", "mixed_float16", "mixed_bfloat16")
+PRECISIONS = precision.CHOICES
 
 
 def load_or_build_vocabulary(run, output, train_captions, max_tokens):
@@ -106,7 +107,7 @@ def train(model_dir,
           loss=gin.REQUIRED,
           max_vocabulary=10_000,
           seed=0,
-          mixed_precision=None,
+          mixed_precision="auto",
           jit_compile=False,
           cache_features=False,
           feature_dir=None,
@@ -132,9 +133,10 @@ def train(model_dir,
       loss: a `vse_tf.losses` objective.
       max_vocabulary: size of the text tower's vocabulary.
       seed: seeds weights and data order.
-      mixed_precision: None (float32), "mixed_float16" (GPUs; with dynamic
-        loss scaling) or "mixed_bfloat16" (TPUs, recent GPUs and CPUs).
-        Variables, embeddings and losses stay float32.
+      mixed_precision: "auto" (bfloat16 where the hardware computes it,
+        else float32: see `vse_tf.training.precision`), None or "float32",
+        "mixed_float16" (GPUs; with dynamic loss scaling) or
+        "mixed_bfloat16". Variables, embeddings and losses stay float32.
       jit_compile: run each step's towers, loss and gradients as one XLA
         program (one replica per process).
       cache_features: train only the towers' heads, on features of their
@@ -171,8 +173,9 @@ def train(model_dir,
     # TensorFlow runs anything.
     strategy = distribute.get_strategy()
     distribute.check_batch_size(batch_size, strategy)
+    arithmetic = precision.choose(mixed_precision)
     with distribute.WorkerDir(model_dir, strategy) as worker, \
-            _precision_policy(mixed_precision):
+            _precision_policy(arithmetic.policy):
         # Until training starts, a user error leaves no new folder behind.
         with io_utils.removed_on_user_error(model_dir):
             io_utils.ensure_writable_dir(model_dir)
@@ -199,11 +202,12 @@ def train(model_dir,
             write_operative_config(output)
             output.write_run_info(_run_info(
                 dataset, cache_features, feature_dir, epochs,
-                data.steps_per_epoch, batch_size, seed, mixed_precision,
+                data.steps_per_epoch, batch_size, seed, arithmetic.policy,
                 hubness_correction))
         print(f"Training on {dataset} with {type(loss).__name__}: {epochs} "
               f"epochs x {data.steps_per_epoch} steps of {batch_size} pairs, "
-              f"{strategy.num_replicas_in_sync} replica(s).")
+              f"{strategy.num_replicas_in_sync} replica(s), in "
+              f"{arithmetic.policy} ({arithmetic.reason})")
         fit(model, data, run, output, epochs, batch_size, seed)
         if not worker.is_chief:
             return None
@@ -423,10 +427,9 @@ def head_model(model, loss, global_batch_size, total_steps=None):
 
 @contextlib.contextmanager
 def _precision_policy(name):
-    """Keras's global dtype policy for the models built inside (`name`
-    checked by `check_run_settings`)."""
+    """Keras's global dtype policy for the models built inside."""
     previous = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy(name or "float32")
+    keras.mixed_precision.set_global_policy(name)
     try:
         yield
     finally:

@@ -71,14 +71,17 @@ def _copy_matching(source, target):
     own = legacy_weights.weights(target)
     loaded, new, mismatched = [], [], []
     with h5py.File(target, "r+") as ours, h5py.File(source, "r") as stored:
-        for name, (_, shape) in sorted(own.items()):
+        # Names are compared as `legacy_weights` reads them; data moves
+        # between the paths each file really has (a heads model keeps a
+        # "layers/functional_1" group of its own).
+        for name, (path, shape) in sorted(own.items()):
             match = theirs.get(name)
             if match is None:
                 new.append(name)
             elif match[1] != shape:
                 mismatched.append((name, match[1], shape))
             else:
-                ours[name][...] = stored[match[0]][...]
+                ours[path][...] = stored[match[0]][...]
                 loaded.append(name)
     skipped = sorted(set(theirs) - set(own))
     return loaded, new, skipped, mismatched
