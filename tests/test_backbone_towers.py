@@ -54,6 +54,15 @@ def test_crop_and_resize_is_tensorflows_and_compiles_with_xla(size):
                                rtol=1e-5, atol=1e-3)
 
 
+def test_the_training_crop_compiles_with_xla():
+    # So that a train step on raw photos compiles (train.jit_compile).
+    crop = backbone_towers.RandomResizedCrop(8, seed=4)
+    crops = tf.function(lambda x: crop(x, training=True),
+                        jit_compile=True)(_pixels(16))
+    assert crops.shape == (3, 8, 8, 3)
+    assert np.all(np.isfinite(crops))
+
+
 def test_training_crops_zoom_in_at_random():
     crop = backbone_towers.RandomResizedCrop(8, scale=(0.1, 0.3), seed=2)
     # A horizontal ramp: a crop of a tenth to a third of the area spans a

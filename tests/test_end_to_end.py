@@ -15,6 +15,7 @@ from vse_tf.cli import config
 from vse_tf.data import pipeline
 from vse_tf.evaluation import embedding
 from vse_tf.training import callbacks
+from vse_tf.training import precision
 from vse_tf.training import runs
 
 
@@ -39,6 +40,10 @@ def test_training_writes_every_output(trained_run):
         info = json.load(f)
     assert info["dataset"] == "shapes/tiny" and not info["cache_features"]
     assert info["versions"]["tensorflow"]
+    # 'auto', the default, as this machine has it, said in the log.
+    auto = precision.choose("auto")
+    assert info["mixed_precision"] == auto.policy
+    assert f"in {auto.policy} ({auto.reason})" in result.stdout
     # The summary table closes the run.
     assert "rsum" in result.stdout and "text->image" in result.stdout
     # Readable by a TensorBoard or TF Serving of another user: files and

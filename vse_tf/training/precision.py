@@ -4,8 +4,8 @@ bfloat16 halves the bytes of every activation, and where the hardware has
 bfloat16 units it multiplies about twice as fast (a 2-core Xeon with
 AMX-BF16: the precomputed-feature step 511 -> 173 ms; an EPYC with
 AVX512-BF16: 479 -> 258 ms). Where it has none, TensorFlow emulates it and
-float32 is faster (an EPYC with AVX2 only: 1.5 to 4x slower in bfloat16).
-So 'auto' picks bfloat16 only where the hardware computes it:
+float32 is faster (an EPYC with AVX2 only: the steps 1.2 to 4x slower in
+bfloat16). So 'auto' picks bfloat16 only where the hardware computes it:
 
 - NVIDIA GPUs of compute capability 8.0 or more (Ampere, Hopper, ...);
 - CPUs whose flags include `amx_bf16` or `avx512_bf16` (read from
@@ -67,7 +67,7 @@ def choose(setting, cpu_flags=None, gpus=None):
     """
     if setting != "auto":
         policy = setting or "float32"
-        return Choice(policy, f"train.mixed_precision = {setting!r}.")
+        return Choice(policy, "as train.mixed_precision names it")
     if gpus is None:
         gpus = gpu_compute_capabilities()
     if gpus:
@@ -78,9 +78,9 @@ def choose(setting, cpu_flags=None, gpus=None):
         if older:
             return Choice("float32", f"'auto': float32, since {name} "
                           f"(compute capability {shown}) has no bfloat16 "
-                          "units (8.0 or more has).")
+                          "units (8.0 or more has)")
         return Choice("mixed_bfloat16", f"'auto': bfloat16, since {name} "
-                      f"(compute capability {shown}) computes it.")
+                      f"(compute capability {shown}) computes it")
     if cpu_flags is None:
         cpu_flags = cpu_info()[1]
     if isinstance(cpu_flags, str):
@@ -88,7 +88,7 @@ def choose(setting, cpu_flags=None, gpus=None):
     found = [flag for flag in CPU_BF16_FLAGS if flag in cpu_flags]
     if found:
         return Choice("mixed_bfloat16", "'auto': bfloat16, since the CPU "
-                      f"computes it ({', '.join(found)}).")
+                      f"computes it: {', '.join(found)}")
     return Choice("float32", "'auto': float32, since the CPU has no "
                   f"bfloat16 arithmetic (no {' or '.join(CPU_BF16_FLAGS)} "
-                  "flag), where bfloat16 would be emulated and slower.")
+                  "flag), where bfloat16 would be emulated and slower")
