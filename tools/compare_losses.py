@@ -280,8 +280,11 @@ def plot(curves, path, title, stage_epochs=None):
     figure, axes = plt.subplots(figsize=(7, 4.2), dpi=120)
     for name, runs in curves.items():
         length = min(len(c) for c in runs)
-        values = np.array([c[:length] for c in runs])
-        epochs = np.arange(1, length + 1)
+        # A two-stage row from its base's last epoch on: before it, it is
+        # the base's line.
+        start = stage_epochs - 1 if ROWS[name].base and stage_epochs else 0
+        values = np.array([c[start:length] for c in runs])
+        epochs = np.arange(start + 1, length + 1)
         line, = axes.plot(epochs, values.mean(axis=0), marker="o",
                           markersize=3, label=ROWS[name].label)
         axes.fill_between(epochs, values.min(axis=0), values.max(axis=0),
