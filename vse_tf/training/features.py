@@ -67,11 +67,15 @@ def compute_features(model, examples, batch_size=64, caption_batch_size=256,
     its own (a text backbone pads to its batch's longest caption).
     """
     image_backbone, text_backbone = _backbones(model)
+    # Stored as float32 whatever the backbones compute in: NumPy has no
+    # bfloat16 of its own, and np.load reads one back as raw bytes.
     embed_images = tf.function(
-        lambda pixels: image_backbone(pixels, training=False),
+        lambda pixels: tf.cast(image_backbone(pixels, training=False),
+                               tf.float32),
         reduce_retracing=True)
     embed_texts = tf.function(
-        lambda texts: text_backbone(texts, training=False),
+        lambda texts: tf.cast(text_backbone(texts, training=False),
+                              tf.float32),
         reduce_retracing=True)
     batches = examples.map(
         lambda e: (tf.cast(e["image"], tf.float32), e["captions"],
