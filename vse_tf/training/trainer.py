@@ -211,6 +211,8 @@ def train(model_dir,
         fit(model, data, run, output, epochs, batch_size, seed)
         if not worker.is_chief:
             return None
+        if arithmetic.policy != "float32":
+            model = in_float32(model, vocabulary, loss, batch_size, strategy)
         return finish(model, run, dataset, data_dir, export,
                       projector_images, hubness_correction, data, started)
 
@@ -361,6 +363,18 @@ def fit(model, data, run, output, epochs, batch_size, seed):
             keras.callbacks.TensorBoard(output.logs),
         ],
         verbose=callbacks.progress_verbosity())
+
+
+def in_float32(model, vocabulary, loss, batch_size, strategy):
+    """The same model built in float32, for `finish` to load the best
+    checkpoint into: mixed precision is how a run trains, and its test
+    metrics, hubness banks and export are float32, the figures `evaluate`
+    and a server give on any machine."""
+    with _precision_policy("float32"), strategy.scope():
+        encoder = build_model(vocabulary, loss, global_batch_size=batch_size)
+        trained = encoder if model.trained is model.encoder else head_model(
+            encoder, loss, batch_size)
+    return Models(encoder, trained, model.fine_tuner, model.feature_dir)
 
 
 def finish(model, run, dataset, data_dir, export, projector_images,
