@@ -103,9 +103,11 @@ def _relative_error(found, expected):
 def check_devices(sizes):
     gpus = precision.gpu_compute_capabilities()
     choice = precision.choose("auto")
-    return {"ok": True, "gpus": [f"{name} ({'.'.join(map(str, cc))})"
-                                 for name, cc in gpus],
-            "auto_precision": choice.policy, "why": choice.reason}
+    shown = [f"{name} ({'.'.join(map(str, cc))})" for name, cc in gpus]
+    return {"ok": True, "gpus": shown, "auto_precision": choice.policy,
+            "why": choice.reason,
+            "detail": f"GPUs: {', '.join(shown) or 'none'}; 'auto' picks "
+                      f"{choice.policy}"}
 
 
 def _small_encoder(sizes, seed):
@@ -170,7 +172,10 @@ def check_replicas(sizes):
     return {"ok": loss_error < TOLERANCE and gradient_error < TOLERANCE,
             "devices": devices, "global_batch": batch,
             "loss_relative_error": loss_error,
-            "gradient_relative_error": gradient_error}
+            "gradient_relative_error": gradient_error,
+            "detail": f"2 replicas vs 1 device, batch {batch}: loss "
+                      f"{loss_error:.1e}, gradients {gradient_error:.1e} "
+                      "(relative)"}
 
 
 class _AlwaysPacked(packed_gru.PackedGRU):
@@ -200,8 +205,10 @@ def check_gru(sizes):
     with tf.device("/CPU:0"):
         found = packed(sequences, mask=mask)
     error = _relative_error(found, expected)
+    kernel = "cuDNN" if GPUS else "Keras's masked loop (CPU)"
     return {"ok": error < TOLERANCE, "relative_error": error,
-            "kernel": "cuDNN" if GPUS else "Keras's masked loop (CPU)"}
+            "kernel": kernel,
+            "detail": f"{kernel} vs PackedGRU: {error:.1e} (relative)"}
 
 
 def _coco_model(sizes):
@@ -253,6 +260,11 @@ def check_step(sizes):
             keras.mixed_precision.set_global_policy("float32")
     result["bfloat16_speedup"] = (result["float32_ms"] /
                                   result["mixed_bfloat16_ms"])
+    result["detail"] = (
+        f"{sizes['backbone']}, batch {batch}, XLA: float32 "
+        f"{result['float32_ms']:.1f} ms, bfloat16 "
+        f"{result['mixed_bfloat16_ms']:.1f} ms "
+        f"({result['bfloat16_speedup']:.2f}x)")
     return result
 
 
@@ -277,33 +289,14 @@ def check_evaluation(sizes):
     return {"ok": bool(np.isfinite(metrics["rsum"])), "images": count,
             "captions": 5 * count, "seconds": seconds,
             "matmul_seconds": matmul, "matmul_device": device,
-            "rsum": metrics["rsum"]}
+            "rsum": metrics["rsum"],
+            "detail": f"{count:,} x {5 * count:,}: {seconds:.2f} s (matmul "
+                      f"on {device}: {matmul:.3f} s)"}
 
 
 CHECKS = {"devices": check_devices, "replicas": check_replicas,
           "gru": check_gru, "step": check_step,
           "evaluation": check_evaluation}
-
-
-def _detail(name, result):
-    if name == "devices":
-        return (f"GPUs: {', '.join(result['gpus']) or 'none'}; 'auto' "
-                f"picks {result['auto_precision']}")
-    if name == "replicas":
-        return (f"2 replicas vs 1 device, batch {result['global_batch']}: "
-                f"loss {result['loss_relative_error']:.1e}, gradients "
-                f"{result['gradient_relative_error']:.1e} (relative)")
-    if name == "gru":
-        return (f"{result['kernel']} vs PackedGRU: "
-                f"{result['relative_error']:.1e} (relative)")
-    if name == "step":
-        return (f"{result['backbone']}, batch {result['batch']}, XLA: "
-                f"float32 {result['float32_ms']:.1f} ms, bfloat16 "
-                f"{result['mixed_bfloat16_ms']:.1f} ms "
-                f"({result['bfloat16_speedup']:.2f}x)")
-    return (f"{result['images']:,} x {result['captions']:,}: "
-            f"{result['seconds']:.2f} s (matmul on "
-            f"{result['matmul_device']}: {result['matmul_seconds']:.3f} s)")
 
 
 def main():
@@ -337,7 +330,7 @@ def main():
              f"{report['sizes']} sizes; {report['seconds']:.0f} s in all",
              "", "| check | result | detail |", "|---|---|---|"]
     for name, result in report["checks"].items():
-        detail = result.get("error") or _detail(name, result)
+        detail = result.get("error") or result["detail"]
         lines.append(f"| {name} | {'pass' if result['ok'] else 'FAIL'} | "
                      f"{detail} |")
     markdown = "\n".join(lines)

@@ -209,10 +209,12 @@ def train(model_dir,
               f"{strategy.num_replicas_in_sync} replica(s), in "
               f"{arithmetic.policy} ({arithmetic.reason})")
         fit(model, data, run, output, epochs, batch_size, seed)
+        if arithmetic.policy != "float32":
+            # Every worker: variables made under a multi-worker strategy
+            # are broadcast from the chief.
+            model = in_float32(model, vocabulary, loss, batch_size, strategy)
         if not worker.is_chief:
             return None
-        if arithmetic.policy != "float32":
-            model = in_float32(model, vocabulary, loss, batch_size, strategy)
         return finish(model, run, dataset, data_dir, export,
                       projector_images, hubness_correction, data, started)
 
