@@ -82,13 +82,20 @@ def precomp_model():
 
 
 def f8k_heads_model():
+    import gin
+
     from vse_tf.cli import config
     from vse_tf.training import optimizers
     from vse_tf.training import trainer
     config.load_gin([os.path.join(REPO, "gin", "flickr8k.gin")], [])
-    heads = trainer.build_model(["a"]).head_model()
-    # Both gin-configurable: the gin file's settings (3 heads, t, clip).
-    return heads, optimizers.make_optimizer(), losses.AllNegativesLoss()
+    try:
+        heads = trainer.build_model(["a"]).head_model()
+        # Both gin-configurable: the gin file's settings (3 heads, t, clip).
+        return heads, optimizers.make_optimizer(), losses.AllNegativesLoss()
+    finally:
+        # The configs after this one build without the gin file's bindings
+        # (its AllNegativesLoss.projection_heads = 3 would reach the demo).
+        gin.clear_config()
 
 
 CONFIGS = {"demo": demo_model, "precomp": precomp_model,

@@ -65,6 +65,8 @@ else:
 import keras  # noqa: E402
 import machine_info  # noqa: E402
 import numpy as np  # noqa: E402
+from bench_train import VOCABULARY  # noqa: E402
+from bench_train import random_captions  # noqa: E402
 
 from vse_tf import evaluation  # noqa: E402
 from vse_tf import io_utils  # noqa: E402
@@ -85,13 +87,7 @@ TINY = {"replica_batch": 8, "feature_dim": 16, "gru_units": 16,
         "gru_batch": 8, "backbone": "resnet50", "input_size": 40,
         "crop_size": 32, "word_dim": 8, "embedding_dim": 16,
         "head_units": 32, "step_batch": 8, "steps": 2, "eval_images": 200}
-VOCABULARY = [f"w{i}" for i in range(1000)]
 TOLERANCE = 1e-4   # of the largest value: float32 sums in another order
-
-
-def _captions(rng, count):
-    return np.array([" ".join(rng.choice(VOCABULARY, size=n))
-                     for n in rng.integers(3, 20, size=count)])
 
 
 def _relative_error(found, expected):
@@ -130,7 +126,7 @@ def check_replicas(sizes):
     batch = 2 * sizes["replica_batch"]
     inputs = {"image": rng.standard_normal(
         (batch, sizes["feature_dim"])).astype(np.float32),
-        "caption": _captions(rng, batch)}
+        "caption": random_captions(rng, batch, low=3, high=19)}
     ids = np.arange(batch, dtype=np.float32)
     loss = losses.AllNegativesLoss(temperature=0.1)
 
@@ -232,7 +228,7 @@ def check_step(sizes):
         "image": rng.uniform(0, 255, (batch, sizes["input_size"],
                                       sizes["input_size"], 3)).astype(
                                           np.float32),
-        "caption": _captions(rng, batch)},
+        "caption": random_captions(rng, batch, low=3, high=19)},
         np.arange(batch, dtype=np.int64))).repeat()
     result = {"ok": True, "batch": batch, "backbone": sizes["backbone"]}
     warnings.filterwarnings("ignore", message="`shuffle=True` was passed")

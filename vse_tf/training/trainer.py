@@ -42,8 +42,6 @@ from vse_tf.training import resume
 from vse_tf.training import run_dir
 from vse_tf.training import warm_start
 
-PRECISIONS = precision.CHOICES
-
 
 def load_or_build_vocabulary(run, output, train_captions, max_tokens):
     """The run's vocabulary: read back on resume, else adapted and saved.
@@ -239,7 +237,8 @@ def check_run_settings(epochs, steps_per_epoch, batch_size, max_vocabulary,
                         integer=True)
     errors.check_number("train.projector_images", projector_images,
                         minimum=0, integer=True)
-    errors.check_choice("train.mixed_precision", mixed_precision, PRECISIONS)
+    errors.check_choice("train.mixed_precision", mixed_precision,
+                        precision.CHOICES)
     errors.check_number("train.seed", seed, minimum=0, integer=True)
 
 
@@ -370,8 +369,9 @@ def fit(model, data, run, output, epochs, batch_size, seed):
 def in_float32(model, vocabulary, loss, batch_size, strategy):
     """The same model built in float32, for `finish` to load the best
     checkpoint into: mixed precision is how a run trains, and its test
-    metrics, hubness banks and export are float32, the figures `evaluate`
-    and a server give on any machine."""
+    metrics and export are float32, the figures `evaluate` and a server
+    give on any machine. (With cached features, the hubness banks are the
+    float32 heads' embeddings of the features the run trained on.)"""
     with _precision_policy("float32"), strategy.scope():
         encoder = build_model(vocabulary, loss, global_batch_size=batch_size)
         trained = encoder if model.trained is model.encoder else head_model(
