@@ -62,6 +62,12 @@ def test_killed_run_resumes_to_the_uninterrupted_weights(tfds_dir,
     process.wait()
     killed_at = _read_json(backup)["epoch"]
     assert killed_at < epochs and not (killed_dir / "metrics.json").exists()
+    # As if killed after history.csv took the next epoch's row but before
+    # the backup did: the resumed run must drop that row.
+    history = killed_dir / "history.csv"
+    with open(history, "a") as f:
+        f.write(f"{killed_at + 1}" + ",1.0" * (len(
+            history.read_text().splitlines()[0].split(",")) - 1) + "\n")
 
     resumed = run_tool("train", *args, f"--model_dir={killed_dir}")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
