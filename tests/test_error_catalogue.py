@@ -276,6 +276,22 @@ def test_search_zero_hits(trained_run, tmp_path):
     _assert_clean(result, "--k must be at least 1")
 
 
+def test_approximate_search_without_faiss(trained_run, tmp_path):
+    # A faiss that does not import, as on a machine without the extra.
+    (tmp_path / "shadow").mkdir()
+    (tmp_path / "shadow" / "faiss.py").write_text(
+        "raise ImportError(\"No module named 'faiss'\")\n")
+    (tmp_path / "photos").mkdir()
+    result = run_tool("search",
+                      f"--export_dir={os.path.join(trained_run[0], 'export')}",
+                      f"--images={tmp_path / 'photos'}", "--query=a ball",
+                      "--index=approximate",
+                      f"--index_dir={tmp_path / 'index'}",
+                      env_extra={"PYTHONPATH": str(tmp_path / "shadow")})
+    _assert_clean(result, "needs faiss", "pip install faiss-cpu")
+    assert not (tmp_path / "index").exists()
+
+
 def test_serving_client_image_that_is_not_there(tmp_path):
     result = run_tool("serving_client", "--server=127.0.0.1:9",
                       f"--image={tmp_path / 'nosuch.jpg'}")

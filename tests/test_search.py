@@ -10,20 +10,8 @@ import tensorflow_datasets as tfds
 
 from tests.conftest import run_tool
 from vse_tf import errors
-from vse_tf.cli import search
 from vse_tf.data import pipeline
 from vse_tf.serving import image_index
-
-
-def test_top_k_is_the_exact_ranking():
-    rng = np.random.default_rng(0)
-    queries, candidates = rng.normal(size=(7, 4)), rng.normal(size=(50, 4))
-    indices, scores = search.top_k(queries, candidates, k=6)
-    expected = np.argsort(-(queries @ candidates.T), axis=1)[:, :6]
-    np.testing.assert_array_equal(indices, expected)
-    np.testing.assert_allclose(
-        scores, np.take_along_axis(queries @ candidates.T, expected, 1))
-    assert search.top_k(queries, candidates[:3], k=6)[0].shape == (7, 3)
 
 
 @pytest.fixture(scope="module")
@@ -108,10 +96,16 @@ def test_index_is_reused_until_the_images_change(trained_run, photo_folder,
     assert "4 images" in first.stdout and "(indexed" in first.stdout
     assert "(cached index" in again.stdout
     assert _hits(first.stdout) == _hits(again.stdout)
+    # The approximate index over so few rows is one list: the exact hits.
+    approximate = run_tool("search", *args, "--index=approximate")
+    assert approximate.returncode == 0, approximate.stderr[-3000:]
+    assert _hits(approximate.stdout) == _hits(first.stdout)
+    assert (tmp_path / "index" / "ivf.faiss").exists()
     (folder / "photo7.png").write_bytes((source / "photo7.png").read_bytes())
-    grown = run_tool("search", *args)
+    grown = run_tool("search", *args, "--index=approximate")
     assert "5 images" in grown.stdout and "(indexed" in grown.stdout
     assert "photo7.png" in _hits(grown.stdout)
+    assert _hits(grown.stdout) == _hits(run_tool("search", *args).stdout)
 
 
 @pytest.mark.slow
@@ -214,5 +208,6 @@ def test_an_undecodable_image_can_stop_the_search(tmp_path):
     collection = _collection([b"img0", b"<html>", b"img2"])
     with pytest.raises(errors.UserError, match="'photo1.jpg' could not be "
                        "decoded .*Unknown image file format"):
-        image_index.embed_images(_fake_tower, collection, batch_size=2,
-                                 progress=False, on_bad_image="error")
+        list(image_index.embed_images(_fake_tower, collection, {},
+                                      batch_size=2, progress=False,
+                                      on_bad_image="error"))

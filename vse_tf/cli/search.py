@@ -6,11 +6,13 @@
         --caption-for=photo.jpg
 
 Loads the newest version of each tower from EXPORT with TensorFlow alone,
-as a deployment would. Images are embedded once and cached (see
-`vse_tf.serving.image_index`); every query is scored against all of them
-by one matrix product, exactly (the cosine, less the hubness of both sides
-where the towers serve one: see `vse_tf.evaluation.hubness`). --html writes
-a page of the top-k thumbnails per query.
+as a deployment would. Images are embedded once and cached in a
+memory-mapped file (see `vse_tf.serving.image_index`); every query is
+scored against all of them, exactly, a chunk of the file at a time (the
+cosine, less the hubness of both sides where the towers serve one: see
+`vse_tf.evaluation.hubness`), or with --index=approximate against the
+rows of a faiss inverted file's nearest lists. --html writes a page of the
+top-k thumbnails per query.
 """
 
 import argparse
@@ -28,21 +30,10 @@ from vse_tf import io_utils
 from vse_tf.cli import common
 from vse_tf.evaluation import hubness
 from vse_tf.serving import image_index
+from vse_tf.serving import nearest
 from vse_tf.serving import saved_model
 
 THUMBNAIL = 160
-
-
-def top_k(query_embeddings, candidate_embeddings, k):
-    """(indices [Q, k], scores [Q, k]), best first, by dot product: the
-    cosine, less the hubness where the towers serve one."""
-    scores = query_embeddings @ candidate_embeddings.T
-    k = min(k, scores.shape[1])
-    best = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-    best_scores = np.take_along_axis(scores, best, axis=1)
-    order = np.argsort(-best_scores, axis=1, kind="stable")
-    return (np.take_along_axis(best, order, axis=1),
-            np.take_along_axis(best_scores, order, axis=1))
 
 
 def _read_lines(path, what):
@@ -154,6 +145,8 @@ def search_images(args):
         raise errors.UserError(
             "Give at least one --query (or --query_file), or "
             "--caption-for IMAGE with --captions FILE.")
+    if args.index == "approximate":
+        nearest.require_faiss()  # before the towers load and images embed
     image_dir, serve_bytes = _load_signature(args.export_dir,
                                              saved_model.IMAGE_TOWER)
     _, serve_text = _load_signature(args.export_dir, saved_model.TEXT_TOWER)
@@ -164,8 +157,14 @@ def search_images(args):
         collection, serve_bytes, image_dir, index_dir, args.on_bad_image)
     print(f"{len(collection)} images from {collection.source} "
           f"({'cached index' if cached else 'indexed'}: {index_dir})")
-    indices, scores = top_k(_embed_texts(serve_text, queries), embeddings,
-                            args.k)
+    query_embeddings = _embed_texts(serve_text, queries)
+    if args.index == "approximate":
+        approximate = image_index.load_or_build_approximate(
+            embeddings, index_dir, rebuild=not cached)
+        indices, scores = approximate.top_k(query_embeddings, args.k,
+                                            args.nprobe)
+    else:
+        indices, scores = nearest.top_k(query_embeddings, embeddings, args.k)
     for query, hits, hit_scores in zip(queries, indices, scores):
         print(f"\n{query}")
         for rank, (index, score) in enumerate(zip(hits, hit_scores), 1):
@@ -196,7 +195,8 @@ def caption_image(args):
     except tf.errors.InvalidArgumentError as error:
         raise errors.UserError(
             f"{args.caption_for!r} is not a JPEG or PNG image.") from error
-    indices, scores = top_k(image, _embed_texts(serve_text, captions), args.k)
+    indices, scores = nearest.top_k(image, _embed_texts(serve_text, captions),
+                                    args.k)
     print(f"{args.caption_for} ({len(captions)} candidate captions)")
     for rank, (index, score) in enumerate(zip(indices[0], scores[0]), 1):
         print(f"  {rank:>2}. {score:6.3f}  {captions[index]}")
@@ -219,6 +219,15 @@ def parse_args(argv):
     parser.add_argument("--png", help="write the hits as one PNG image here")
     parser.add_argument("--index_dir", help="where the image embeddings are "
                         "cached (default EXPORT/search_index/...)")
+    parser.add_argument("--index", choices=("exact", "approximate"),
+                        default="exact", help="exact: every image scored, "
+                        "read from a memory-mapped file a chunk at a time "
+                        "(default); approximate: a faiss inverted file, "
+                        "for collections past a million (pip install "
+                        "faiss-cpu)")
+    parser.add_argument("--nprobe", type=int, default=nearest.NPROBE,
+                        help="lists an approximate query scans (more: "
+                        "higher recall, slower)")
     parser.add_argument("--data_dir", help="TFDS data dir, for a split")
     parser.add_argument("--on_bad_image", choices=("skip", "error"),
                         default="skip", help="an image that cannot be "
@@ -231,6 +240,8 @@ def parse_args(argv):
     args = parser.parse_args(argv)
     if args.k < 1:
         parser.error("--k must be at least 1")
+    if args.nprobe < 1:
+        parser.error("--nprobe must be at least 1")
     return args
 
 

@@ -5,6 +5,9 @@ A collection is a folder of JPEG/PNG files or a dataset split
 `manifest.json` naming the tower and every image (with size and mtime for
 files); the next search reuses them while both match, and embeds again when
 an image is added, removed or changed, or the tower is re-exported.
+The embeddings file is written a batch at a time and read memory-mapped
+(`embedding_file`), so a collection of a million images is indexed and
+searched without holding it in memory.
 """
 
 import dataclasses
@@ -14,17 +17,19 @@ import os
 import re
 from typing import Callable
 
-import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
 from vse_tf import errors
 from vse_tf import io_utils
 from vse_tf.evaluation import hubness
+from vse_tf.serving import embedding_file
+from vse_tf.serving import nearest
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 EMBEDDINGS = "embeddings.npy"
 MANIFEST = "manifest.json"
+APPROXIMATE = "ivf.faiss"
 
 
 @dataclasses.dataclass
@@ -103,31 +108,30 @@ def _tower_identity(tower_dir):
     return [os.path.abspath(tower_dir), stat.st_size, stat.st_mtime_ns]
 
 
-def embed_images(serve_bytes, collection, batch_size=64, progress=True,
+def embed_images(serve_bytes, collection, bad, batch_size=64, progress=True,
                  on_bad_image="skip"):
-    """(embeddings, bad): the embeddings [N', D] of every image the tower
-    decodes, in collection order ([N', D + 2] with their hubness where the
-    tower serves one: see `hubness.image_scoring`), and {index: reason} of
-    those it does not. With on_bad_image="error" one is a UserError that
-    names the file."""
+    """Yields the embeddings of every image the tower decodes, a batch at
+    a time, in collection order ([n, D], or [n, D + 2] with their hubness
+    where the tower serves one: see `hubness.image_scoring`), and files
+    those it does not in `bad`, {index: reason}. With on_bad_image="error"
+    one is a UserError that names the file."""
     errors.check_choice("--on_bad_image", on_bad_image, ("skip", "error"))
-    chunks, bad = [], {}
     starts = range(0, len(collection), batch_size)
     for start in tqdm(starts, desc="Embedding images", unit="batch",
                       disable=None if progress else True):
         indices = range(start, min(start + batch_size, len(collection)))
         batch = [collection.read(i) for i in indices]
         try:
-            chunks.append(hubness.served_image_scoring(
-                serve_bytes(image_bytes=tf.constant(batch))))
+            yield hubness.served_image_scoring(
+                serve_bytes(image_bytes=tf.constant(batch)))
             continue
         except tf.errors.InvalidArgumentError:
             pass
         # One image at a time, to name the file(s) the batch failed on.
         for index, encoded in zip(indices, batch):
             try:
-                chunks.append(hubness.served_image_scoring(
-                    serve_bytes(image_bytes=tf.constant([encoded]))))
+                yield hubness.served_image_scoring(
+                    serve_bytes(image_bytes=tf.constant([encoded])))
             except tf.errors.InvalidArgumentError as error:
                 reason = error.message.splitlines()[0]
                 if on_bad_image == "error":
@@ -141,14 +145,15 @@ def embed_images(serve_bytes, collection, batch_size=64, progress=True,
             f"None of the {len(collection)} images in "
             f"{collection.source!r} could be decoded, e.g. "
             f"{collection.names[0]!r} ({bad[0]}).")
-    return np.concatenate(chunks), bad
 
 
 def load_or_build(collection, serve_bytes, tower_dir, index_dir,
                   on_bad_image="skip"):
-    """(embeddings [N', D], whether they came from the cache, the
-    collection of the N' images they embed): images the tower cannot
-    decode are skipped, counted and named (see `embed_images`)."""
+    """(embeddings [N', D] memory-mapped, whether they came from the
+    cache, the collection of the N' images they embed): images the tower
+    cannot decode are skipped, counted and named (see `embed_images`).
+    The embeddings go to disk a batch at a time, so a collection of any
+    size is indexed in the memory of one batch."""
     manifest = {"source": collection.source,
                 "image_tower": _tower_identity(tower_dir),
                 "images": collection.fingerprint}
@@ -161,23 +166,39 @@ def load_or_build(collection, serve_bytes, tower_dir, index_dir,
         if cached == json.loads(json.dumps(manifest)) and not (
                 skipped and on_bad_image == "error"):
             kept = _kept(collection, skipped)
-            embeddings = np.load(embeddings_path)
+            embeddings = embedding_file.open_rows(embeddings_path)
             if len(embeddings) == len(kept):
                 _report_skipped(collection, skipped, "cached")
                 return embeddings, True, kept
-    embeddings, bad = embed_images(serve_bytes, collection,
-                                   on_bad_image=on_bad_image)
+    io_utils.ensure_writable_dir(index_dir, "index dir")
+    bad = {}
+    # Embeddings first, manifest last: a crash in between leaves a manifest
+    # that no longer matches, so the next search rebuilds.
+    embedding_file.write(embeddings_path, embed_images(
+        serve_bytes, collection, bad, on_bad_image=on_bad_image),
+        max_rows=len(collection))
     skipped = [collection.names[i] for i in sorted(bad)]
     manifest["skipped"] = skipped
     _report_skipped(collection, skipped, "", bad)
-    io_utils.ensure_writable_dir(index_dir, "index dir")
-    # Embeddings first, manifest last: a crash in between leaves a manifest
-    # that no longer matches, so the next search rebuilds.
-    with io_utils.atomic_path(embeddings_path) as tmp:
-        with open(tmp, "wb") as f:
-            np.save(f, embeddings)
     io_utils.write_json_atomic(manifest_path, manifest)
-    return embeddings, False, _kept(collection, skipped)
+    return (embedding_file.open_rows(embeddings_path), False,
+            _kept(collection, skipped))
+
+
+def load_or_build_approximate(embeddings, index_dir, rebuild):
+    """The faiss index over `embeddings` (see `nearest.ApproximateIndex`),
+    kept beside them: built again when they were, or when it does not
+    hold as many rows."""
+    path = os.path.join(index_dir, APPROXIMATE)
+    if os.path.exists(path) and not rebuild:
+        index = nearest.ApproximateIndex.load(path)
+        if index.index.ntotal == len(embeddings):
+            return index
+    index = nearest.ApproximateIndex.build(embeddings,
+                                           progress="Approximate index")
+    with io_utils.atomic_path(path) as tmp:
+        index.save(tmp)
+    return index
 
 
 def _kept(collection, skipped):
