@@ -2,6 +2,8 @@
 
     python tools/bench_eval.py                 # 5,000 images x 25,000 captions
     python tools/bench_eval.py --images=1000 --json=eval.json
+    python tools/bench_eval.py --curve 1000 2000 5000 10000 25000 \
+        --json=eval_curve.json --plot=eval_curve.png
 
 Three timings on the same random unit embeddings (float32, D = 1024):
 
@@ -18,6 +20,11 @@ buffers). The reference breaks ties by argsort, vse_tf counts them against
 the truth (scores within evaluation.TIE_TOLERANCE), so a rank of vse_tf may
 be higher than the reference's where a competitor nearly ties the truth,
 and never lower: the script counts those ranks and fails if one is lower.
+
+--curve measures vse_tf against the floor at each size (no reference):
+the floor there is the same product a chunk of 512 images at a time (at
+25K images the whole matrix is 12.5 GB), and beside vse_tf's peak memory
+stands the whole score matrix's, which a one-product evaluation holds.
 """
 
 import argparse
@@ -32,6 +39,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
     __file__))))
 
+import curves  # noqa: E402
 import machine_info  # noqa: E402
 
 from vse_tf import evaluation  # noqa: E402
@@ -78,6 +86,69 @@ def random_unit(rng, rows, dim):
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
+def chunked_product(images, texts, chunk_size=512):
+    """Every score once, a chunk of image rows at a time, then dropped."""
+    for start in range(0, len(images), chunk_size):
+        images[start:start + chunk_size] @ texts.T
+
+
+def embeddings(rng, images, captions_per_image, dim):
+    image_rows = random_unit(rng, images, dim)
+    # Captions noisy copies of their image, so recall is neither 0 nor 100.
+    texts = np.repeat(image_rows, captions_per_image, axis=0) + 10 * (
+        random_unit(rng, images * captions_per_image, dim))
+    texts /= np.linalg.norm(texts, axis=1, keepdims=True)
+    return image_rows, texts
+
+
+def curve(args):
+    """Time and peak memory of vse_tf and the floor at each size."""
+    points = []
+    for size in args.curve:
+        images, texts = embeddings(np.random.default_rng(0), size,
+                                   args.captions_per_image, args.dim)
+        repeats = args.repeats if size <= 5000 else 1
+        floor = measure(chunked_product, images, texts, repeats=repeats)
+        ours = measure(lambda a, b: evaluation.retrieval_metrics(
+            a, b, args.captions_per_image), images, texts, repeats=repeats)
+        points.append({
+            "images": size, "captions": len(texts), "repeats": repeats,
+            "matmul_s": floor[0], "vse_tf_s": ours[0],
+            "vse_tf_over_matmul": ours[0] / floor[0],
+            "vse_tf_peak_mb": ours[1] / 1e6,
+            "score_matrix_mb": size * len(texts) * 4 / 1e6})
+        p = points[-1]
+        print(f"{size:>6} images: matmul {p['matmul_s']:7.2f} s, vse_tf "
+              f"{p['vse_tf_s']:7.2f} s ({p['vse_tf_over_matmul']:.2f}x), "
+              f"peak {p['vse_tf_peak_mb']:6.0f} MB (the whole matrix "
+              f"{p['score_matrix_mb']:,.0f} MB)")
+    sizes = [p["images"] for p in points]
+    growth = {key: curves.slope(sizes, [p[key] for p in points])
+              for key in ("matmul_s", "vse_tf_s", "vse_tf_peak_mb")}
+    print(f"Growth exponents (1 = linear, 2 = quadratic): {growth}")
+    figures = {"machine": machine_info.describe(), "dim": args.dim,
+               "points": points, "growth": growth}
+    print(figures["machine"])
+    if args.json:
+        io_utils.write_json_atomic(args.json, figures)
+    if args.plot:
+        curves.plot(args.plot, "Recall@K evaluation, 5 captions an image, "
+                    f"D = {args.dim}", "images", "seconds",
+                    {"vse_tf": (sizes, [p["vse_tf_s"] for p in points]),
+                     "matrix product (floor)": (
+                         sizes, [p["matmul_s"] for p in points])},
+                    figures["machine"])
+        memory_path = os.path.splitext(args.plot)[0] + "_memory.png"
+        curves.plot(memory_path, "Evaluation peak memory above the "
+                    "embeddings", "images", "MB",
+                    {"vse_tf": (sizes, [p["vse_tf_peak_mb"] for p in points]),
+                     "the whole score matrix": (
+                         sizes, [p["score_matrix_mb"] for p in points])},
+                    figures["machine"])
+        print(f"Wrote {args.plot} and {memory_path}")
+    return 0
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--images", type=int, default=5000)
@@ -88,14 +159,16 @@ def main():
     parser.add_argument("--skip_reference", action="store_true",
                         help="skip the slow per-query reference")
     parser.add_argument("--json", help="also write the figures here")
+    parser.add_argument("--curve", type=int, nargs="+", metavar="IMAGES",
+                        help="time vse_tf and the floor at these sizes")
+    parser.add_argument("--plot", help="with --curve: the time curve's "
+                        "PNG (and *_memory.png beside it)")
     args = parser.parse_args()
+    if args.curve:
+        return curve(args)
 
-    rng = np.random.default_rng(0)
-    images = random_unit(rng, args.images, args.dim)
-    # Captions noisy copies of their image, so recall is neither 0 nor 100.
-    texts = np.repeat(images, args.captions_per_image, axis=0) + 10 * (
-        random_unit(rng, args.images * args.captions_per_image, args.dim))
-    texts /= np.linalg.norm(texts, axis=1, keepdims=True)
+    images, texts = embeddings(np.random.default_rng(0), args.images,
+                               args.captions_per_image, args.dim)
     print(f"{args.images} images x {len(texts)} captions, D = {args.dim}, "
           f"float32 ({(images.nbytes + texts.nbytes) / 2**20:.0f} MiB)")
 

@@ -107,8 +107,8 @@ def batch_size(config):
     return BATCHES.get(config, BATCH)
 
 
-def one_batch(config, rng):
-    size = batch_size(config)
+def one_batch(config, rng, size=None):
+    size = size or batch_size(config)
     if config == "f8k_heads":
         return ({"image": rng.standard_normal((size, 2, 5768)).astype(
             np.float32), "caption": rng.standard_normal(
@@ -122,13 +122,15 @@ def one_batch(config, rng):
             np.arange(size, dtype=np.int64))
 
 
-def time_steps(config, precision, xla, steps, warmup):
-    """Seconds per training step, the median of three timed runs."""
+def time_steps(config, precision, xla, steps, warmup, size=None,
+               with_model=None):
+    """Seconds per training step, the median of three timed runs; then
+    `with_model(model, loss, batch)` if given, under the same policy."""
     keras.utils.set_random_seed(0)
     keras.mixed_precision.set_global_policy(precision)
     try:
         model, optimizer, loss = CONFIGS[config]()
-        batch = one_batch(config, np.random.default_rng(0))
+        batch = one_batch(config, np.random.default_rng(0), size)
         model(batch[0])
         model.compile(optimizer=optimizer, loss=loss)
         model.compile_step(xla)
@@ -139,6 +141,8 @@ def time_steps(config, precision, xla, steps, warmup):
             started = time.perf_counter()
             model.fit(data, steps_per_epoch=steps, epochs=1, verbose=0)
             runs.append((time.perf_counter() - started) / steps)
+        if with_model:
+            with_model(model, loss, batch)
         return statistics.median(runs)
     finally:
         keras.mixed_precision.set_global_policy("float32")
