@@ -264,7 +264,11 @@ def test_flickr8k_config_trains_heads_on_cached_features(tmp_path):
             *bindings(["train.dataset = 'flickr8k'", "train.batch_size = 8",
                        "train.projector_images = 0", "HIDDEN_UNITS = 16",
                        "EMBEDDING_DIM = 8",
-                       "HubnessCorrection.neighbours = 3"]),
+                       "HubnessCorrection.neighbours = 3",
+                       # float32 on any CPU: a bfloat16 run builds the
+                       # backbones again in float32 to score (that is
+                       # test_end_to_end's and test_features' to check).
+                       "train.mixed_precision = 'float32'"]),
             f"--model_dir={model_dir}", f"--data_dir={tmp_path}"]
     result = run_tool("train", *args)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -293,9 +297,6 @@ def test_flickr8k_config_trains_heads_on_cached_features(tmp_path):
         again = json.load(f)
     assert again["cosine"] == pytest.approx(trained["cosine"])
     assert again["rsum"] == pytest.approx(trained["rsum"])
-    exported = run_tool("export", f"--model_dir={model_dir}")
-    assert exported.returncode == 0, exported.stderr[-3000:]
-    assert (model_dir / "export" / "image_tower" / "2").exists()
 
     # Resumed for one more epoch, the run reuses its features.
     again = run_tool("train", *args, "--gin_bindings=train.epochs = 3")

@@ -8,11 +8,20 @@ Both forms are built from the same random weights (the timing does not
 depend on them, and no weights package is needed), checked to compute the
 same features, and timed on the same batches after two warm-up calls.
 `--pooled_stages 6 7` adds the mid-level features of gin/flickr8k.gin.
+
+    python tools/bench_backbone.py --curve 1 4 16 64 --json=f.json \
+        --plot=features.png
+
+--curve times the folded form as gin/flickr8k.gin extracts features
+(Lite0, Lite1 and Lite2 at 224 pixels, stages 5 to 7 pooled beside the
+last) per image at each batch size, in float32 and in mixed bfloat16
+(the policy set before the network is built, as a run does).
 """
 
 import argparse
 import os
 import platform
+import statistics
 import sys
 import time
 
@@ -23,6 +32,10 @@ import tensorflow as tf
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
     __file__))))
 
+import curves  # noqa: E402
+import machine_info  # noqa: E402
+
+from vse_tf import io_utils  # noqa: E402
 from vse_tf.pretrained import efficientnet_lite  # noqa: E402
 
 
@@ -60,6 +73,48 @@ def seconds_per_batch(model, batch, repeats):
     return (time.perf_counter() - start) / repeats
 
 
+def curve(args):
+    """ms per image of each network, each batch size and precision."""
+    points = []
+    rng = np.random.default_rng(0)
+    for precision in ("float32", "mixed_bfloat16"):
+        keras.mixed_precision.set_global_policy(precision)
+        for variant in ("lite0", "lite1", "lite2"):
+            model = efficientnet_lite.build_efficientnet_lite(
+                variant, include_top=False, image_size=224,
+                folded_batch_norm=True, pooled_stages=(5, 6, 7))
+            for batch_size in args.curve:
+                batch = tf.constant(rng.uniform(0, 255, (
+                    batch_size, 224, 224, 3)), tf.float32)
+                repeats = max(3, args.repeats * 16 // batch_size)
+                seconds = statistics.median(
+                    seconds_per_batch(model, batch, repeats)
+                    for _ in range(3))
+                points.append({"precision": precision, "variant": variant,
+                               "batch": batch_size,
+                               "ms_per_image": 1e3 * seconds / batch_size})
+                print(f"{precision:15} {variant} batch {batch_size:4}: "
+                      f"{points[-1]['ms_per_image']:6.1f} ms an image",
+                      flush=True)
+    keras.mixed_precision.set_global_policy("float32")
+    series = {}
+    for precision in ("float32", "mixed_bfloat16"):
+        for variant in ("lite0", "lite1", "lite2"):
+            mine = [p for p in points if (p["precision"], p["variant"]) ==
+                    (precision, variant)]
+            series[f"{variant}, {precision}"] = (
+                [p["batch"] for p in mine], [p["ms_per_image"] for p in mine])
+    machine = machine_info.describe()
+    if args.json:
+        io_utils.write_json_atomic(args.json, {"machine": machine,
+                                               "points": points})
+    if args.plot:
+        curves.plot(args.plot, "Frozen EfficientNet-Lite features at 224 "
+                    "pixels, per image", "batch size", "ms per image",
+                    series, machine)
+        print(f"Wrote {args.plot}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--variant", default="lite0",
@@ -68,7 +123,14 @@ def main():
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--pooled_stages", type=int, nargs="*", default=())
+    parser.add_argument("--curve", type=int, nargs="+", metavar="BATCH",
+                        help="time gin/flickr8k.gin's three networks at "
+                        "these batch sizes, float32 and bfloat16")
+    parser.add_argument("--json", help="with --curve: the figures")
+    parser.add_argument("--plot", help="with --curve: the PNG")
     args = parser.parse_args()
+    if args.curve:
+        return curve(args)
 
     stages = tuple(args.pooled_stages)
     model = efficientnet_lite.build_efficientnet_lite(

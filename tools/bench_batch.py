@@ -72,15 +72,15 @@ def main():
     points = []
     for config in args.configs.split(","):
         for batch in args.batches:
-            measured = {}
+            measured = []
             step = bench_train.time_steps(
                 config, args.precision, False, args.steps, args.warmup,
-                size=batch, with_model=lambda m, loss, b: measured.update(
-                    loss_s=loss_seconds(m, loss, b)))
+                size=batch, with_model=lambda *model_loss_batch, into=measured:
+                into.append(loss_seconds(*model_loss_batch)))
             points.append({"config": config, "batch": batch,
                            "step_ms": 1e3 * step,
-                           "loss_ms": 1e3 * measured["loss_s"],
-                           "loss_share": measured["loss_s"] / step,
+                           "loss_ms": 1e3 * measured[0],
+                           "loss_share": measured[0] / step,
                            "pairs_per_s": batch / step})
             p = points[-1]
             print(f"{config:10} B={batch:5}: step {p['step_ms']:8.1f} ms, "

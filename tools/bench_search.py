@@ -78,11 +78,11 @@ class Embeddings:
             yield self.draw(min(CHUNK, count - start))
 
 
-def median_time(function, repeats):
+def median_time(repeats, function, *args, **kwargs):
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        function()
+        function(*args, **kwargs)
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 
@@ -106,16 +106,15 @@ def one_size(size, folder, args):
         "build_anon_mib": build_memory.anon_mib,
         "file_mib": embedding_file.size_bytes(path) / 2**20,
         "exact_ms_one_query": 1e3 * median_time(
-            lambda: nearest.top_k(queries[:1], rows, K), args.repeats),
+            args.repeats, nearest.top_k, queries[:1], rows, K),
         "exact_ms_per_query_batch100": 10 * median_time(
-            lambda: nearest.top_k(queries, rows, K), args.repeats),
+            args.repeats, nearest.top_k, queries, rows, K),
         "exact_query_anon_mib": query_memory.anon_mib,
         "exact_query_file_mib": query_memory.file_mib,
     }
     if args.approximate:
         result["approximate"] = approximate(rows, queries, exact, args)
-    del rows
-    os.remove(path)
+    os.remove(path)  # the mapping stays valid until `rows` goes
     return result
 
 
@@ -131,11 +130,9 @@ def approximate(rows, queries, exact, args):
             "nprobe": nprobe,
             "recall_at_10": nearest.recall_at_k(found, exact),
             "ms_per_query_batch100": 10 * median_time(
-                lambda: index.top_k(queries, K, nprobe=nprobe),
-                args.repeats),
+                args.repeats, index.top_k, queries, K, nprobe=nprobe),
             "ms_one_query": 1e3 * median_time(
-                lambda: index.top_k(queries[:1], K, nprobe=nprobe),
-                args.repeats)})
+                args.repeats, index.top_k, queries[:1], K, nprobe=nprobe)})
     return {"lists": index.index.nlist, "build_s": build_s,
             "anon_mib": memory.anon_mib, "probes": probes}
 
