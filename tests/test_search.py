@@ -106,6 +106,12 @@ def test_index_is_reused_until_the_images_change(trained_run, photo_folder,
     assert "5 images" in grown.stdout and "(indexed" in grown.stdout
     assert "photo7.png" in _hits(grown.stdout)
     assert _hits(grown.stdout) == _hits(run_tool("search", *args).stdout)
+    # As many images, one of them another picture: rebuilt with the rest.
+    (folder / "photo0.png").write_bytes((source / "photo6.png").read_bytes())
+    changed = run_tool("search", *args, "--index=approximate", "--k=1")
+    assert "(indexed" in changed.stdout
+    assert _hits(changed.stdout) == _hits(
+        run_tool("search", *args, "--k=1").stdout)
 
 
 @pytest.mark.slow
