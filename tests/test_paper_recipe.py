@@ -4,6 +4,7 @@ end on precomputed-feature fixtures."""
 
 import glob
 import os
+import re
 
 import gin
 import numpy as np
@@ -118,7 +119,8 @@ def test_both_stages_train_and_the_second_loads_the_base(tmp_path):
     assert "Training on f30k_precomp with HardestNegativeLoss" in (
         result.stdout)
     with open(run_dir.RunDir(stage).operative_config) as f:
-        operative = f.read()
+        # gin breaks a long value onto the next line ("= \\\n    '...").
+        operative = re.sub(r"\\\n\s+", "", f.read())
     assert f"BASE_RUN = '{base}'" in operative
     assert "train.init_from = %BASE_RUN" in operative
 

@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 from typing import Callable
 
 import tensorflow as tf
@@ -170,13 +171,22 @@ def load_or_build(collection, serve_bytes, tower_dir, index_dir,
             if len(embeddings) == len(kept):
                 _report_skipped(collection, skipped, "cached")
                 return embeddings, True, kept
+    # Checked before the images are embedded (minutes for a large
+    # collection), and removed again if they fail: an index dir exists
+    # only with an index in it.
+    created = not os.path.exists(index_dir)
     io_utils.ensure_writable_dir(index_dir, "index dir")
     bad = {}
-    # Embeddings first, manifest last: a crash in between leaves a manifest
-    # that no longer matches, so the next search rebuilds.
-    embedding_file.write(embeddings_path, embed_images(
-        serve_bytes, collection, bad, on_bad_image=on_bad_image),
-        max_rows=len(collection))
+    try:
+        # Embeddings first, manifest last: a crash in between leaves a
+        # manifest that no longer matches, so the next search rebuilds.
+        embedding_file.write(embeddings_path, embed_images(
+            serve_bytes, collection, bad, on_bad_image=on_bad_image),
+            max_rows=len(collection))
+    except BaseException:
+        if created:
+            shutil.rmtree(index_dir, ignore_errors=True)
+        raise
     skipped = [collection.names[i] for i in sorted(bad)]
     manifest["skipped"] = skipped
     _report_skipped(collection, skipped, "", bad)
