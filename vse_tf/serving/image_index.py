@@ -204,6 +204,9 @@ def load_or_build_approximate(embeddings, index_dir, rebuild):
         index = nearest.ApproximateIndex.load(path)
         if index.index.ntotal == len(embeddings):
             return index
+    # k-means over the sample takes minutes at a million rows.
+    print(f"Building the approximate index of {len(embeddings):,} images "
+          "(k-means lists, then the rows) ...", flush=True)
     index = nearest.ApproximateIndex.build(embeddings,
                                            progress="Approximate index")
     with io_utils.atomic_path(path) as tmp:
