@@ -123,14 +123,14 @@ def test_the_approximate_index_finds_most_of_the_exact_top_k(tmp_path):
     index = nearest.ApproximateIndex.build(embedding_file.open_rows(path),
                                            rows_per_chunk=4096)
     # 4 sqrt(N) = 565 lists would learn from fewer than 39 rows each.
-    assert index.index.nlist == len(rows) // 39
+    assert index.lists == len(rows) // 39
     exact, exact_scores = nearest.top_k(queries, rows, 10)
     found, scores = index.top_k(queries, 10, nprobe=16)
     assert nearest.recall_at_k(found, exact) >= 0.95
     np.testing.assert_allclose(
         scores, np.take_along_axis(queries @ rows.T, found, 1), rtol=1e-5)
     # Every list probed is the exact scan.
-    everything, _ = index.top_k(queries, 10, nprobe=index.index.nlist)
+    everything, _ = index.top_k(queries, 10, nprobe=index.lists)
     assert nearest.recall_at_k(everything, exact) == 1.0
     # Saved and loaded, it answers the same.
     index.save(str(tmp_path / "ivf.faiss"))

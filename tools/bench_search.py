@@ -104,7 +104,7 @@ def one_size(size, folder, args):
         "size": size, "dim": DIM,
         "build_s": build_s,
         "build_anon_mib": build_memory.anon_mib,
-        "file_mib": embedding_file.size_bytes(path) / 2**20,
+        "file_mib": os.path.getsize(path) / 2**20,
         "exact_ms_one_query": 1e3 * median_time(
             args.repeats, nearest.top_k, queries[:1], rows, K),
         "exact_ms_per_query_batch100": 10 * median_time(
@@ -133,7 +133,7 @@ def approximate(rows, queries, exact, args):
                 args.repeats, index.top_k, queries, K, nprobe=nprobe),
             "ms_one_query": 1e3 * median_time(
                 args.repeats, index.top_k, queries[:1], K, nprobe=nprobe)})
-    return {"lists": index.index.nlist, "build_s": build_s,
+    return {"lists": index.lists, "build_s": build_s,
             "anon_mib": memory.anon_mib, "probes": probes}
 
 
@@ -170,12 +170,11 @@ def draw(path, results, machine):
         "exact, per query in 100": (sizes, [r["exact_ms_per_query_batch100"]
                                             for r in results])}
     approximate = [r for r in results if "approximate" in r]
-    for nprobe_at in range(len(approximate[0]["approximate"]["probes"])
-                           if approximate else 0):
-        nprobe = approximate[0]["approximate"]["probes"][nprobe_at]["nprobe"]
-        series[f"IVF nprobe {nprobe}, per query in 100"] = (
+    for at, probe in enumerate(approximate[0]["approximate"]["probes"]
+                               if approximate else []):
+        series[f"IVF nprobe {probe['nprobe']}, per query in 100"] = (
             [r["size"] for r in approximate],
-            [r["approximate"]["probes"][nprobe_at]["ms_per_query_batch100"]
+            [r["approximate"]["probes"][at]["ms_per_query_batch100"]
              for r in approximate])
     curves.plot(path, "Search latency against collection size (k = 10)",
                 "images in the collection", "ms per query", series, machine)

@@ -9,8 +9,6 @@ reading it, so that a search reads the rows it scores and the page cache,
 not the process, keeps them.
 """
 
-import os
-
 import numpy as np
 from tqdm import tqdm
 
@@ -64,6 +62,3 @@ def open_rows(path):
     """The rows of a file `write` made, memory-mapped read-only."""
     return np.load(path, mmap_mode="r")
 
-
-def size_bytes(path):
-    return os.path.getsize(path)

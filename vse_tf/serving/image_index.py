@@ -202,7 +202,7 @@ def load_or_build_approximate(embeddings, index_dir, rebuild):
     path = os.path.join(index_dir, APPROXIMATE)
     if os.path.exists(path) and not rebuild:
         index = nearest.ApproximateIndex.load(path)
-        if index.index.ntotal == len(embeddings):
+        if len(index) == len(embeddings):
             return index
     # k-means over the sample takes minutes at a million rows.
     print(f"Building the approximate index of {len(embeddings):,} images "

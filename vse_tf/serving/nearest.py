@@ -52,9 +52,9 @@ def _top_k_of_batch(queries, candidates, k, rows_per_chunk):
 def _best(scores, indices, k):
     """Per row the k highest scores, ties to the lower index, best first.
 
-    np.argpartition alone would take an arbitrary one of the scores tied
-    at the k-th place: it keeps every score at or above that place, then
-    orders them by (score, index) and keeps k."""
+    np.argpartition alone would keep an arbitrary one of the scores tied
+    at the k-th place, so this keeps every score at or above that place,
+    orders them by (score, index) and takes the first k."""
     k = min(k, scores.shape[1])
     if k == 0:
         return indices[:, :0], scores[:, :0]
@@ -81,6 +81,13 @@ class ApproximateIndex:
 
     def __init__(self, index):
         self.index = index
+
+    def __len__(self):
+        return self.index.ntotal
+
+    @property
+    def lists(self):
+        return self.index.nlist
 
     @classmethod
     def build(cls, rows, lists=None, sample=None, seed=0,
@@ -111,12 +118,12 @@ class ApproximateIndex:
         k' = min(k, rows). A query whose `nprobe` lists hold fewer than k'
         rows is searched again over every list."""
         queries = np.ascontiguousarray(queries, dtype=np.float32)
-        k = min(k, self.index.ntotal)
+        k = min(k, len(self))
         self.index.nprobe = nprobe
         scores, indices = self.index.search(queries, k)
         short = (indices < 0).any(axis=1)
         if short.any():
-            self.index.nprobe = self.index.nlist
+            self.index.nprobe = self.lists
             scores[short], indices[short] = self.index.search(
                 queries[short], k)
         return indices, scores
