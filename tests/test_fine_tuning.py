@@ -1,6 +1,8 @@
 """Backbone fine-tuning: a learning-rate multiplier per variable, and
 backbones frozen for the first epochs."""
 
+import contextlib
+
 import keras
 import numpy as np
 import pytest
@@ -80,9 +82,14 @@ def _model():
                   size=(8, 5)).astype(np.float32)},
              np.arange(8))
     model(batch[0])
-    model.compile(optimizer=optimizers.make_optimizer(
-        "sgd", learning_rate=0.5, global_clipnorm=None),
-        loss=losses.AllNegativesLoss())
+    optimizer = optimizers.make_optimizer("sgd", learning_rate=0.5,
+                                          global_clipnorm=None)
+    if keras.mixed_precision.global_policy().name == "mixed_float16":
+        # What compile wraps it in, but starting at a scale whose first
+        # step does not overflow (and so is not skipped).
+        optimizer = keras.optimizers.LossScaleOptimizer(
+            optimizer, initial_scale=2.0 ** 4)
+    model.compile(optimizer=optimizer, loss=losses.AllNegativesLoss())
     return model, tf.data.Dataset.from_tensors(batch).repeat()
 
 
@@ -144,13 +151,30 @@ def test_frozen_backbones_do_not_move_then_train(jit_compile):
     assert all(b.trainable for b in model.backbones())
 
 
-def test_backbones_learn_at_the_multiple_of_the_rate():
+@contextlib.contextmanager
+def _policy(name):
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(name)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
+@pytest.mark.parametrize("policy", ["float32", "mixed_bfloat16",
+                                    "mixed_float16"])
+def test_backbones_learn_at_the_multiple_of_the_rate(policy):
     # Same start, same data, plain SGD: with the backbones frozen for the
     # first epoch, both runs are equal when they unfreeze, so in epoch 2
     # the backbones' steps differ by exactly the multiplier and the heads'
-    # not at all.
-    model, tenth = _fit(0.1, frozen_epochs=1)
-    _, full = _fit(1.0, frozen_epochs=1)
+    # not at all. In every precision: mixed_float16 wraps the optimizer in
+    # a LossScaleOptimizer, whose inner optimizer holds the multipliers.
+    with _policy(policy):
+        model, tenth = _fit(0.1, frozen_epochs=1)
+        _, full = _fit(1.0, frozen_epochs=1)
+    assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer) \
+        == (policy == "mixed_float16")
+    assert all(_changed(tenth[0]["head"], tenth[1]["head"]))
     for part in ("backbone", "head"):
         for a, b in zip(tenth[1][part], full[1][part]):
             np.testing.assert_array_equal(a, b)

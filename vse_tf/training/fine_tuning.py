@@ -21,6 +21,7 @@ import gin
 import keras
 
 from vse_tf import errors
+from vse_tf.training import optimizers
 
 
 @gin.configurable
@@ -84,7 +85,8 @@ class BackboneFineTuning(keras.callbacks.Callback):
         self.frozen_epochs = frozen_epochs
 
     def on_train_begin(self, logs=None):
-        self.model.optimizer.multiply_learning_rate(
+        optimizers.multiply_learning_rate(
+            self.model.optimizer,
             [v for b in self.backbones for v in b.trainable_weights],
             self.learning_rate_multiplier)
 

@@ -57,6 +57,15 @@ class SGD(compat.ClipAfterReplicaSum, LearningRateMultipliers,
 
 
 OPTIMIZERS = {"adam": Adam, "adamw": AdamW, "sgd": SGD}
+
+
+def multiply_learning_rate(optimizer, variables, factor):
+    """`LearningRateMultipliers.multiply_learning_rate` on `optimizer`, or
+    on the optimizer inside it when Keras wrapped it in a
+    `LossScaleOptimizer` (mixed_float16): that one applies the unscaled
+    gradients through its inner optimizer's update step."""
+    inner = getattr(optimizer, "inner_optimizer", optimizer)
+    inner.multiply_learning_rate(variables, factor)
 SCALINGS = {None: lambda ratio: 1.0, "linear": lambda ratio: ratio,
             "sqrt": math.sqrt}
 
