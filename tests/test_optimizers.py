@@ -58,3 +58,77 @@ def test_cosine_over_the_run_outside_training_builds():
         learning_rate=optimizers.CosineDecayOverRun(2e-4))
     optimizer.build([keras.Variable(0.0)])
     assert float(optimizer.learning_rate) == pytest.approx(2e-4)
+
+
+# An embedding table's gradient arrives as IndexedSlices, one row per token
+# occurrence: tokens 1 and 4 repeat, token 1 on both replicas.
+TOKENS = np.array([1, 4, 1, 1, 7, 4])
+ROWS = np.random.default_rng(0).normal(size=(6, 3)).astype(np.float32)
+
+
+def _dense_clipped_step(table, clip):
+    """NumPy: one SGD step (rate 1) on sum(ROWS * table[TOKENS]), its dense
+    gradient clipped as `clip` says (VSE++'s clip_grad_norm_)."""
+    gradient = np.zeros_like(table)
+    np.add.at(gradient, TOKENS, ROWS)
+    (kind, bound), = clip.items()
+    if kind == "clipvalue":
+        gradient = np.clip(gradient, -bound, bound)
+    else:  # one variable: its norm is the global norm
+        gradient *= min(1.0, bound / np.linalg.norm(gradient))
+    return table - gradient
+
+
+@pytest.mark.parametrize("loss_scale", [None, 2.0 ** 10],
+                         ids=["unscaled", "loss-scaled"])
+@pytest.mark.parametrize("replicas", [1, 2], ids=["1-replica", "2-replicas"])
+@pytest.mark.parametrize("clip", [{"global_clipnorm": 2.0},
+                                  {"clipnorm": 2.0}, {"clipvalue": 0.5}],
+                         ids=["global_clipnorm", "clipnorm", "clipvalue"])
+def test_an_embedding_gradient_is_clipped_by_its_dense_rows(
+        clip, replicas, loss_scale, two_replicas):
+    # Through Keras's own apply: the replicas' sum, then the rows of one
+    # token summed, then the clip; under a LossScaleOptimizer
+    # (mixed_float16) too, which unscales before all of it.
+    strategy = (two_replicas if replicas == 2
+                else tf.distribute.get_strategy())
+    with strategy.scope():
+        embedding = keras.layers.Embedding(10, 3)
+        embedding.build()
+        optimizer = optimizers.make_optimizer(
+            "sgd", learning_rate=1.0, **{"global_clipnorm": None, **clip})
+        if loss_scale:
+            optimizer = keras.optimizers.LossScaleOptimizer(
+                optimizer, initial_scale=loss_scale)
+        optimizer.build(embedding.trainable_variables)
+    table = embedding.embeddings.numpy()
+    part = len(TOKENS) // replicas
+
+    def replica_step(tokens, rows):
+        with tf.GradientTape() as tape:
+            loss = optimizer.scale_loss(
+                tf.reduce_sum(rows * embedding(tokens)))
+        gradients = tape.gradient(loss, embedding.trainable_variables)
+        assert isinstance(gradients[0], tf.IndexedSlices)
+        optimizer.apply_gradients(zip(gradients,
+                                      embedding.trainable_variables))
+
+    def parts(array):
+        return strategy.experimental_distribute_values_from_function(
+            lambda context: tf.constant(array[
+                part * context.replica_id_in_sync_group:
+                part * (context.replica_id_in_sync_group + 1)]))
+
+    tf.function(lambda: strategy.run(
+        replica_step, args=(parts(TOKENS), parts(ROWS))))()
+    expected = _dense_clipped_step(table, clip)
+    np.testing.assert_allclose(embedding.embeddings.numpy(), expected,
+                               rtol=1e-5, atol=1e-6)
+    # The clip acted, and on the dense gradient: Keras's own, on the
+    # occurrences' rows, gives another step.
+    (kind, bound), = clip.items()
+    occurrences = (np.clip(ROWS, -bound, bound) if kind == "clipvalue" else
+                   ROWS * min(1.0, bound / np.linalg.norm(ROWS)))
+    per_occurrence = table.copy()
+    np.add.at(per_occurrence, TOKENS, -occurrences)
+    assert np.abs(per_occurrence - expected).max() > 1e-2

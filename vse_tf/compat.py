@@ -79,6 +79,11 @@ class ClipAfterReplicaSum:
     whatever the number of replicas. A loss-scale optimizer (mixed_float16)
     unscales before its inner optimizer's `apply`, so the clip sees true
     gradients.
+
+    The clip also sees the dense gradient, as VSE++'s `clip_grad_norm_`
+    does: an embedding table's gradient arrives as `tf.IndexedSlices`, one
+    row per token occurrence (and per replica), and the rows of one token
+    are summed before any norm or value is taken (`sum_repeated_rows`).
     """
 
     def _clip_gradients(self, grads):
@@ -86,9 +91,24 @@ class ClipAfterReplicaSum:
 
     def _all_reduce_sum_gradients(self, grads_and_vars):
         summed = list(super()._all_reduce_sum_gradients(grads_and_vars))
-        clipped = super()._clip_gradients([grad for grad, _ in summed])
+        clipped = super()._clip_gradients(
+            [sum_repeated_rows(grad) for grad, _ in summed])
         return [(grad, variable)
                 for grad, (_, variable) in zip(clipped, summed)]
+
+
+def sum_repeated_rows(gradient):
+    """`gradient`, with the rows of an `IndexedSlices` that share an index
+    summed into one: the rows of the dense gradient, without writing the
+    whole table (the optimizer update runs outside XLA, where `tf.unique`
+    works)."""
+    if not isinstance(gradient, tf.IndexedSlices):
+        return gradient
+    indices, positions = tf.unique(gradient.indices)
+    return tf.IndexedSlices(
+        tf.math.unsorted_segment_sum(gradient.values, positions,
+                                     tf.shape(indices)[0]),
+        indices, gradient.dense_shape)
 
 
 class NoDefaultSaveSignature:
