@@ -97,9 +97,16 @@ def test_killed_run_resumes_to_the_uninterrupted_weights(tfds_dir,
 
 
 @pytest.mark.slow
-def test_nan_loss_stops_the_run_and_keeps_the_best_checkpoint(tfds_dir,
-                                                              tmp_path):
-    # A sane first epoch, then a learning rate that blows the weights up.
+@pytest.mark.parametrize("blown_up_at, stopped", [
+    # Step 5 breaks the weights, step 6's loss is NaN.
+    (5, "Training stopped at step 6 (epoch 2, batch 3): the loss is"),
+    # Step 6, the epoch's last, breaks them with every loss finite.
+    (6, "Training stopped at the end of epoch 2 (step 6), whose last "
+        "update broke the model")], ids=["mid-epoch", "last-step"])
+def test_divergence_stops_the_run_and_keeps_the_best_checkpoint(
+        blown_up_at, stopped, tfds_dir, tmp_path):
+    # A sane first epoch, then a learning rate that blows the weights up
+    # (step k updates with the rate of iteration k - 1).
     steps = 3
     result = run_tool(
         "train", "--gin_file=gin/demo.gin",
@@ -107,17 +114,58 @@ def test_nan_loss_stops_the_run_and_keeps_the_best_checkpoint(tfds_dir,
                    "make_optimizer.learning_rate = "
                    "@keras.optimizers.schedules.PiecewiseConstantDecay()",
                    "keras.optimizers.schedules.PiecewiseConstantDecay."
-                   f"boundaries = [{steps}]",
+                   f"boundaries = [{blown_up_at - 2}]",
                    "keras.optimizers.schedules.PiecewiseConstantDecay."
                    "values = [1e-3, 1e38]"]),
         f"--data_dir={tfds_dir}", f"--model_dir={tmp_path}")
     assert result.returncode == 2, result.stderr[-3000:]
     message = " ".join(result.stderr.split())
-    assert "Training stopped at step" in message
-    assert "the loss is nan" in message or "the loss is inf" in message
+    assert stopped in message
     assert "Traceback" not in result.stderr
     best = _read_json(tmp_path / "checkpoints" / "best.json")
     assert best["epoch"] == 1
     assert _read_json(tmp_path / "checkpoints" / "backup" /
                       "training_metadata.json")["epoch"] == 1
     assert not (tmp_path / "metrics.json").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sent, status, after_backup, said", [
+    (signal.SIGINT, 130, True,
+     "Stopped by Ctrl-C (SIGINT). The backup in {backup} holds epoch 1: "
+     "the same command resumes from epoch 2."),
+    (signal.SIGTERM, 143, False,
+     "Stopped by SIGTERM. No epoch was backed up yet: the same command "
+     "trains from the start.")],
+    ids=["ctrl-c-in-epoch-2", "sigterm-in-epoch-1"])
+def test_a_stopped_run_says_how_to_resume(sent, status, after_backup, said,
+                                          tfds_dir, tmp_path):
+    args = ["--gin_file=gin/demo.gin",
+            *bindings(["train.epochs = 3", "train.steps_per_epoch = 400"]),
+            f"--data_dir={tfds_dir}", f"--model_dir={tmp_path}"]
+    backup = tmp_path / "checkpoints" / "backup"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "vse_tf.train", *args], cwd=REPO,
+        env={**os.environ, "VSE_TF_QUIET_PROGRESS": "1"},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in process.stdout:  # Keras announces each epoch
+        if line.startswith("Epoch 2/" if after_backup else "Epoch 1/"):
+            break
+    process.send_signal(sent)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == status, stderr[-3000:]
+    assert "Traceback" not in stderr, stderr[-3000:]
+    assert stderr.strip().splitlines()[-1] == said.format(backup=backup)
+    assert (backup / "training_metadata.json").exists() == after_backup
+    # Nothing half-written: no metrics, no temporary file anywhere.
+    assert not (tmp_path / "metrics.json").exists()
+    assert not [name for _, _, names in os.walk(tmp_path) for name in names
+                if name.startswith(".tmp-")]
+    if not after_backup:
+        rerun = run_tool("train", *args[:-1], f"--model_dir={tmp_path}",
+                         "--gin_bindings=train.steps_per_epoch = 2",
+                         "--gin_bindings=train.epochs = 1")
+        assert rerun.returncode == 0, rerun.stderr[-3000:]
+        assert (f"{tmp_path} holds no backup yet (the first is written when "
+                "an epoch ends): training starts from epoch 1.") in (
+                    " ".join(rerun.stdout.split()))

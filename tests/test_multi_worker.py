@@ -91,7 +91,7 @@ def test_two_workers_train_like_one_process(tfds_dir, tmp_path):
     for worker, (_, stderr) in zip(workers, results):
         assert worker.returncode == 0, stderr[-3000:]
     chief_out, other_out = results[0][0], results[1][0]
-    assert "2 replica(s)" in chief_out
+    assert "2 replicas" in chief_out
 
     # The chief wrote every output a single-process run writes ...
     assert _outputs(model_dir) == _outputs(single_dir)

@@ -14,7 +14,15 @@ import numbers
 
 class UserError(ValueError):
     """A mistake the user can fix (a binding, a path, a flag); its message
-    names the parameter, the value and what is allowed."""
+    names the parameter, the value and what is allowed.
+
+    `parameters` names the gin parameters at fault ("make_optimizer.
+    clipnorm"), so that a program can say which config file set each.
+    """
+
+    def __init__(self, message, parameters=()):
+        super().__init__(message)
+        self.parameters = tuple(parameters)
 
 
 class DatasetError(UserError):

@@ -7,6 +7,7 @@ traceback.
 """
 
 import re
+import signal
 import sys
 import textwrap
 
@@ -15,6 +16,7 @@ from absl import flags
 from absl import logging as absl_logging
 
 from vse_tf import errors
+from vse_tf.cli import config
 from vse_tf.cli.config import load_gin  # noqa: F401  (the programs' API)
 from vse_tf.cli.config import load_gin_for_run  # noqa: F401
 
@@ -30,12 +32,25 @@ flags.DEFINE_string(
 FLAGS = flags.FLAGS
 
 
-def run(main):
+class Stopped(BaseException):
+    """SIGTERM (a scheduler's or `kill`'s stop), raised where the program
+    is, as Ctrl-C raises KeyboardInterrupt."""
+
+
+def _stop_on_sigterm(signum, frame):
+    del signum, frame
+    raise Stopped()
+
+
+def run(main, on_stop=None):
     """`absl.app.run(main)`, with user errors as one clean paragraph.
 
     `python -m vse_tf.<verb>` runs a two-line module that calls this; its
-    --help shows the docstring and flags of `main`'s module.
+    --help shows the docstring and flags of `main`'s module. Ctrl-C and
+    SIGTERM end the program with one line, `on_stop()`'s if given (what a
+    rerun does), and exit status 130 or 143.
     """
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
     program = sys.modules[main.__module__]
     sys.modules["__main__"].__doc__ = program.__doc__
     for module in (program, sys.modules[__name__]):
@@ -47,7 +62,14 @@ def run(main):
             # TFDS and TensorFlow log every file they open at INFO; the
             # progress bars and tables are what a user reads.
             absl_logging.set_verbosity(absl_logging.WARNING)
-        exit_on_user_error(main, argv)
+        try:
+            exit_on_user_error(main, argv)
+        except (KeyboardInterrupt, Stopped) as stop:
+            sent = ("SIGTERM", 143) if isinstance(stop, Stopped) else (
+                "Ctrl-C (SIGINT)", 130)
+            print(f"\nStopped by {sent[0]}." + (
+                f" {on_stop()}" if on_stop else ""), file=sys.stderr)
+            sys.exit(sent[1])
 
     app.run(guarded)
 
@@ -61,6 +83,12 @@ def exit_on_user_error(main, *args):
         # noise for an error that already says what to fix.
         message = re.sub(r"\s+In call to configurable .*", "", str(error),
                          flags=re.DOTALL)
+        sources = [f"{parameter} is set by {config.binding_source(parameter)}"
+                   if config.binding_source(parameter) else
+                   f"{parameter} is its function's default"
+                   for parameter in error.parameters]
+        if sources:
+            message += f" ({'; '.join(sources)}.)"
         text = textwrap.fill(message, width=79, break_on_hyphens=False,
                              break_long_words=False)
         print(f"error: {text}", file=sys.stderr)

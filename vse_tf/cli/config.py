@@ -74,15 +74,54 @@ def load_gin(gin_files, gin_bindings):
         gin.add_config_file_search_path(path)
     quiet = _QuietIncludeProbes()
     logging.getLogger().addFilter(quiet)
+    _SOURCES.clear()
     try:
-        gin.parse_config_files_and_bindings(
-            gin_files, gin_bindings, skip_unknown=False)
+        # One source at a time, as parse_config_files_and_bindings does, to
+        # remember which one set each binding.
+        for source in gin_files:
+            _parsed(source, gin.parse_config_file, source)
+        _parsed("--gin_bindings", gin.parse_config, gin_bindings)
+        gin.finalize()
     except (ValueError, SyntaxError) as error:
         raise errors.UserError(_explain_gin_error(error)) from error
     except IOError as error:
         raise errors.UserError(f"{error}") from error
     finally:
         logging.getLogger().removeFilter(quiet)
+
+
+# {gin parameter: the file (or --gin_bindings) that last set it}.
+_SOURCES = {}
+
+
+def _bindings():
+    """{parameter: its value's text} of gin's current config."""
+    bindings, key = {}, None
+    for line in gin.config_str().splitlines():
+        if line.startswith("#") or not line.strip():
+            key = None
+        elif line[0].isspace() and key:  # a long value's next line
+            bindings[key] += line
+        else:
+            key, _, value = line.partition(" = ")
+            bindings[key] = value
+    return bindings
+
+
+def _parsed(source, parse, text):
+    """parse(text), remembering which bindings it set as `source`'s."""
+    before = _bindings()
+    parse(text, skip_unknown=False)
+    for key, value in _bindings().items():
+        if before.get(key) != value:
+            _SOURCES[key] = source
+
+
+def binding_source(parameter):
+    """Where the loaded config set `parameter` ("make_optimizer.clipnorm"):
+    a gin file (with what it includes), "--gin_bindings", or None when
+    nothing bound it (the function's default)."""
+    return _SOURCES.get(parameter)
 
 
 def load_gin_for_run(model_dir, gin_files=(), gin_bindings=()):

@@ -47,19 +47,26 @@ def main(argv):
         split = evaluation.PROTOCOLS[FLAGS.protocol].split
         folds = evaluation.PROTOCOLS[FLAGS.protocol].folds
     examples = pipeline.load_examples(dataset, split, FLAGS.data_dir)
+    images = int(examples.cardinality())
     if FLAGS.protocol:
         try:
-            evaluation.check_protocol(FLAGS.protocol,
-                                      int(examples.cardinality()))
+            evaluation.check_protocol(FLAGS.protocol, images)
         except ValueError as error:
             raise errors.UserError(f"{dataset}: {error}") from error
+    elif images % folds:
+        raise errors.UserError(
+            f"--folds={folds} does not cut the {split} split of {dataset} "
+            f"({images} images) into equal folds; pick a number that "
+            f"divides {images}.")
     try:
         # A run fitted with a hubness correction is scored as it serves.
         metrics = embedding.evaluate_model(
             model, examples, folds=folds,
             correction=runs.load_hubness_correction(FLAGS.model_dir))
-    except ValueError as error:  # folds that do not divide the split
-        raise errors.UserError(f"--folds={folds}: {error}") from error
+    except evaluation.NonFiniteEmbeddings as error:
+        raise errors.UserError(
+            f"Cannot score the best checkpoint of {FLAGS.model_dir} on the "
+            f"{split} split: {error}") from error
     if FLAGS.protocol:
         table = evaluation.format_paper_row(metrics, FLAGS.protocol)
     else:

@@ -23,9 +23,25 @@ def main(argv):
     trainer.train(FLAGS.model_dir, data_dir=FLAGS.data_dir)
 
 
+def what_a_rerun_does():
+    """Where the stopped run is, and what the same command does next."""
+    from vse_tf.training import run_dir
+    run = run_dir.RunDir(FLAGS.model_dir or "")
+    done = run.backed_up_epochs()
+    if not done:
+        return ("No epoch was backed up yet: the same command trains "
+                "from the start.")
+    epochs = run.read_run_info().get("epochs")
+    if done == epochs:
+        return (f"All {epochs} epochs are backed up in {run.backup}: the "
+                "same command scores and exports the best checkpoint.")
+    return (f"The backup in {run.backup} holds epoch {done}: the same "
+            f"command resumes from epoch {done + 1}.")
+
+
 def run():
     """The program: `python -m vse_tf.train`."""
-    common.run(main)
+    common.run(main, on_stop=what_a_rerun_does)
 
 
 if __name__ == "__main__":

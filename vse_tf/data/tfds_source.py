@@ -40,6 +40,18 @@ def _builder(dataset, data_dir):
         return tfds.builder(dataset, data_dir=data_dir)
     except tfds.core.registered.DatasetNotFoundError as error:
         raise NotFound(dataset) from error
+    except AssertionError as error:
+        # TFDS asserts, rather than raise, on a version it does not have.
+        if ":" not in dataset:
+            raise
+        name = dataset.split(":")[0]
+        builder = tfds.builder_cls(name.split("/")[0])
+        versions = [str(builder.VERSION), *(
+            str(v) for v in builder.SUPPORTED_VERSIONS)]
+        raise DatasetError(
+            f"train.dataset = {dataset!r} names a version that {name!r} "
+            f"does not have; it has {', '.join(versions)}. Use "
+            f"'{name}:{versions[0]}', or {name!r} for the newest.") from error
 
 
 class NotFound(DatasetError):

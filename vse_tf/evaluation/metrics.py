@@ -59,12 +59,17 @@ def check_protocol(name, num_images):
     return protocol
 
 
+class NonFiniteEmbeddings(ValueError):
+    """Embeddings holding a NaN or an infinity: a diverged model's."""
+
+
 def check_finite(embeddings, what):
-    """Raises ValueError naming how many rows of `embeddings` hold a NaN or
-    an infinity: they cannot be ranked, and NaN compares unequal to all."""
+    """Raises NonFiniteEmbeddings naming how many rows of `embeddings` hold
+    a NaN or an infinity: they cannot be ranked, and NaN compares unequal
+    to all."""
     bad = int(np.count_nonzero(~np.isfinite(embeddings).all(axis=1)))
     if bad:
-        raise ValueError(
+        raise NonFiniteEmbeddings(
             f"{bad} of {len(embeddings)} {what} embeddings are not finite "
             "(NaN or infinity), so they cannot be ranked. A model whose "
             "training diverged produces them; score an earlier checkpoint.")

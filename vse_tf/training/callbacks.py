@@ -9,6 +9,7 @@ import sys
 import keras
 
 from vse_tf import errors
+from vse_tf import evaluation
 from vse_tf import io_utils
 from vse_tf.evaluation import embedding
 from vse_tf.training import legacy_weights
@@ -50,8 +51,15 @@ class RetrievalValidation(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs if logs is not None else {}
-        metrics = embedding.evaluate_model(self.model, self.examples,
-                                           self.folds)
+        try:
+            metrics = embedding.evaluate_model(self.model, self.examples,
+                                               self.folds)
+        except evaluation.NonFiniteEmbeddings as error:
+            raise diverged(
+                f"at the end of epoch {epoch + 1} (step "
+                f"{int(self.model.optimizer.iterations.numpy())}), whose "
+                f"last update broke the model: {error}",
+                self.checkpoint_dir) from error
         logs.update({f"val_{name}": value for name, value in metrics.items()})
         logs["learning_rate"] = float(keras.ops.convert_to_numpy(
             self.model.optimizer.learning_rate))
@@ -115,7 +123,10 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
 
     It raises at once, inside the step's callbacks, so that no epoch-end
     callback (validation, backup) ever sees the broken weights: the best
-    checkpoint and the backup stay those of the last good epoch.
+    checkpoint and the backup stay those of the last good epoch. (A step's
+    loss is taken before its update, so the epoch's last update can break
+    the model with every loss finite: `RetrievalValidation` stops the run
+    then.)
     """
 
     def __init__(self, checkpoint_dir):
@@ -130,17 +141,23 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
         loss = (logs or {}).get("loss")
         if loss is None or math.isfinite(float(loss)):
             return
-        step = int(self.model.optimizer.iterations.numpy())
-        state = os.path.join(self.checkpoint_dir, BEST_STATE)
-        kept = (f"The best checkpoint is unchanged: epoch "
-                f"{io_utils.read_json(state)['epoch']} in "
-                f"{self.checkpoint_dir}." if os.path.exists(state) else
-                "No epoch finished, so there is no checkpoint.")
-        raise TrainingDiverged(
-            f"Training stopped at step {step} (epoch {self.epoch + 1}, batch "
-            f"{batch + 1}): the loss is {float(loss)}. {kept} Lower the "
-            "learning rate, set make_optimizer.global_clipnorm, or check "
-            "the inputs of that step.")
+
+        raise diverged(
+            f"at step {int(self.model.optimizer.iterations.numpy())} (epoch "
+            f"{self.epoch + 1}, batch {batch + 1}): the loss is "
+            f"{float(loss)}", self.checkpoint_dir)
+
+
+def diverged(where, checkpoint_dir):
+    """The TrainingDiverged error for a run that broke `where`."""
+    state = os.path.join(checkpoint_dir, BEST_STATE)
+    kept = (f"The best checkpoint is unchanged: epoch "
+            f"{io_utils.read_json(state)['epoch']} in {checkpoint_dir}."
+            if os.path.exists(state) else
+            "No epoch finished, so there is no checkpoint.")
+    return TrainingDiverged(
+        f"Training stopped {where}. {kept} Lower the learning rate, set "
+        "make_optimizer.global_clipnorm, or check the inputs of that step.")
 
 
 class BackupAndRestore(keras.callbacks.Callback):
@@ -174,8 +191,8 @@ class BackupAndRestore(keras.callbacks.Callback):
             with model.distribute_strategy.scope():
                 model.optimizer.build(model.trainable_variables)
         legacy_weights.load(model, path, "backup",
-                              f"Remove {self.backup_dir} to train the run "
-                              "from its start.")
+                            f"Remove {self.backup_dir} to train the run "
+                            "from its start.", optimizer_state=True)
         step = int(model.optimizer.iterations.numpy())
         epoch = step // self.steps_per_epoch
         print(f"Resuming from {self.backup_dir}: epoch {epoch}, step {step}.")

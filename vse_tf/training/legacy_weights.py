@@ -10,6 +10,7 @@ file itself is never changed.
 import os
 import shutil
 import tempfile
+import warnings
 
 import h5py
 
@@ -18,10 +19,23 @@ from vse_tf import errors
 OLD, NEW = "layers/functional_1", "layers/tower_1"
 
 
-def load(model, path, what, advice):
+def load(model, path, what, advice, optimizer_state=False):
     """`model.load_weights(path)`, from a renamed copy if the file is of
     the old layout; a damaged file, or one of another model, is a
-    UserError that names it (`what`) and says `advice`."""
+    UserError that names it (`what`) and says `advice`.
+
+    Without `optimizer_state` (scoring, export, warm starts) the model's
+    optimizer is not built, and Keras's warning that it skips the file's
+    optimizer variables says nothing wrong: it is silenced.
+    """
+    with warnings.catch_warnings():
+        if not optimizer_state:
+            warnings.filterwarnings(
+                "ignore", message="Skipping variable loading for optimizer")
+        _load(model, path, what, advice)
+
+
+def _load(model, path, what, advice):
     try:
         model.load_weights(path)
         return

@@ -119,6 +119,21 @@ class CosineDecayOverRun:
             alpha=self.alpha)
 
 
+def check_one_clip(**settings):
+    """A UserError naming both when two of `global_clipnorm`, `clipnorm`
+    and `clipvalue` are set: an optimizer clips one way."""
+    clips = [f"make_optimizer.{name}" for name in ("global_clipnorm",
+                                                   "clipnorm", "clipvalue")
+             if settings.get(name) is not None]
+    if len(clips) > 1:
+        values = " and ".join(
+            f"{clip} = {settings[clip.split('.')[1]]!r}" for clip in clips)
+        raise errors.UserError(
+            f"{values} are both set, but an optimizer clips one way. Keep "
+            f"one and bind the other to None (e.g. --gin_bindings="
+            f"'{clips[0]} = None').", parameters=clips)
+
+
 @gin.configurable
 def make_optimizer(name="adam", learning_rate=2e-4, global_clipnorm=2.0,
                    scale_learning_rate=None, base_batch_size=128,
@@ -157,6 +172,7 @@ def make_optimizer(name="adam", learning_rate=2e-4, global_clipnorm=2.0,
     for clip in ("clipnorm", "clipvalue"):
         errors.check_number(f"make_optimizer.{clip}", kwargs.get(clip),
                             minimum=0, above=True, none=True)
+    check_one_clip(global_clipnorm=global_clipnorm, **kwargs)
     errors.check_number("make_optimizer.base_batch_size", base_batch_size,
                         minimum=1, integer=True)
     if scale_learning_rate and global_batch_size:

@@ -119,6 +119,15 @@ class RunDir:
     def is_run(self):
         return os.path.exists(self.operative_config)
 
+    def backed_up_epochs(self):
+        """The epochs the backup holds (a rerun resumes after them); 0
+        without a backup."""
+        state = os.path.join(self.backup, BACKUP_STATE)
+        try:
+            return int(io_utils.read_json(state)["epoch"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return 0
+
     def write_run_info(self, info):
         io_utils.write_json_atomic(self.run_info, info)
 

@@ -177,9 +177,12 @@ def train(model_dir,
         # Until training starts, a user error leaves no new folder behind.
         with io_utils.removed_on_user_error(model_dir):
             io_utils.ensure_writable_dir(model_dir)
+            # The optimizer's settings, checked before any data is read.
+            optimizers.make_optimizer(global_batch_size=batch_size)
             data = prepare_data(dataset, data_dir, batch_size,
                                 steps_per_epoch, hubness_correction)
             run = run_dir.RunDir(model_dir)
+            rerun = run.is_run()
             output = run_dir.RunDir(worker.path)
             vocabulary = load_or_build_vocabulary(run, output, data.captions,
                                                   max_vocabulary)
@@ -195,6 +198,10 @@ def train(model_dir,
                           data, strategy, epochs * data.steps_per_epoch)
             # Resumable only with the model and data the backup holds.
             resume.check_backup(run, model.trained, dataset, cache_features)
+            if rerun and not run.backed_up_epochs():
+                print(f"{model_dir} holds no backup yet (the first is "
+                      "written when an epoch ends): training starts from "
+                      "epoch 1.")
             if init_from is not None:
                 _warm_start(model.trained, init_from, run)
             write_operative_config(output)
@@ -202,9 +209,10 @@ def train(model_dir,
                 dataset, cache_features, feature_dir, epochs,
                 data.steps_per_epoch, batch_size, seed, arithmetic.policy,
                 hubness_correction))
-        print(f"Training on {dataset} with {type(loss).__name__}: {epochs} "
-              f"epochs x {data.steps_per_epoch} steps of {batch_size} pairs, "
-              f"{strategy.num_replicas_in_sync} replica(s), in "
+        print(f"Training on {dataset} with {type(loss).__name__}: "
+              f"{_count(epochs, 'epoch')} x "
+              f"{_count(data.steps_per_epoch, 'step')} of {batch_size} "
+              f"pairs, {_count(strategy.num_replicas_in_sync, 'replica')}, in "
               f"{arithmetic.policy} ({arithmetic.reason})")
         fit(model, data, run, output, epochs, batch_size, seed)
         if arithmetic.policy != "float32":
@@ -215,6 +223,10 @@ def train(model_dir,
             return None
         return finish(model, run, dataset, data_dir, export,
                       projector_images, hubness_correction, data, started)
+
+
+def _count(number, noun):
+    return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
 def _warm_start(trained, init_from, run):
@@ -397,7 +409,9 @@ def finish(model, run, dataset, data_dir, export, projector_images,
     if trained is not encoder:  # heads on cached features
         scored = features.cached_examples(encoder, test_examples, "test",
                                           model.feature_dir)
+    scoring = time.time()
     metrics = embedding.evaluate_model(trained, scored, correction=correction)
+    scoring = time.time() - scoring
     io_utils.write_json_atomic(run.metrics, metrics)
     write_operative_config(run)
     if export:
@@ -407,7 +421,8 @@ def finish(model, run, dataset, data_dir, export, projector_images,
     if projector_images:
         projector.write_projector(encoder, test_examples, run.projector,
                                   projector_images)
-    title = (f"\nTest metrics of the best checkpoint ({dataset}, "
+    title = (f"\nTest metrics of the best checkpoint ({dataset}; scored in "
+             f"{scoring:.0f} s, the whole run took "
              f"{time.time() - started:.0f} s)")
     if correction is not None:
         print(evaluation.format_table(metrics["cosine"],
