@@ -140,7 +140,7 @@ def test_on_raw_photos_the_base_projection_loads_and_the_heads_are_new(
     _load(dataset, "convsepp.gin", [*tiny, "HEAD_UNITS = 16",
                                     f"BASE_RUN = '{path}'"])
     stage = trainer.build_model(vocabulary)
-    table = warm_start.warm_start(stage, path)
+    table = warm_start.warm_start(stage, path).table
     rows = {line.split()[0]: line.split() for line in table.splitlines()[1:]}
     assert rows["new"][2] == "8"  # 2 dense layers x 2 weights x 2 towers
     assert rows["skipped"][3] == "0"

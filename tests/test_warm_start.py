@@ -42,7 +42,7 @@ def test_matching_weights_load_and_the_rest_stay_new(tmp_path):
     base, path = _base(tmp_path)
     # The new run learns a temperature the base did not have.
     model = _model(learnable_temperature=0.07)
-    table = warm_start.warm_start(model, path)
+    table = warm_start.warm_start(model, path).table
     for ours, theirs in zip(
             model.image_tower.weights + model.text_tower.weights,
             base.image_tower.weights + base.text_tower.weights):
@@ -58,7 +58,7 @@ def test_matching_weights_load_and_the_rest_stay_new(tmp_path):
 
 def test_weights_of_the_base_alone_are_skipped(tmp_path):
     _, path = _base(tmp_path, learnable_temperature=0.07)
-    table = warm_start.warm_start(_model(), path)
+    table = warm_start.warm_start(_model(), path).table
     assert table.splitlines()[3].split()[3] == "1"  # its temperature
 
 
@@ -74,8 +74,47 @@ def test_a_base_with_nothing_in_common_is_refused(tmp_path):
     other = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
     path = str(tmp_path / "other.weights.h5")
     other.save_weights(path)
-    with pytest.raises(errors.UserError, match="nothing would load"):
+    with pytest.raises(errors.UserError, match="so no tower would start warm"):
         warm_start.warm_start(_model(), path)
+
+
+def test_a_base_sharing_only_the_temperature_is_refused(tmp_path):
+    # The learned temperature's place, "vars/0", is the same in every
+    # dual encoder: loading it alone would replace the configured
+    # temperature and warm neither tower.
+    import h5py
+    path = tmp_path / "other.weights.h5"
+    with h5py.File(path, "w") as f:
+        f["vars/0"] = np.float32(-2.0)
+        f["layers/other_tower/vars/0"] = np.zeros((3, 2), np.float32)
+    model = _model(learnable_temperature=0.07)
+    with pytest.raises(errors.UserError, match=r"so no tower would start "
+                       r"warm \(only vars/0\)"):
+        warm_start.warm_start(model, str(path))
+    assert float(model.temperature()) == pytest.approx(0.07)  # unchanged
+
+
+def test_a_tower_warmed_by_less_than_half_is_reported(tmp_path):
+    import h5py
+    _, path = _base(tmp_path)
+    with h5py.File(path, "r+") as f:  # the text tower's words and GRU
+        gone = []
+        f.visititems(lambda name, item: gone.append(name) if isinstance(
+            item, h5py.Dataset) and ("embedding" in name or "gru" in name)
+            else None)
+        for name in gone:
+            del f[name]
+    assert len(gone) == 4
+    model = _model()
+    report = warm_start.warm_start(model, path)
+    text, image = model.text_tower, model.image_tower
+    assert report.towers == {
+        image.name: {"loaded": len(image.weights), "of": len(image.weights)},
+        text.name: {"loaded": 2, "of": 6}}
+    assert report.table.splitlines()[-1] == (
+        f"WARNING: the {text.name} takes only 2 of its 6 weights from the "
+        "base; the rest start from their initialization.")
+    assert "WARNING" not in report.table.splitlines()[-2]
 
 
 def test_a_folder_without_a_checkpoint_is_refused(tmp_path):
@@ -103,6 +142,12 @@ def test_a_warm_started_run_begins_where_its_base_ended(trained_run,
         assert json.load(f)["val_rsum"] == pytest.approx(base_best)
     with open(model_dir / "operative_config.gin") as f:
         assert f"train.init_from = '{base_dir}'" in f.read()
+    # run.json records what each tower took: here, all of it.
+    with open(model_dir / "run.json") as f:
+        record = json.load(f)["warm_start"]
+    assert record.pop("from") == base_dir and len(record) == 2
+    assert all(0 < tower["loaded"] == tower["of"]
+               for tower in record.values())
 
 
 def test_weights_copy_between_the_paths_each_file_has(tmp_path):

@@ -57,6 +57,15 @@ def _load(model, path, what, advice):
         f"({str(failure).splitlines()[0]}). {advice}") from failure
 
 
+def weights_and_values(model, path):
+    """{weight's name: its value} of `model`, as `model.save_weights`
+    writes them to `path` (the optimizer's state left out)."""
+    model.save_weights(path)
+    with h5py.File(path, "r") as stored:
+        return {name: stored[where][()]
+                for name, (where, _) in weights(path).items()}
+
+
 def weights(path):
     """{weight's path as this version names it: (its path in the file,
     its shape)} of a Keras weights file, without the optimizer's state

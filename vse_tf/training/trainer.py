@@ -202,13 +202,13 @@ def train(model_dir,
                 print(f"{model_dir} holds no backup yet (the first is "
                       "written when an epoch ends): training starts from "
                       "epoch 1.")
-            if init_from is not None:
-                _warm_start(model.trained, init_from, run)
+            warm = None if init_from is None else _warm_start(
+                model.trained, init_from, run)
             write_operative_config(output)
-            output.write_run_info(_run_info(
+            output.write_run_info({**_run_info(
                 dataset, cache_features, feature_dir, epochs,
                 data.steps_per_epoch, batch_size, seed, arithmetic.policy,
-                hubness_correction))
+                hubness_correction), **({"warm_start": warm} if warm else {})})
         print(f"Training on {dataset} with {type(loss).__name__}: "
               f"{_count(epochs, 'epoch')} x "
               f"{_count(data.steps_per_epoch, 'step')} of {batch_size} "
@@ -230,11 +230,15 @@ def _count(number, noun):
 
 
 def _warm_start(trained, init_from, run):
+    """The warm start's record for run.json: the base, and what each tower
+    took from it; None when the run resumes from its own backup."""
     if os.path.exists(os.path.join(run.backup, run_dir.BACKUP_WEIGHTS)):
         print(f"train.init_from = {init_from!r} is not loaded: the run "
               "resumes from its own backup.")
-        return
-    print(warm_start.warm_start(trained, init_from))
+        return run.read_run_info().get("warm_start")
+    report = warm_start.warm_start(trained, init_from)
+    print(report)
+    return {"from": init_from, **report.towers}
 
 
 def check_run_settings(epochs, steps_per_epoch, batch_size, max_vocabulary,

@@ -9,10 +9,12 @@ model, not its name), so the base must be built the same way where the
 weights are to carry over.
 """
 
+import dataclasses
 import os
 import tempfile
 
 import h5py
+import numpy as np
 
 from vse_tf import errors
 from vse_tf.training import legacy_weights
@@ -35,12 +37,30 @@ def weights_file(init_from):
     return path
 
 
+@dataclasses.dataclass
+class Report:
+    """What a warm start loaded: `table` to print, and per tower
+    {"loaded": weights taken from the base, "of": the tower's weights}."""
+    table: str
+    towers: dict
+
+    def __str__(self):
+        return self.table
+
+
 def warm_start(model, init_from):
     """Loads what matches of `init_from` into `model` (built); returns the
-    table of what was loaded, left new and skipped."""
+    `Report` of what was loaded, left new and skipped.
+
+    A base that gives neither tower a weight is refused (the learned
+    temperature alone, say, would replace the configured one and warm
+    nothing); one that gives a tower less than half of its weights is
+    reported with a warning line.
+    """
     source = weights_file(init_from)
     with tempfile.TemporaryDirectory() as folder:
         target = os.path.join(folder, "model.weights.h5")
+        towers = _tower_weights(model, target)
         model.save_weights(target)
         loaded, new, skipped, mismatched = _copy_matching(source, target)
         if mismatched:
@@ -52,15 +72,47 @@ def warm_start(model, init_from):
                 f"weight(s) have the same place but another shape ({shown})."
                 " The base was built with other sizes; warm-start from a "
                 "run whose towers have the sizes of this one.")
-        if not loaded:
+        counts = {tower: {"loaded": len(names & set(loaded)),
+                          "of": len(names)}
+                  for tower, names in towers.items()}
+        if not any(count["loaded"] for count in counts.values()):
+            shown = (f" (only {', '.join(loaded[:SHOWN])})" if loaded
+                     else "")
             raise errors.UserError(
                 f"train.init_from = {init_from!r}: no weight of {source} "
-                "has a place and shape of this model's, so nothing would "
-                "load. Warm-start from a run of the same towers (and the "
-                "same train.cache_features).")
+                "has a place and shape of this model's towers, so no tower "
+                f"would start warm{shown}. Warm-start from a run of the "
+                "same towers (and the same train.cache_features).")
         legacy_weights.load(model, target, "warm-start weights",
                             "The base file is damaged.")
-    return format_table(source, loaded, new, skipped)
+    table = format_table(source, loaded, new, skipped)
+    for tower, count in counts.items():
+        if count["loaded"] < count["of"] / 2:
+            table += (f"\nWARNING: the {tower} takes only {count['loaded']} "
+                      f"of its {count['of']} weights from the base; the "
+                      "rest start from their initialization.")
+    return Report(table, counts)
+
+
+def _tower_weights(model, path):
+    """{tower name: the names its weights have in `model`'s weights file}.
+
+    Found by saving the model with one tower's weights moved: the names
+    whose values change are that tower's, whatever path the file gives
+    them (a heads model files its text head elsewhere). Written at `path`,
+    which the caller then overwrites."""
+    baseline = legacy_weights.weights_and_values(model, path)
+    towers = {}
+    for tower in model.both_towers():
+        originals = [weight.numpy() for weight in tower.weights]
+        for weight, value in zip(tower.weights, originals):
+            weight.assign(value + 1)
+        moved = legacy_weights.weights_and_values(model, path)
+        for weight, value in zip(tower.weights, originals):
+            weight.assign(value)
+        towers[tower.name] = {name for name, value in moved.items()
+                              if not np.array_equal(value, baseline[name])}
+    return towers
 
 
 def _copy_matching(source, target):
