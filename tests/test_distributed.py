@@ -62,13 +62,17 @@ def test_loss_and_gradients_equal_single_device(kind, projection_heads,
 
 
 @pytest.mark.slow
-def test_uneven_replica_batches_use_the_right_positives(two_replicas):
-    # 3 pairs on one replica and 2 on the other (an epoch's last batch).
+@pytest.mark.parametrize("reduction", ["sum", "sum_over_batch_size"])
+def test_uneven_replica_batches_add_up_to_one_device(reduction,
+                                                     two_replicas):
+    # 3 pairs on one replica and 2 on the other (an epoch's last batch):
+    # the right positives, and a mean over the global batch, not a mean of
+    # the replicas' means.
     rng = np.random.default_rng(1)
     x = rng.normal(size=(5, 8)).astype(np.float32)
     y = x + 0.1 * rng.normal(size=(5, 8)).astype(np.float32)
     ids = np.arange(5, dtype=np.float32)
-    loss = losses.AllNegativesLoss(reduction="sum")
+    loss = losses.AllNegativesLoss(reduction=reduction)
     expected = float(loss(ids, {"image": x, "text": y}))
 
     strategy = two_replicas

@@ -17,9 +17,12 @@ under a gradient clip the sum takes steps B times larger before clipping.
 
 Under `tf.distribute` with R replicas each replica scores its local anchors
 against the candidates of *all* replicas (`all_gather`, differentiable). A
-replica's mean is scaled by 1/R (Keras's reduction) and its sum is not, so
-either way the per-replica values and gradients add up to the single-device
-loss on the global batch.
+replica's sum is its share of the global sum; its mean, which Keras divides
+by the local batch b and scales by 1/R, is first multiplied by R b / B (B the
+global batch, so 1 when the replicas' batches are even), so that it is its
+share of the mean over the global batch. Either way the per-replica values
+and gradients add up to the single-device loss on the global batch, uneven
+batches (an epoch's last) included.
 
 Image ids arrive as float32 (Keras casts `y_true` to the loss dtype), which is
 exact for ids below 2**24.
@@ -116,7 +119,18 @@ class CrossModalLoss(keras.losses.Loss):
     for part in zip(*(tf.split(x * math.sqrt(heads), heads, axis=1)
                       for x in (image, text, all_images, all_texts))):
       losses.append(self._both_directions(*part, negative, temperature))
-    return tf.add_n(losses) / heads
+    return tf.add_n(losses) / heads * self._mean_over_global_batch(
+        local_size, tf.shape(all_ids)[0])
+
+  def _mean_over_global_batch(self, local_size, global_size):
+    """The factor that turns Keras's mean over this replica's anchors,
+    scaled by 1/R, into its share of the mean over the global batch: R b /
+    B, 1 unless the replicas' batches are uneven."""
+    context = tf.distribute.get_replica_context()
+    if self.reduction != "sum_over_batch_size" or context is None:
+      return 1.0
+    return tf.cast(local_size * context.num_replicas_in_sync,
+                   tf.float32) / tf.cast(global_size, tf.float32)
 
   def _both_directions(self, image, text, all_images, all_texts, negative,
                        temperature):
