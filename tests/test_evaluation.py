@@ -86,6 +86,37 @@ def test_ties_count_against_the_truth(n, captions_per_image, chunk):
     assert (argsort_i2t < ref_i2t).any() and (argsort_t2i < ref_t2i).any()
 
 
+@pytest.mark.parametrize("dim", [256, 1024, 8192, 16384])
+def test_exact_ties_of_real_valued_embeddings_count_at_any_dimension(dim):
+    # Unit float32 vectors, as towers give them, with exact ties: the same
+    # photo twice (its captions tie between the two) and captions repeated
+    # across images (Flickr8k repeats caption strings). The truth's score
+    # and a tied candidate's come out of float32 products that round them
+    # differently; the exact float64 reference says which tie.
+    rng = np.random.default_rng(dim)
+    n, captions_per_image = 40, 5
+    images = rng.normal(size=(n, dim))
+    images[1::8] = images[0::8]
+    texts = np.repeat(images, captions_per_image, axis=0) + rng.normal(
+        size=(n * captions_per_image, dim))
+    for i in range(n):  # image i's first caption is image i+1's second
+        texts[captions_per_image * ((i + 1) % n) + 1] = texts[
+            captions_per_image * i]
+    images, texts = (
+        (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+        for x in (images, texts))
+    i2t, t2i = evaluation.retrieval_ranks(images, texts, captions_per_image,
+                                          chunk_size=16)
+    ref_i2t, ref_t2i = pessimistic_ranks(images, texts, captions_per_image)
+    np.testing.assert_array_equal(i2t, ref_i2t)
+    np.testing.assert_array_equal(t2i, ref_t2i)
+    # The ties decide ranks: counted for the truth they would differ.
+    optimistic = pessimistic_ranks(images, texts, captions_per_image,
+                                   tie=-1e-9)
+    assert (optimistic[0] < ref_i2t).sum() >= 5
+    assert (optimistic[1] < ref_t2i).sum() >= 10
+
+
 @pytest.mark.parametrize("n,chunk", [(200, 512), (1030, 512), (300, 64)])
 @pytest.mark.parametrize("value", ["constant", "zero"])
 def test_a_collapsed_model_ranks_every_truth_last(n, chunk, value):

@@ -20,7 +20,11 @@ A candidate ties the truth when the two scores agree to float32 precision:
 within TIE_TOLERANCE times the largest image norm times the largest caption
 norm (about 1e-6 for unit vectors). A float32 matrix product rounds a score
 by a few 1e-7, and rounds two equal scores differently depending on where
-they sit in the product, so closer scores cannot be told apart.
+they sit in the product, so closer scores cannot be told apart. The truth's
+score is taken from the very product its candidates come from (a first
+pass over the chunks), never from another routine: an einsum sums in
+another order, and at large D its rounding differs from the product's by
+more than the tolerance (1.25 times it at D = 16,384).
 """
 
 import collections
@@ -93,21 +97,24 @@ def retrieval_ranks(image_embeddings, text_embeddings, captions_per_image=5,
     tolerance = TIE_TOLERANCE * np.sqrt(
         np.einsum("id,id->i", images, images).max() *
         np.einsum("jd,jd->j", texts, texts).max())
+    chunks = [(start, min(start + chunk_size, num_images))
+              for start in range(0, num_images, chunk_size)]
+
+    def scores_and_own(start, stop):
+        scores = images[start:stop] @ texts.T
+        own = scores.reshape(stop - start, num_images, captions_per_image)[
+            np.arange(stop - start), np.arange(start, stop)]
+        return scores, own
+
     # Each caption's score with its own image, and what a candidate must
     # reach to rank above it or tie it.
-    positive = np.einsum(
-        "icd,id->ic", texts.reshape(num_images, captions_per_image, -1),
-        images)
+    positive = np.concatenate([scores_and_own(*chunk)[1] for chunk in chunks])
     t2i_bar = (positive - tolerance).reshape(-1)
     i2t_bar = positive.max(axis=1) - tolerance
     i2t = np.empty(num_images, dtype=np.int64)
     t2i = np.zeros(texts.shape[0], dtype=np.int64)
-    for start in range(0, num_images, chunk_size):
-        stop = min(start + chunk_size, num_images)
-        scores = images[start:stop] @ texts.T
-        rows = np.arange(stop - start)
-        own = scores.reshape(stop - start, num_images, captions_per_image)[
-            rows, np.arange(start, stop)]
+    for start, stop in chunks:
+        scores, own = scores_and_own(start, stop)
         # Own captions are no competitors, nor is an image for its own
         # captions: count all, then take out what they added.
         bar = i2t_bar[start:stop, None]
