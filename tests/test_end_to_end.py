@@ -8,15 +8,12 @@ import pytest
 
 from tests.conftest import bindings
 from tests.conftest import evaluate_again
-from tests.conftest import pessimistic_ranks
+from tests.conftest import recalls_by_brute_force
 from tests.conftest import run_tool
 from vse_tf import evaluation
 from vse_tf.cli import config
-from vse_tf.data import pipeline
-from vse_tf.evaluation import embedding
 from vse_tf.training import callbacks
 from vse_tf.training import precision
-from vse_tf.training import runs
 
 
 @pytest.mark.slow
@@ -73,21 +70,9 @@ def test_training_writes_every_output(trained_run):
 @pytest.mark.slow
 def test_test_metrics_are_those_of_the_best_checkpoint(trained_run,
                                                        tfds_dir):
-    # Embedded again here from the best checkpoint, ranked by brute force
-    # in float64 (a competitor within float32 precision of the truth ties
-    # it, and ties count against the truth), reduced to recalls by hand.
     model_dir, _ = trained_run
     config.load_gin_for_run(model_dir)
-    images, texts, per_image = embedding.embed_examples(
-        runs.load_trained_model(model_dir),
-        pipeline.load_examples("shapes/tiny", "test", tfds_dir))
-    i2t, t2i = pessimistic_ranks(images, texts, per_image, tie=(
-        evaluation.TIE_TOLERANCE * np.linalg.norm(images, axis=1).max() *
-        np.linalg.norm(texts, axis=1).max()))
-    expected = {f"{name}_r{k}": 100.0 * np.mean(ranks < k)
-                for name, ranks in (("i2t", i2t), ("t2i", t2i))
-                for k in (1, 5, 10)}
-    expected["rsum"] = sum(expected.values())
+    expected, i2t, t2i = recalls_by_brute_force(model_dir, tfds_dir)
     with open(os.path.join(model_dir, "metrics.json")) as f:
         metrics = json.load(f)
     assert {k: metrics[k] for k in expected} == pytest.approx(expected)
