@@ -8,9 +8,12 @@ half-written left where the program would have written.
 
 import os
 import shutil
+import subprocess
 
+import numpy as np
 import pytest
 
+from tests.conftest import REPO
 from tests.conftest import bindings
 from tests.conftest import run_tool
 
@@ -43,6 +46,12 @@ TRAIN_BINDINGS = [
     (["train.max_vocabulary = 1"], "train.max_vocabulary = 1"),
     (["train.projector_images = -5"], "train.projector_images = -5"),
     (["train.dataset = 'shapez'"], "train.dataset = 'shapez'"),
+    (["train.dataset = 'shapes:1.0.0'"],
+     "train.dataset = 'shapes:1.0.0' names a version that 'shapes' does not "
+     "have; it has 1.1.0"),
+    (["make_optimizer.clipnorm = 1.0", "make_optimizer.clipvalue = 0.5"],
+     "make_optimizer.clipnorm = 1.0 and make_optimizer.clipvalue = 0.5 are "
+     "both set"),
     (["train.mixed_precision = 'float8'"], "train.mixed_precision = 'float8'"),
     (["build_text_tower.max_length = 0"], "build_text_tower.max_length = 0"),
     (["build_image_tower.embedding_dim = 0"],
@@ -75,6 +84,19 @@ def test_bad_training_binding(extra, named, tfds_dir, tmp_path):
                       f"--model_dir={model_dir}", f"--data_dir={tfds_dir}")
     _assert_clean(result, named)
     assert not model_dir.exists()  # refused before training: no folder
+
+
+def test_two_clips_name_the_config_that_set_one(tmp_path):
+    result = run_tool("train", "--gin_file=gin/f30k_precomp.gin",
+                      "--gin_bindings=make_optimizer.clipvalue = 0.5",
+                      f"--model_dir={tmp_path / 'run'}",
+                      f"--data_dir={tmp_path / 'data'}")
+    _assert_clean(result, "make_optimizer.global_clipnorm = 2.0 and "
+                  "make_optimizer.clipvalue = 0.5 are both set",
+                  "make_optimizer.global_clipnorm is set by "
+                  "gin/f30k_precomp.gin; make_optimizer.clipvalue is set by "
+                  "--gin_bindings")
+    assert not (tmp_path / "run").exists()
 
 
 def test_missing_gin_file(tmp_path):
@@ -131,6 +153,7 @@ def test_unwritable_model_dir(tmp_path):
     result = run_tool("train", "--gin_file=gin/demo.gin", *bindings(),
                       f"--model_dir={blocker / 'run'}")
     _assert_clean(result, "Cannot write to the model dir", "a_file/run")
+    assert blocker.read_text() == "not a folder"
 
 
 def test_tf_config_that_is_not_json(tmp_path):
@@ -163,8 +186,12 @@ def test_evaluate_a_folder_that_does_not_exist(tmp_path):
     assert not (tmp_path / "nosuch").exists()
 
 
-def test_evaluate_without_model_dir():
-    _assert_clean(run_tool("evaluate"), "--model_dir is required")
+def test_evaluate_without_model_dir(tmp_path):
+    output = tmp_path / "metrics.json"
+    before = _working_tree()
+    _assert_clean(run_tool("evaluate", f"--output={output}"),
+                  "--model_dir is required")
+    assert not output.exists() and _working_tree() == before
 
 
 def test_evaluate_a_truncated_checkpoint(run_copy, tfds_dir):
@@ -177,13 +204,28 @@ def test_evaluate_a_truncated_checkpoint(run_copy, tfds_dir):
     assert _files(run_copy) == before
 
 
+def test_evaluate_a_checkpoint_that_diverged(run_copy, tfds_dir, tmp_path):
+    import h5py
+    with h5py.File(run_copy / "checkpoints" / "best.weights.h5", "r+") as f:
+        f.visititems(lambda name, item: item.__setitem__(
+            Ellipsis, np.nan) if isinstance(item, h5py.Dataset) and (
+                item.dtype.kind == "f") else None)
+    before = _files(run_copy)
+    output = tmp_path / "metrics.json"
+    result = run_tool("evaluate", f"--model_dir={run_copy}",
+                      f"--data_dir={tfds_dir}", f"--output={output}")
+    _assert_clean(result, "Cannot score the best checkpoint of",
+                  "embeddings are not finite")
+    assert _files(run_copy) == before and not output.exists()
+
+
 def test_evaluate_folds_that_do_not_divide_the_split(trained_run, tfds_dir,
                                                      tmp_path):
     output = tmp_path / "metrics.json"
     result = run_tool("evaluate", f"--model_dir={trained_run[0]}",
                       f"--data_dir={tfds_dir}", "--folds=7",
                       f"--output={output}")
-    _assert_clean(result, "--folds=7")
+    _assert_clean(result, "--folds=7 does not cut the test split")
     assert not output.exists()
 
 
@@ -241,9 +283,12 @@ def test_search_an_export_folder_without_a_version(tmp_path):
     for tower in ("image_tower", "text_tower"):
         (export_dir / tower).mkdir(parents=True)
     (tmp_path / "photos").mkdir()
+    before = _files(tmp_path)
     result = run_tool("search", f"--export_dir={export_dir}",
-                      f"--images={tmp_path / 'photos'}", "--query=a ball")
+                      f"--images={tmp_path / 'photos'}", "--query=a ball",
+                      f"--html={tmp_path / 'hits.html'}")
     _assert_clean(result, "image_tower", "version")
+    assert _files(tmp_path) == before
 
 
 def test_search_stops_on_a_text_file_named_jpg(trained_run, tmp_path):
@@ -258,22 +303,30 @@ def test_search_stops_on_a_text_file_named_jpg(trained_run, tmp_path):
                       f"--index_dir={tmp_path / 'index'}")
     _assert_clean(result, "notes.jpg", "could not be decoded")
     assert not html.exists() and not (tmp_path / "index").exists()
+    assert _no_index_in(os.path.join(trained_run[0], "export"))
+
+
+def _no_index_in(export_dir):
+    return not os.path.exists(os.path.join(export_dir, "search_index"))
 
 
 def test_search_images_that_are_not_there(trained_run, tmp_path):
-    result = run_tool("search",
-                      f"--export_dir={os.path.join(trained_run[0], 'export')}",
-                      f"--images={tmp_path / 'nosuch'}", "--query=a ball")
+    export_dir = os.path.join(trained_run[0], "export")
+    result = run_tool("search", f"--export_dir={export_dir}",
+                      f"--images={tmp_path / 'nosuch'}", "--query=a ball",
+                      f"--html={tmp_path / 'hits.html'}")
     _assert_clean(result, "--images=", "nosuch")
+    assert _files(tmp_path) == [] and _no_index_in(export_dir)
 
 
 def test_search_zero_hits(trained_run, tmp_path):
     (tmp_path / "photos").mkdir()
-    result = run_tool("search",
-                      f"--export_dir={os.path.join(trained_run[0], 'export')}",
+    export_dir = os.path.join(trained_run[0], "export")
+    result = run_tool("search", f"--export_dir={export_dir}",
                       f"--images={tmp_path / 'photos'}", "--query=a ball",
-                      "--k=0")
+                      "--k=0", f"--html={tmp_path / 'hits.html'}")
     _assert_clean(result, "--k must be at least 1")
+    assert _files(tmp_path) == [] and _no_index_in(export_dir)
 
 
 def test_approximate_search_without_faiss(trained_run, tmp_path):
@@ -290,19 +343,31 @@ def test_approximate_search_without_faiss(trained_run, tmp_path):
                       env_extra={"PYTHONPATH": str(tmp_path / "shadow")})
     _assert_clean(result, "needs faiss", "pip install faiss-cpu")
     assert not (tmp_path / "index").exists()
+    assert _no_index_in(os.path.join(trained_run[0], "export"))
+
+
+def _working_tree():
+    """What `git status` lists in the folder the programs run in: a file a
+    program left there shows up."""
+    return subprocess.run(["git", "status", "--porcelain"], cwd=REPO,
+                          capture_output=True, text=True).stdout
 
 
 def test_serving_client_image_that_is_not_there(tmp_path):
+    before = _working_tree()
     result = run_tool("serving_client", "--server=127.0.0.1:9",
                       f"--image={tmp_path / 'nosuch.jpg'}")
     _assert_clean(result, "nosuch.jpg")
+    assert _files(tmp_path) == [] and _working_tree() == before
 
 
 def test_serving_client_without_a_server():
     # Port 9 (discard) on this machine: nothing answers.
+    before = _working_tree()
     result = run_tool("serving_client", "--server=127.0.0.1:9",
                       "--text=a ball", "--timeout=5")
     _assert_clean(result, "127.0.0.1:9")
+    assert _working_tree() == before
 
 
 def test_paper_stage_without_its_base_run(tmp_path):
