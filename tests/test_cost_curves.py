@@ -1,6 +1,7 @@
 """The cost-curve benchmarks run end to end at tiny sizes, so that they
 cannot rot: each writes its JSON and its plots, and what it measures
-holds (recall is a share, exact search finds itself)."""
+holds (recall is a share, exact search finds itself, the file on disk has
+the rows' size, evaluation's traced memory holds its scores)."""
 
 import json
 import subprocess
@@ -50,7 +51,9 @@ def test_evaluation_curve(tmp_path):
         figures = json.load(f)
     points = figures["points"]
     assert [p["captions"] for p in points] == [1000, 2000]
-    assert points[1]["score_matrix_mb"] == 400 * 2000 * 4 / 1e6
+    # Measured, not computed: at 400 images one chunk holds every score,
+    # so the traced peak is at least the 400 x 2000 float32 matrix.
+    assert points[1]["vse_tf_peak_mb"] >= 400 * 2000 * 4 / 1e6
     assert set(figures["growth"]) == {"matmul_s", "vse_tf_s",
                                       "vse_tf_peak_mb"}
     assert (tmp_path / "e_memory.png").stat().st_size > 0
@@ -63,9 +66,8 @@ def test_step_curve(tmp_path):
          f"--plot={tmp_path / 'b.png'}")
     with open(tmp_path / "b.json") as f:
         figures = json.load(f)
+    # Two measurements: the loss alone is a part of the whole step.
     for point in figures["points"]:
         assert 0 < point["loss_ms"] < point["step_ms"]
-        assert point["loss_share"] == pytest.approx(
-            point["loss_ms"] / point["step_ms"])
     assert set(figures["growth"]) == {"precomp step", "precomp loss"}
     assert (tmp_path / "b.png").stat().st_size > 0

@@ -21,10 +21,13 @@ within TIE_TOLERANCE times the largest image norm times the largest caption
 norm (about 1e-6 for unit vectors). A float32 matrix product rounds a score
 by a few 1e-7, and rounds two equal scores differently depending on where
 they sit in the product, so closer scores cannot be told apart. The truth's
-score is taken from the very product its candidates come from (a first
-pass over the chunks), never from another routine: an einsum sums in
-another order, and at large D its rounding differs from the product's by
-more than the tolerance (1.25 times it at D = 16,384).
+score is taken from the same routine as its candidates', a matrix product
+of the same image rows (a chunk against its own captions, a small fraction
+of the work), never from another routine: an einsum sums in another order,
+and at large D its rounding differs from the product's by more than the
+tolerance (1.25 times it at D = 16,384). A BLAS product sums each score
+over D in an order that does not depend on the other rows and columns;
+tests/test_evaluation.py checks exact ties up to D = 16,384.
 """
 
 import collections
@@ -100,21 +103,27 @@ def retrieval_ranks(image_embeddings, text_embeddings, captions_per_image=5,
     chunks = [(start, min(start + chunk_size, num_images))
               for start in range(0, num_images, chunk_size)]
 
-    def scores_and_own(start, stop):
-        scores = images[start:stop] @ texts.T
-        own = scores.reshape(stop - start, num_images, captions_per_image)[
-            np.arange(stop - start), np.arange(start, stop)]
-        return scores, own
+    def own_scores(scores, start, stop, first_image):
+        """[stop - start, captions_per_image]: images start to stop - 1
+        with their own captions, from their `scores` against the captions
+        of the images from `first_image` on."""
+        rows = np.arange(stop - start)
+        return scores.reshape(stop - start, -1, captions_per_image)[
+            rows, rows + start - first_image]
 
     # Each caption's score with its own image, and what a candidate must
     # reach to rank above it or tie it.
-    positive = np.concatenate([scores_and_own(*chunk)[1] for chunk in chunks])
+    positive = np.concatenate([own_scores(
+        images[start:stop] @ texts[start * captions_per_image:
+                                   stop * captions_per_image].T,
+        start, stop, start) for start, stop in chunks])
     t2i_bar = (positive - tolerance).reshape(-1)
     i2t_bar = positive.max(axis=1) - tolerance
     i2t = np.empty(num_images, dtype=np.int64)
     t2i = np.zeros(texts.shape[0], dtype=np.int64)
     for start, stop in chunks:
-        scores, own = scores_and_own(start, stop)
+        scores = images[start:stop] @ texts.T
+        own = own_scores(scores, start, stop, 0)
         # Own captions are no competitors, nor is an image for its own
         # captions: count all, then take out what they added.
         bar = i2t_bar[start:stop, None]
