@@ -69,3 +69,29 @@ def test_exact_gelu_reaches_the_feed_forward_layer():
 
     compat.use_exact_gelu(layer, marker)
     assert layer._feedforward_intermediate_dense.activation is marker
+
+
+def test_keras_clips_then_sums_in_every_apply():
+    # ClipAfterReplicaSum defers the clip from `_clip_gradients` to
+    # `_all_reduce_sum_gradients`: that needs Keras to call both, in this
+    # order, once a step, with or without a strategy (the behaviour with
+    # replicas and loss scaling: tests/test_optimizers.py).
+    import tensorflow as tf
+
+    calls = []
+
+    class Spy(keras.optimizers.SGD):
+        def _clip_gradients(self, grads):
+            calls.append("clip")
+            return super()._clip_gradients(grads)
+
+        def _all_reduce_sum_gradients(self, grads_and_vars):
+            calls.append("sum")
+            return super()._all_reduce_sum_gradients(grads_and_vars)
+
+    variable = keras.Variable([1.0])
+    Spy(learning_rate=0.1, global_clipnorm=1.0).apply([tf.constant([3.0])],
+                                                      [variable])
+    assert calls == ["clip", "sum"], (
+        f"Keras now calls {calls}; vse_tf.compat.ClipAfterReplicaSum "
+        "needs porting.")
