@@ -426,7 +426,7 @@ def finish(model, run, dataset, data_dir, export, projector_images,
         projector.write_projector(encoder, test_examples, run.projector,
                                   projector_images)
     title = (f"\nTest metrics of the best checkpoint ({dataset}; scored in "
-             f"{scoring:.0f} s, the whole run took "
+             f"{scoring:.1f} s, the whole run took "
              f"{time.time() - started:.0f} s)")
     if correction is not None:
         print(evaluation.format_table(metrics["cosine"],
