@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests.conftest import bindings
+from tests.conftest import run_tool
 from vse_tf import errors
 from vse_tf import losses
 from vse_tf.models import dual_encoder
@@ -254,3 +256,30 @@ def test_stages_fine_tuned_in_a_head_learn_at_the_multiple_on_cached_features():
         assert np.abs(f).max() > 0
     for t, f in zip(tenth[2:], full[2:]):
         np.testing.assert_allclose(t, f, rtol=1e-5, atol=1e-8)
+
+
+@pytest.mark.slow
+def test_a_float16_run_fine_tunes_a_backbone_end_to_end(tfds_dir, tmp_path):
+    # The program as a T4 or V100 user runs it: mixed_float16, a trainable
+    # ResNet frozen for its first epoch, then at a tenth of the rate.
+    result = run_tool(
+        "train", "--gin_file=gin/demo.gin", *bindings([
+            "train.mixed_precision = 'mixed_float16'",
+            "train.export = False", "train.projector_images = 0",
+            "train.steps_per_epoch = 2",
+            "build_dual_encoder.image_tower_fn = @build_backbone_tower",
+            "build_backbone_tower.backbone = 'resnet50'",
+            "build_backbone_tower.weights = 'random'",
+            "build_backbone_tower.input_size = 32",
+            "build_backbone_tower.crop_size = 32",
+            "build_backbone_tower.embedding_dim = 8",
+            "build_backbone_tower.trainable_backbone = True",
+            "fine_tune_backbones.learning_rate_multiplier = 0.1",
+            "fine_tune_backbones.frozen_epochs = 1"]),
+        f"--model_dir={tmp_path}", f"--data_dir={tfds_dir}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "in mixed_float16" in result.stdout
+    assert "epoch 1: backbones frozen" in result.stdout
+    assert "epoch 2: backbones training, at 0.1x the learning rate" in (
+        result.stdout)
+    assert (tmp_path / "metrics.json").exists()
