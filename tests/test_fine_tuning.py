@@ -1,8 +1,6 @@
 """Backbone fine-tuning: a learning-rate multiplier per variable, and
 backbones frozen for the first epochs."""
 
-import contextlib
-
 import keras
 import numpy as np
 import pytest
@@ -16,6 +14,7 @@ from vse_tf.models import dual_encoder
 from vse_tf.models import towers
 from vse_tf.training import fine_tuning
 from vse_tf.training import optimizers
+from vse_tf.training import precision
 
 
 @pytest.mark.parametrize("name", ["sgd", "adam"])
@@ -153,16 +152,6 @@ def test_frozen_backbones_do_not_move_then_train(jit_compile):
     assert all(b.trainable for b in model.backbones())
 
 
-@contextlib.contextmanager
-def _policy(name):
-    previous = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy(name)
-    try:
-        yield
-    finally:
-        keras.mixed_precision.set_global_policy(previous)
-
-
 @pytest.mark.parametrize("policy", ["float32", "mixed_bfloat16",
                                     "mixed_float16"])
 def test_backbones_learn_at_the_multiple_of_the_rate(policy):
@@ -171,7 +160,7 @@ def test_backbones_learn_at_the_multiple_of_the_rate(policy):
     # the backbones' steps differ by exactly the multiplier and the heads'
     # not at all. In every precision: mixed_float16 wraps the optimizer in
     # a LossScaleOptimizer, whose inner optimizer holds the multipliers.
-    with _policy(policy):
+    with precision.policy(policy):
         model, tenth = _fit(0.1, frozen_epochs=1)
         _, full = _fit(1.0, frozen_epochs=1)
     assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer) \

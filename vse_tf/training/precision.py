@@ -15,6 +15,7 @@ and float32 elsewhere. Variables, embeddings and losses stay float32 under
 either (the towers' last layers and the losses are float32).
 """
 
+import contextlib
 import dataclasses
 
 # The CPU flags of bfloat16 arithmetic: Intel AMX tiles (Sapphire Rapids
@@ -92,3 +93,15 @@ def choose(setting, cpu_flags=None, gpus=None):
     return Choice("float32", "'auto': float32, since the CPU has no "
                   f"bfloat16 arithmetic (no {' or '.join(CPU_BF16_FLAGS)} "
                   "flag), where bfloat16 would be emulated and slower")
+
+
+@contextlib.contextmanager
+def policy(name):
+    """Keras's global dtype policy `name` for the models built inside."""
+    import keras  # here: the tools that read the CPU flags need no Keras
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(name)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)

@@ -11,7 +11,6 @@
 and writes the run folder of `vse_tf.training.run_dir`.
 """
 
-import contextlib
 import dataclasses
 import os
 import time
@@ -173,7 +172,7 @@ def train(model_dir,
     distribute.check_batch_size(batch_size, strategy)
     arithmetic = precision.choose(mixed_precision)
     with distribute.WorkerDir(model_dir, strategy) as worker, \
-            _precision_policy(arithmetic.policy):
+            precision.policy(arithmetic.policy):
         # Until training starts, a user error leaves no new folder behind.
         with io_utils.removed_on_user_error(model_dir):
             io_utils.ensure_writable_dir(model_dir)
@@ -388,7 +387,7 @@ def in_float32(model, vocabulary, loss, batch_size, strategy):
     metrics and export are float32, the figures `evaluate` and a server
     give on any machine. (With cached features, the hubness banks are the
     float32 heads' embeddings of the features the run trained on.)"""
-    with _precision_policy("float32"), strategy.scope():
+    with precision.policy("float32"), strategy.scope():
         encoder = build_model(vocabulary, loss, global_batch_size=batch_size)
         trained = encoder if model.trained is model.encoder else head_model(
             encoder, loss, batch_size)
@@ -458,17 +457,6 @@ def head_model(model, loss, global_batch_size, total_steps=None):
     """The model's heads, compiled to train on cached backbone features."""
     return _built_and_compiled(model.head_model(), loss, global_batch_size,
                                total_steps)
-
-
-@contextlib.contextmanager
-def _precision_policy(name):
-    """Keras's global dtype policy for the models built inside."""
-    previous = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy(name)
-    try:
-        yield
-    finally:
-        keras.mixed_precision.set_global_policy(previous)
 
 
 def _log_caption_lengths(train_captions, model):
