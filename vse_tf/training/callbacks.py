@@ -141,7 +141,6 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
         loss = (logs or {}).get("loss")
         if loss is None or math.isfinite(float(loss)):
             return
-
         raise diverged(
             f"at step {int(self.model.optimizer.iterations.numpy())} (epoch "
             f"{self.epoch + 1}, batch {batch + 1}): the loss is "

@@ -106,7 +106,9 @@ def _tower_weights(model, path):
     for tower in model.both_towers():
         originals = [weight.numpy() for weight in tower.weights]
         for weight, value in zip(tower.weights, originals):
-            weight.assign(value + 1)
+            # Changes every finite value, zeros and large ones included.
+            weight.assign(np.where(value == 0, 1, 2 * value).astype(
+                value.dtype))
         moved = legacy_weights.weights_and_values(model, path)
         for weight, value in zip(tower.weights, originals):
             weight.assign(value)
