@@ -83,10 +83,11 @@ def exit_on_user_error(main, *args):
         # noise for an error that already says what to fix.
         message = re.sub(r"\s+In call to configurable .*", "", str(error),
                          flags=re.DOTALL)
-        sources = [f"{parameter} is set by {config.binding_source(parameter)}"
-                   if config.binding_source(parameter) else
-                   f"{parameter} is its function's default"
-                   for parameter in error.parameters]
+        sources = []
+        for parameter in error.parameters:
+            source = config.binding_source(parameter)
+            sources.append(f"{parameter} is set by {source}" if source else
+                           f"{parameter} is its function's default")
         if sources:
             message += f" ({'; '.join(sources)}.)"
         text = textwrap.fill(message, width=79, break_on_hyphens=False,

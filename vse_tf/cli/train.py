@@ -27,10 +27,13 @@ def what_a_rerun_does():
     """Where the stopped run is, and what the same command does next."""
     from vse_tf.training import run_dir
     run = run_dir.RunDir(FLAGS.model_dir or "")
-    done = run.backed_up_epochs()
-    if not done:
+    if not run.has_backup():
         return ("No epoch was backed up yet: the same command trains "
                 "from the start.")
+    done = run.backed_up_epochs()
+    if not done:  # stopped between the weights and their metadata
+        return (f"The same command resumes from the backup in "
+                f"{run.backup}.")
     epochs = run.read_run_info().get("epochs")
     if done == epochs:
         return (f"All {epochs} epochs are backed up in {run.backup}: the "

@@ -119,6 +119,11 @@ class RunDir:
     def is_run(self):
         return os.path.exists(self.operative_config)
 
+    def has_backup(self):
+        """Whether a rerun resumes: the backup's weights exist (they hold
+        the step it resumes at; the metadata beside them follows them)."""
+        return os.path.exists(os.path.join(self.backup, BACKUP_WEIGHTS))
+
     def backed_up_epochs(self):
         """The epochs the backup holds (a rerun resumes after them); 0
         without a backup."""

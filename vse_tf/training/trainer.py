@@ -197,7 +197,7 @@ def train(model_dir,
                           data, strategy, epochs * data.steps_per_epoch)
             # Resumable only with the model and data the backup holds.
             resume.check_backup(run, model.trained, dataset, cache_features)
-            if rerun and not run.backed_up_epochs():
+            if rerun and not run.has_backup():
                 print(f"{model_dir} holds no backup yet (the first is "
                       "written when an epoch ends): training starts from "
                       "epoch 1.")
@@ -231,7 +231,7 @@ def _count(number, noun):
 def _warm_start(trained, init_from, run):
     """The warm start's record for run.json: the base, and what each tower
     took from it; None when the run resumes from its own backup."""
-    if os.path.exists(os.path.join(run.backup, run_dir.BACKUP_WEIGHTS)):
+    if run.has_backup():
         print(f"train.init_from = {init_from!r} is not loaded: the run "
               "resumes from its own backup.")
         return run.read_run_info().get("warm_start")

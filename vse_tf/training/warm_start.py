@@ -61,7 +61,6 @@ def warm_start(model, init_from):
     with tempfile.TemporaryDirectory() as folder:
         target = os.path.join(folder, "model.weights.h5")
         towers = _tower_weights(model, target)
-        model.save_weights(target)
         loaded, new, skipped, mismatched = _copy_matching(source, target)
         if mismatched:
             shown = "; ".join(f"{name} {list(theirs)} in the base, "
@@ -99,22 +98,22 @@ def _tower_weights(model, path):
 
     Found by saving the model with one tower's weights moved: the names
     whose values change are that tower's, whatever path the file gives
-    them (a heads model files its text head elsewhere). Written at `path`,
-    which the caller then overwrites."""
-    baseline = legacy_weights.weights_and_values(model, path)
-    towers = {}
+    them (a heads model files its text head elsewhere). Leaves `path`
+    holding the model's weights as they are."""
+    moved = {}
     for tower in model.both_towers():
         originals = [weight.numpy() for weight in tower.weights]
         for weight, value in zip(tower.weights, originals):
             # Changes every finite value, zeros and large ones included.
             weight.assign(np.where(value == 0, 1, 2 * value).astype(
                 value.dtype))
-        moved = legacy_weights.weights_and_values(model, path)
+        moved[tower.name] = legacy_weights.weights_and_values(model, path)
         for weight, value in zip(tower.weights, originals):
             weight.assign(value)
-        towers[tower.name] = {name for name, value in moved.items()
-                              if not np.array_equal(value, baseline[name])}
-    return towers
+    baseline = legacy_weights.weights_and_values(model, path)
+    return {tower: {name for name, value in values.items()
+                    if not np.array_equal(value, baseline[name])}
+            for tower, values in moved.items()}
 
 
 def _copy_matching(source, target):
