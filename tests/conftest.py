@@ -17,7 +17,8 @@ import tensorflow as tf  # noqa: E402
 
 _cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(
-    _cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    _cpu, [tf.config.LogicalDeviceConfiguration()] * 2
+)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -44,16 +45,26 @@ def run_tool(tool, *args, env_extra=None):
     if "TF_CPP_MIN_LOG_LEVEL" not in (env_extra or {}):
         env.pop("TF_CPP_MIN_LOG_LEVEL", None)
     return subprocess.run(
-        [sys.executable, "-m", f"vse_tf.{tool}", *args], cwd=REPO, env=env,
-        capture_output=True, text=True, timeout=600)
+        [sys.executable, "-m", f"vse_tf.{tool}", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def evaluate_again(model_dir, data_dir, output):
     """(CompletedProcess, its metrics, the run's metrics.json) of
     `python -m vse_tf.evaluate` on a finished run."""
     import json
-    result = run_tool("evaluate", f"--model_dir={model_dir}",
-                      f"--data_dir={data_dir}", f"--output={output}")
+
+    result = run_tool(
+        "evaluate",
+        f"--model_dir={model_dir}",
+        f"--data_dir={data_dir}",
+        f"--output={output}",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     with open(output) as f:
         again = json.load(f)
@@ -64,10 +75,16 @@ def evaluate_again(model_dir, data_dir, output):
 def read_weights(path):
     """{dataset path: array} of every weight in a Keras .weights.h5 file."""
     import h5py
+
     weights = {}
     with h5py.File(path, "r") as f:
-        f.visititems(lambda name, item: weights.__setitem__(name, item[()])
-                     if isinstance(item, h5py.Dataset) else None)
+        f.visititems(
+            lambda name, item: (
+                weights.__setitem__(name, item[()])
+                if isinstance(item, h5py.Dataset)
+                else None
+            )
+        )
     return weights
 
 
@@ -75,13 +92,17 @@ def assert_same_training(found, expected, start, relative=1e-4):
     """Weights `found` equal `expected` to `relative` times the largest
     update a weight made from `start` (all {path: array})."""
     assert found.keys() == expected.keys()
-    update = max(float(np.abs(expected[k] - start[k]).max())
-                 for k in expected if not k.startswith("optimizer"))
+    update = max(
+        float(np.abs(expected[k] - start[k]).max())
+        for k in expected
+        if not k.startswith("optimizer")
+    )
     assert update > 1e-4, "training did not move the weights"
     error = max(float(np.abs(found[k] - expected[k]).max()) for k in expected)
     assert error <= relative * update, (
         f"weights differ by {error:.3g}, {error / update:.2%} of the "
-        f"largest update {update:.3g}")
+        f"largest update {update:.3g}"
+    )
 
 
 def pessimistic_ranks(images, texts, captions_per_image, tie=0.0):
@@ -89,12 +110,20 @@ def pessimistic_ranks(images, texts, captions_per_image, tie=0.0):
     as high as the truth, less `tie` (ties count against the truth)."""
     scores = np.asarray(images, np.float64) @ np.asarray(texts, np.float64).T
     owner = np.arange(len(texts)) // captions_per_image
-    i2t = np.array([
-        np.sum(scores[i, owner != i] >= scores[i, owner == i].max() - tie)
-        for i in range(len(images))])
-    t2i = np.array([
-        np.sum(np.delete(scores[:, j], owner[j]) >= scores[owner[j], j] - tie)
-        for j in range(len(texts))])
+    i2t = np.array(
+        [
+            np.sum(scores[i, owner != i] >= scores[i, owner == i].max() - tie)
+            for i in range(len(images))
+        ]
+    )
+    t2i = np.array(
+        [
+            np.sum(
+                np.delete(scores[:, j], owner[j]) >= scores[owner[j], j] - tie
+            )
+            for j in range(len(texts))
+        ]
+    )
     return i2t, t2i
 
 
@@ -107,14 +136,19 @@ def recalls_by_brute_force(model_dir, data_dir):
     from vse_tf.data import pipeline
     from vse_tf.evaluation import embedding
     from vse_tf.training import runs
+
     images, texts, per_image = embedding.embed_examples(
         runs.load_trained_model(model_dir),
-        pipeline.load_examples(runs.run_fact(model_dir, "dataset"), "test",
-                               data_dir))
+        pipeline.load_examples(
+            runs.run_fact(model_dir, "dataset"), "test", data_dir
+        ),
+    )
     i2t, t2i = pessimistic_ranks(images, texts, per_image, tie=1e-6)
-    recalls = {f"{name}_r{k}": 100.0 * np.mean(ranks < k)
-               for name, ranks in (("i2t", i2t), ("t2i", t2i))
-               for k in (1, 5, 10)}
+    recalls = {
+        f"{name}_r{k}": 100.0 * np.mean(ranks < k)
+        for name, ranks in (("i2t", i2t), ("t2i", t2i))
+        for k in (1, 5, 10)
+    }
     recalls["rsum"] = sum(recalls.values())
     return recalls, i2t, t2i
 
@@ -159,7 +193,12 @@ def two_replicas():
 def trained_run(tfds_dir, tmp_path_factory):
     """(model_dir, CompletedProcess) of one tiny `python -m vse_tf.train`."""
     model_dir = str(tmp_path_factory.mktemp("run"))
-    result = run_tool("train", "--gin_file=gin/demo.gin", *bindings(),
-                      f"--model_dir={model_dir}", f"--data_dir={tfds_dir}")
+    result = run_tool(
+        "train",
+        "--gin_file=gin/demo.gin",
+        *bindings(),
+        f"--model_dir={model_dir}",
+        f"--data_dir={tfds_dir}",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return model_dir, result

@@ -7,11 +7,31 @@ import pytest
 from vse_tf.models import pretrained_towers
 from vse_tf.pretrained.torch_weights import WeightsError
 
-TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "dog", "runs",
-          "on", "the", "grass", "cat", "sits", "##s"]
+TOKENS = [
+    "[PAD]",
+    "[UNK]",
+    "[CLS]",
+    "[SEP]",
+    "[MASK]",
+    "a",
+    "dog",
+    "runs",
+    "on",
+    "the",
+    "grass",
+    "cat",
+    "sits",
+    "##s",
+]
 CAPTIONS = np.array(["A dog runs on the grass", "the cats sit", ""])
-SIZE = dict(num_layers=1, num_heads=2, hidden_dim=16, intermediate_dim=32,
-            sequence_length=12, embedding_dim=8)
+SIZE = dict(
+    num_layers=1,
+    num_heads=2,
+    hidden_dim=16,
+    intermediate_dim=32,
+    sequence_length=12,
+    embedding_dim=8,
+)
 
 
 @pytest.fixture
@@ -23,50 +43,63 @@ def vocabulary_file(tmp_path):
 
 def test_a_random_bert_from_a_vocabulary(vocabulary_file):
     tower = pretrained_towers.build_bert_tower(
-        vocabulary_file=vocabulary_file, weights="random", **SIZE)
+        vocabulary_file=vocabulary_file, weights="random", **SIZE
+    )
     embeddings = tower(CAPTIONS).numpy()
     assert embeddings.shape == (3, 8)
-    np.testing.assert_allclose(np.linalg.norm(embeddings, axis=1), 1.0,
-                               rtol=1e-5)
+    np.testing.assert_allclose(
+        np.linalg.norm(embeddings, axis=1), 1.0, rtol=1e-5
+    )
     encoder = tower.backbone
     # WordPiece over the file's tokens: "cats" is "cat" + "##s".
     assert encoder.tokenizer.id_to_token(13) == "##s"
     ids = list(np.asarray(encoder.tokenizer("the cats")))
     assert [TOKENS[i] for i in ids] == ["the", "cat", "##s"]
     # Fine-tuned by default: BERT's weights train with the head.
-    assert len(tower.trainable_weights) > len(
-        tower.head.trainable_weights)
+    assert len(tower.trainable_weights) > len(tower.head.trainable_weights)
 
 
-def test_a_keras_hub_preset_folder_gives_the_same_bert(tmp_path,
-                                                       vocabulary_file):
+def test_a_keras_hub_preset_folder_gives_the_same_bert(
+    tmp_path, vocabulary_file
+):
     tower = pretrained_towers.build_bert_tower(
-        vocabulary_file=vocabulary_file, weights="random", **SIZE)
+        vocabulary_file=vocabulary_file, weights="random", **SIZE
+    )
     encoder = tower.backbone
     folder = str(tmp_path / "bert")
     encoder.backbone.save_to_preset(folder)
     encoder.tokenizer.save_to_preset(folder)
     loaded = pretrained_towers.build_bert_tower(preset=folder, **SIZE)
     np.testing.assert_allclose(
-        loaded.backbone(CAPTIONS),
-        encoder(CAPTIONS), rtol=1e-5, atol=1e-6)
-    fresh = pretrained_towers.build_bert_tower(preset=folder,
-                                               weights="random", **SIZE)
+        loaded.backbone(CAPTIONS), encoder(CAPTIONS), rtol=1e-5, atol=1e-6
+    )
+    fresh = pretrained_towers.build_bert_tower(
+        preset=folder, weights="random", **SIZE
+    )
     assert not np.allclose(
-        fresh.backbone(CAPTIONS),
-        encoder(CAPTIONS), atol=1e-3)
+        fresh.backbone(CAPTIONS), encoder(CAPTIONS), atol=1e-3
+    )
 
 
-@pytest.mark.parametrize("kwargs,message", [
-    ({}, "needs a preset folder"),
-    ({"vocabulary_file": "VOCAB"}, "set build_bert_tower.weights = 'random'"),
-    ({"vocabulary_file": "/nowhere/vocab.txt", "weights": "random"},
-     "No WordPiece vocabulary at '/nowhere/vocab.txt'"),
-    ({"preset": "/nowhere"}, "is not a BERT folder"),
-])
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({}, "needs a preset folder"),
+        (
+            {"vocabulary_file": "VOCAB"},
+            "set build_bert_tower.weights = 'random'",
+        ),
+        (
+            {"vocabulary_file": "/nowhere/vocab.txt", "weights": "random"},
+            "No WordPiece vocabulary at '/nowhere/vocab.txt'",
+        ),
+        ({"preset": "/nowhere"}, "is not a BERT folder"),
+    ],
+)
 def test_what_is_missing_is_named(kwargs, message, vocabulary_file):
-    kwargs = {k: vocabulary_file if v == "VOCAB" else v
-              for k, v in kwargs.items()}
+    kwargs = {
+        k: vocabulary_file if v == "VOCAB" else v for k, v in kwargs.items()
+    }
     with pytest.raises(WeightsError, match=message):
         pretrained_towers.build_bert_tower(**kwargs)
 
@@ -74,8 +107,11 @@ def test_what_is_missing_is_named(kwargs, message, vocabulary_file):
 def test_pooled_layers_join_each_layers_normalized_mean(vocabulary_file):
     size = {**SIZE, "num_layers": 3}
     tower = pretrained_towers.build_bert_tower(
-        vocabulary_file=vocabulary_file, weights="random",
-        pooled_layers=(1, 3), **size)
+        vocabulary_file=vocabulary_file,
+        weights="random",
+        pooled_layers=(1, 3),
+        **size,
+    )
     encoder = tower.backbone
     assert encoder.output_dim == 32
     joined = encoder(CAPTIONS).numpy()
@@ -83,12 +119,15 @@ def test_pooled_layers_join_each_layers_normalized_mean(vocabulary_file):
 
     # The reference runs BERT's layers one by one, by hand.
     backbone = encoder.backbone
-    token_ids, mask = (np.asarray(t) for t in encoder.packer(
-        encoder.tokenizer(CAPTIONS)))
+    token_ids, mask = (
+        np.asarray(t) for t in encoder.packer(encoder.tokenizer(CAPTIONS))
+    )
     tokens = backbone.token_embedding(token_ids)
     x = backbone.embeddings_layer_norm(
-        tokens + backbone.position_embedding(tokens) +
-        backbone.segment_embedding(np.zeros_like(token_ids)))
+        tokens
+        + backbone.position_embedding(tokens)
+        + backbone.segment_embedding(np.zeros_like(token_ids))
+    )
     expected = []
     for layer in backbone.transformer_layers:
         x = layer(x, padding_mask=mask)
@@ -96,30 +135,41 @@ def test_pooled_layers_join_each_layers_normalized_mean(vocabulary_file):
         mean = (np.asarray(x) * real).sum(1) / real.sum(1)
         expected.append(mean / np.linalg.norm(mean, axis=1, keepdims=True))
     np.testing.assert_allclose(
-        joined, np.concatenate([expected[0], expected[2]], axis=1),
-        atol=1e-5)
+        joined, np.concatenate([expected[0], expected[2]], axis=1), atol=1e-5
+    )
     # The last layer alone is the default sentence embedding.
-    np.testing.assert_allclose(joined[:, 16:], encoder.__class__(
-        encoder.tokenizer, backbone, encoder.sequence_length)(
-            CAPTIONS).numpy(), atol=1e-6)
+    np.testing.assert_allclose(
+        joined[:, 16:],
+        encoder.__class__(encoder.tokenizer, backbone, encoder.sequence_length)(
+            CAPTIONS
+        ).numpy(),
+        atol=1e-6,
+    )
     assert tower(CAPTIONS).shape == (3, 8)
 
 
 def test_pooled_layers_outside_the_model_are_refused(vocabulary_file):
     with pytest.raises(ValueError, match="between 1 and 1"):
         pretrained_towers.build_bert_tower(
-            vocabulary_file=vocabulary_file, weights="random",
-            pooled_layers=(2,), **SIZE)
+            vocabulary_file=vocabulary_file,
+            weights="random",
+            pooled_layers=(2,),
+            **SIZE,
+        )
 
 
 def test_projection_heads_join_unit_vectors(vocabulary_file):
     tower = pretrained_towers.build_bert_tower(
-        vocabulary_file=vocabulary_file, weights="random",
-        projection_heads=2, **SIZE)
+        vocabulary_file=vocabulary_file,
+        weights="random",
+        projection_heads=2,
+        **SIZE,
+    )
     embeddings = tower(CAPTIONS).numpy()
     assert embeddings.shape == (3, 16)
     # Two unit vectors scaled by 1/sqrt(2): each half has norm 1/sqrt(2).
     for half in (embeddings[:, :8], embeddings[:, 8:]):
-        np.testing.assert_allclose(np.linalg.norm(half, axis=1),
-                                   np.sqrt(0.5), rtol=1e-5)
+        np.testing.assert_allclose(
+            np.linalg.norm(half, axis=1), np.sqrt(0.5), rtol=1e-5
+        )
     assert tower.projection_heads == 2

@@ -25,28 +25,40 @@ def _all(dataset):
 
 def test_train_is_train_plus_restval_with_five_captions(tmp_path):
     with tfds.testing.mock_data(num_examples=MOCK_IMAGES):
-        raw = {split: _all(tfds.load(coco.TFDS_NAME, split=split))
-               for split in ("train", "restval", "test")}
-        train = _all(coco.coco_captions("train", str(tmp_path),
-                                        image_size=24))
-        test = _all(pipeline.load_examples("coco_captions", "test",
-                                           str(tmp_path)))
-        every = _all(coco.coco_captions("train", str(tmp_path),
-                                        image_size=24, extra_captions=True))
-        captions = [c.decode() for c in _all(pipeline.load_captions(
-            "coco_captions", "train", str(tmp_path)))]
+        raw = {
+            split: _all(tfds.load(coco.TFDS_NAME, split=split))
+            for split in ("train", "restval", "test")
+        }
+        train = _all(coco.coco_captions("train", str(tmp_path), image_size=24))
+        test = _all(
+            pipeline.load_examples("coco_captions", "test", str(tmp_path))
+        )
+        every = _all(
+            coco.coco_captions(
+                "train", str(tmp_path), image_size=24, extra_captions=True
+            )
+        )
+        captions = [
+            c.decode()
+            for c in _all(
+                pipeline.load_captions("coco_captions", "train", str(tmp_path))
+            )
+        ]
     assert len(train) == 2 * MOCK_IMAGES
     assert [e["image_id"] for e in train] == [
-        e["image/id"] for e in raw["train"] + raw["restval"]]
+        e["image/id"] for e in raw["train"] + raw["restval"]
+    ]
     for example, source in zip(train, raw["train"] + raw["restval"]):
         assert example["image"].shape == (24, 24, 3)
         assert example["image"].dtype == np.uint8
-        np.testing.assert_array_equal(example["captions"],
-                                      source["captions"]["text"][:5])
+        np.testing.assert_array_equal(
+            example["captions"], source["captions"]["text"][:5]
+        )
     # The mock draws 5 to 49 captions an image: the extras are kept on
     # request, in train only.
     assert [len(e["captions"]) for e in every] == [
-        len(e["captions"]["text"]) for e in raw["train"] + raw["restval"]]
+        len(e["captions"]["text"]) for e in raw["train"] + raw["restval"]
+    ]
     assert any(len(e["captions"]) > 5 for e in every)
     # (The mock draws other captions when only captions are read, so only
     # their number can be compared.)
@@ -69,20 +81,31 @@ TINY_COCO = [
     "build_backbone_tower.crop_size = 32",
     "build_backbone_tower.backbone = 'resnet50'",
     "RESNET_WEIGHTS = 'random'",
-    "train.epochs = 1", "train.steps_per_epoch = 2", "train.batch_size = 8",
-    "build_text_tower.word_dim = 8", "build_text_tower.units = 8",
-    "EMBEDDING_DIM = 8", "HEAD_UNITS = 16", "train.projector_images = 4",
+    "train.epochs = 1",
+    "train.steps_per_epoch = 2",
+    "train.batch_size = 8",
+    "build_text_tower.word_dim = 8",
+    "build_text_tower.units = 8",
+    "EMBEDDING_DIM = 8",
+    "HEAD_UNITS = 16",
+    "train.projector_images = 4",
 ]
 
 
 def test_coco_gin_trains_and_exports(tmp_path, capsys):
     # VSE++'s fine-tuned ResNet, frozen for the first epoch as in
     # VSE-infinity.
-    config.load_gin([os.path.join(REPO, "gin", "coco.gin")], TINY_COCO + [
-        "train.epochs = 2", "train.steps_per_epoch = 1",
-        "build_backbone_tower.trainable_backbone = True",
-        "fine_tune_backbones.frozen_epochs = 1",
-        "fine_tune_backbones.learning_rate_multiplier = 0.1"])
+    config.load_gin(
+        [os.path.join(REPO, "gin", "coco.gin")],
+        TINY_COCO
+        + [
+            "train.epochs = 2",
+            "train.steps_per_epoch = 1",
+            "build_backbone_tower.trainable_backbone = True",
+            "fine_tune_backbones.frozen_epochs = 1",
+            "fine_tune_backbones.learning_rate_multiplier = 0.1",
+        ],
+    )
     model_dir = str(tmp_path / "run")
     with tfds.testing.mock_data(num_examples=MOCK_IMAGES):
         metrics = trainer.train(model_dir, data_dir=str(tmp_path / "data"))
@@ -91,11 +114,14 @@ def test_coco_gin_trains_and_exports(tmp_path, capsys):
     log = capsys.readouterr().out
     assert "epoch 1: backbones frozen" in log
     assert "epoch 2: backbones training, at 0.1x the learning rate" in log
-    served = tf.saved_model.load(os.path.join(model_dir, "export",
-                                              "image_tower", "1"))
+    served = tf.saved_model.load(
+        os.path.join(model_dir, "export", "image_tower", "1")
+    )
     png = tf.io.encode_png(tf.zeros([50, 60, 3], tf.uint8))
     embedding = served.signatures["serving_default"](
-        image_bytes=tf.stack([png, png]))["embedding"]
+        image_bytes=tf.stack([png, png])
+    )["embedding"]
     assert embedding.shape == (2, 8)
-    np.testing.assert_allclose(np.linalg.norm(embedding, axis=1), 1.0,
-                               rtol=1e-5)
+    np.testing.assert_allclose(
+        np.linalg.norm(embedding, axis=1), 1.0, rtol=1e-5
+    )

@@ -14,14 +14,19 @@ import pytest
 from vse_tf import compat
 
 
-@pytest.mark.parametrize("name,find,serves", compat.PRIVATE_APIS,
-                         ids=[api[0] for api in compat.PRIVATE_APIS])
+@pytest.mark.parametrize(
+    "name,find,serves",
+    compat.PRIVATE_APIS,
+    ids=[api[0] for api in compat.PRIVATE_APIS],
+)
 def test_private_api_still_exists(name, find, serves):
     try:
         found = find()
     except (AttributeError, ImportError) as error:
-        pytest.fail(f"{name} is gone ({error}); vse_tf.compat needs a port "
-                    f"for: {serves}.")
+        pytest.fail(
+            f"{name} is gone ({error}); vse_tf.compat needs a port "
+            f"for: {serves}."
+        )
     assert found is not None, f"{name} is None; needed for: {serves}."
 
 
@@ -29,18 +34,20 @@ def test_overridden_hooks_keep_their_signatures():
     # The mixins override these by name and call the originals with these
     # arguments.
     expected = {
-        keras.Model._maybe_symbolic_build: ["self", "iterator",
-                                            "data_batch"],
+        keras.Model._maybe_symbolic_build: ["self", "iterator", "data_batch"],
         keras.optimizers.Optimizer._clip_gradients: ["self", "grads"],
         keras.optimizers.Optimizer._all_reduce_sum_gradients: [
-            "self", "grads_and_vars"],
+            "self",
+            "grads_and_vars",
+        ],
         keras.optimizers.Optimizer._var_key: ["self", "variable"],
     }
     for method, parameters in expected.items():
         assert list(inspect.signature(method).parameters) == parameters, (
             f"{method.__qualname__} now takes "
             f"{list(inspect.signature(method).parameters)}; "
-            "vse_tf.compat's override needs porting.")
+            "vse_tf.compat's override needs porting."
+        )
 
 
 def test_gin_configurables_lists_registered_functions():
@@ -52,16 +59,20 @@ def test_gin_configurables_lists_registered_functions():
 
     try:
         assert compat.gin_configurables()["compat_probe_fn"] is not None
-        assert "alpha" in inspect.signature(
-            compat.gin_configurables()["compat_probe_fn"]).parameters
+        assert (
+            "alpha"
+            in inspect.signature(
+                compat.gin_configurables()["compat_probe_fn"]
+            ).parameters
+        )
     finally:
         gin.clear_config()
 
 
 def test_exact_gelu_reaches_the_feed_forward_layer():
     import keras_hub
-    layer = keras_hub.layers.TransformerEncoder(intermediate_dim=4,
-                                                num_heads=1)
+
+    layer = keras_hub.layers.TransformerEncoder(intermediate_dim=4, num_heads=1)
     layer.build((1, 2, 4))
 
     def marker(x):
@@ -90,8 +101,10 @@ def test_keras_clips_then_sums_in_every_apply():
             return super()._all_reduce_sum_gradients(grads_and_vars)
 
     variable = keras.Variable([1.0])
-    Spy(learning_rate=0.1, global_clipnorm=1.0).apply([tf.constant([3.0])],
-                                                      [variable])
+    Spy(learning_rate=0.1, global_clipnorm=1.0).apply(
+        [tf.constant([3.0])], [variable]
+    )
     assert calls == ["clip", "sum"], (
         f"Keras now calls {calls}; vse_tf.compat.ClipAfterReplicaSum "
-        "needs porting.")
+        "needs porting."
+    )

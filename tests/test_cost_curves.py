@@ -13,25 +13,40 @@ from tests.conftest import REPO
 
 
 def _run(*args):
-    result = subprocess.run([sys.executable, *args], cwd=REPO,
-                            capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[
-        -3000:]
+    result = subprocess.run(
+        [sys.executable, *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result
 
 
 def test_search_curve(tmp_path):
     pytest.importorskip("faiss")
-    _run("tools/bench_search.py", "--sizes", "3000", "6000", "--nprobe",
-         "1", "1000", "--repeats=1", f"--json={tmp_path / 's.json'}",
-         f"--plot={tmp_path / 's.png'}", f"--folder={tmp_path}")
+    _run(
+        "tools/bench_search.py",
+        "--sizes",
+        "3000",
+        "6000",
+        "--nprobe",
+        "1",
+        "1000",
+        "--repeats=1",
+        f"--json={tmp_path / 's.json'}",
+        f"--plot={tmp_path / 's.png'}",
+        f"--folder={tmp_path}",
+    )
     with open(tmp_path / "s.json") as f:
         figures = json.load(f)
     sizes = [r["size"] for r in figures["results"]]
     assert sizes == [3000, 6000]
     for result in figures["results"]:
         assert result["file_mib"] == pytest.approx(
-            result["size"] * 512 * 4 / 2**20, rel=0.01)
+            result["size"] * 512 * 4 / 2**20, rel=0.01
+        )
         probes = result["approximate"]["probes"]
         # Every list probed is the exact scan; one list finds less.
         assert probes[1]["recall_at_10"] == 1.0
@@ -40,13 +55,23 @@ def test_search_curve(tmp_path):
     assert (tmp_path / "s_memory.png").stat().st_size > 0
     # The index files (2 GiB at 10^6) do not outlive the run.
     assert sorted(path.name for path in tmp_path.iterdir()) == [
-        "s.json", "s.png", "s_memory.png"]
+        "s.json",
+        "s.png",
+        "s_memory.png",
+    ]
 
 
 def test_evaluation_curve(tmp_path):
-    _run("tools/bench_eval.py", "--curve", "200", "400", "--dim=32",
-         "--repeats=1", f"--json={tmp_path / 'e.json'}",
-         f"--plot={tmp_path / 'e.png'}")
+    _run(
+        "tools/bench_eval.py",
+        "--curve",
+        "200",
+        "400",
+        "--dim=32",
+        "--repeats=1",
+        f"--json={tmp_path / 'e.json'}",
+        f"--plot={tmp_path / 'e.png'}",
+    )
     with open(tmp_path / "e.json") as f:
         figures = json.load(f)
     points = figures["points"]
@@ -54,16 +79,23 @@ def test_evaluation_curve(tmp_path):
     # Measured, not computed: at 400 images one chunk holds every score,
     # so the traced peak is at least the 400 x 2000 float32 matrix.
     assert points[1]["vse_tf_peak_mb"] >= 400 * 2000 * 4 / 1e6
-    assert set(figures["growth"]) == {"matmul_s", "vse_tf_s",
-                                      "vse_tf_peak_mb"}
+    assert set(figures["growth"]) == {"matmul_s", "vse_tf_s", "vse_tf_peak_mb"}
     assert (tmp_path / "e_memory.png").stat().st_size > 0
 
 
 @pytest.mark.slow
 def test_step_curve(tmp_path):
-    _run("tools/bench_batch.py", "--configs=precomp", "--batches", "4", "8",
-         "--steps=2", "--warmup=1", f"--json={tmp_path / 'b.json'}",
-         f"--plot={tmp_path / 'b.png'}")
+    _run(
+        "tools/bench_batch.py",
+        "--configs=precomp",
+        "--batches",
+        "4",
+        "8",
+        "--steps=2",
+        "--warmup=1",
+        f"--json={tmp_path / 'b.json'}",
+        f"--plot={tmp_path / 'b.png'}",
+    )
     with open(tmp_path / "b.json") as f:
         figures = json.load(f)
     # Two measurements: the loss alone is a part of the whole step.

@@ -13,16 +13,23 @@ from vse_tf import losses
 def _split(strategy, array):
     half = len(array) // 2
     return strategy.experimental_distribute_values_from_function(
-        lambda ctx: tf.constant(array[half * ctx.replica_id_in_sync_group:
-                                      half * (ctx.replica_id_in_sync_group +
-                                              1)]))
+        lambda ctx: tf.constant(
+            array[
+                half * ctx.replica_id_in_sync_group : half
+                * (ctx.replica_id_in_sync_group + 1)
+            ]
+        )
+    )
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind,projection_heads", [
-    *((kind, 1) for kind in KINDS), ("all", 2), ("vse++", 2)])
-def test_loss_and_gradients_equal_single_device(kind, projection_heads,
-                                                two_replicas):
+@pytest.mark.parametrize(
+    "kind,projection_heads",
+    [*((kind, 1) for kind in KINDS), ("all", 2), ("vse++", 2)],
+)
+def test_loss_and_gradients_equal_single_device(
+    kind, projection_heads, two_replicas
+):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(8, 16)).astype(np.float32)
     y = rng.normal(size=(8, 16)).astype(np.float32)
@@ -47,24 +54,30 @@ def test_loss_and_gradients_equal_single_device(kind, projection_heads,
             value = loss(ids_local, {"image": x_local, "text": y_local})
         return (value,) + tuple(tape.gradient(value, [x_local, y_local]))
 
-    values, gx, gy = strategy.run(replica_step, args=(
-        _split(strategy, x), _split(strategy, y), _split(strategy, ids)))
+    values, gx, gy = strategy.run(
+        replica_step,
+        args=(_split(strategy, x), _split(strategy, y), _split(strategy, ids)),
+    )
     per_replica = strategy.experimental_local_results(values)
     # Keras scales each replica's mean by 1/2: the values add up.
-    np.testing.assert_allclose(float(sum(per_replica)), float(expected),
-                               rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(
+        float(sum(per_replica)), float(expected), rtol=1e-6, atol=1e-6
+    )
     np.testing.assert_allclose(
         np.concatenate(strategy.experimental_local_results(gx)),
-        expected_gx.numpy(), atol=1e-6)
+        expected_gx.numpy(),
+        atol=1e-6,
+    )
     np.testing.assert_allclose(
         np.concatenate(strategy.experimental_local_results(gy)),
-        expected_gy.numpy(), atol=1e-6)
+        expected_gy.numpy(),
+        atol=1e-6,
+    )
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("reduction", ["sum", "sum_over_batch_size"])
-def test_uneven_replica_batches_add_up_to_one_device(reduction,
-                                                     two_replicas):
+def test_uneven_replica_batches_add_up_to_one_device(reduction, two_replicas):
     # 3 pairs on one replica and 2 on the other (an epoch's last batch):
     # the right positives, and a mean over the global batch, not a mean of
     # the replicas' means.
@@ -81,13 +94,14 @@ def test_uneven_replica_batches_add_up_to_one_device(reduction,
     def piece(array):
         return strategy.experimental_distribute_values_from_function(
             lambda ctx: tf.constant(
-                array[slice(*bounds[ctx.replica_id_in_sync_group])]))
+                array[slice(*bounds[ctx.replica_id_in_sync_group])]
+            )
+        )
 
     @tf.function
     def replica_step(x_local, y_local, ids_local):
         return loss(ids_local, {"image": x_local, "text": y_local})
 
-    values = strategy.run(replica_step,
-                          args=(piece(x), piece(y), piece(ids)))
+    values = strategy.run(replica_step, args=(piece(x), piece(y), piece(ids)))
     total = sum(float(v) for v in strategy.experimental_local_results(values))
     np.testing.assert_allclose(total, expected, rtol=1e-6)

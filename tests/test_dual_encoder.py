@@ -13,8 +13,16 @@ from vse_tf.models import text_towers
 from vse_tf.training import optimizers
 
 VOCABULARY = ["a", "red", "blue", "circle", "square", "left", "of"]
-CAPTIONS = ["a red circle", "a blue square", "red left of blue", "a circle",
-            "blue circle", "a red square", "square left of circle", ""]
+CAPTIONS = [
+    "a red circle",
+    "a blue square",
+    "red left of blue",
+    "a circle",
+    "blue circle",
+    "a red square",
+    "square left of circle",
+    "",
+]
 IDS = np.array([0, 1, 2, 0, 3, 4, 2, 5])
 
 
@@ -22,11 +30,16 @@ def tiny_model(learnable_temperature=None):
     keras.utils.set_random_seed(0)
     return dual_encoder.DualEncoder(
         image_towers.build_image_tower(
-            image_size=16, conv_layers=((4, 4, 4),), hidden_units=8,
-            embedding_dim=8),
-        text_towers.build_text_tower(VOCABULARY, max_length=6, word_dim=4,
-                                     units=8, embedding_dim=8),
-        learnable_temperature=learnable_temperature)
+            image_size=16,
+            conv_layers=((4, 4, 4),),
+            hidden_units=8,
+            embedding_dim=8,
+        ),
+        text_towers.build_text_tower(
+            VOCABULARY, max_length=6, word_dim=4, units=8, embedding_dim=8
+        ),
+        learnable_temperature=learnable_temperature,
+    )
 
 
 def batch():
@@ -36,21 +49,24 @@ def batch():
 
 
 def one_step(model, loss):
-    model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.5),
-                  loss=loss)
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.5), loss=loss)
     inputs, ids = batch()
     batches = tf.data.Dataset.from_tensor_slices((inputs, ids)).batch(8)
-    history = model.fit(batches,
-                        epochs=1, verbose=0)
+    history = model.fit(batches, epochs=1, verbose=0)
     return history.history["loss"][0], [w.numpy() for w in model.weights]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("loss", [
-    losses.AllNegativesLoss(), losses.HardestNegativeLoss(margin=0.5),
-    losses.HingeLoss(max_violation=False)], ids=["all", "hardest", "vse0"])
-def test_two_replicas_train_the_same_weights_as_one_device(loss,
-                                                           two_replicas):
+@pytest.mark.parametrize(
+    "loss",
+    [
+        losses.AllNegativesLoss(),
+        losses.HardestNegativeLoss(margin=0.5),
+        losses.HingeLoss(max_violation=False),
+    ],
+    ids=["all", "hardest", "vse0"],
+)
+def test_two_replicas_train_the_same_weights_as_one_device(loss, two_replicas):
     single = tiny_model()
     single(batch()[0])
     start = [w.numpy() for w in single.weights]
@@ -73,34 +89,46 @@ def _fit(model, loss, optimizer, steps=3):
     """`steps` SGD or Adam steps on shuffled copies of the batch."""
     model.compile(optimizer=optimizer, loss=loss)
     inputs, ids = batch()
-    order = np.concatenate([np.random.default_rng(step).permutation(8)
-                            for step in range(steps)])
-    data = tf.data.Dataset.from_tensor_slices((
-        {name: value[order] for name, value in inputs.items()},
-        ids[order])).batch(8)
+    order = np.concatenate(
+        [np.random.default_rng(step).permutation(8) for step in range(steps)]
+    )
+    data = tf.data.Dataset.from_tensor_slices(
+        ({name: value[order] for name, value in inputs.items()}, ids[order])
+    ).batch(8)
     model.fit(data, epochs=1, verbose=0)
     return [w.numpy() for w in model.weights]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("clip", [
-    {"global_clipnorm": 1e-3}, {"clipnorm": 1e-3}, {"clipvalue": 1e-3}],
-    ids=["global_clipnorm", "clipnorm", "clipvalue"])
-@pytest.mark.parametrize("name,loss", [
-    ("sgd", losses.AllNegativesLoss()),
-    ("adam", losses.AllNegativesLoss()),
-    ("sgd", losses.HingeLoss(max_violation=True))],
-    ids=["sgd-mean", "adam-mean", "sgd-sum"])
-def test_clipped_steps_on_two_replicas_equal_one_device(name, loss, clip,
-                                                        two_replicas):
+@pytest.mark.parametrize(
+    "clip",
+    [{"global_clipnorm": 1e-3}, {"clipnorm": 1e-3}, {"clipvalue": 1e-3}],
+    ids=["global_clipnorm", "clipnorm", "clipvalue"],
+)
+@pytest.mark.parametrize(
+    "name,loss",
+    [
+        ("sgd", losses.AllNegativesLoss()),
+        ("adam", losses.AllNegativesLoss()),
+        ("sgd", losses.HingeLoss(max_violation=True)),
+    ],
+    ids=["sgd-mean", "adam-mean", "sgd-sum"],
+)
+def test_clipped_steps_on_two_replicas_equal_one_device(
+    name, loss, clip, two_replicas
+):
     # A clip this small acts on every step: the summed gradient's norm is
     # far above it. Clipping each replica's part instead moves the weights
     # elsewhere (a few % of the update). The value clip is 1e-3, not
     # smaller: a word's rows are summed before it (the dense gradient), and
     # where its occurrences nearly cancel, float32 rounding of a few 1e-8
     # would be more than 1e-4 of a whole run's update at 1e-4.
-    settings = {"name": name, "learning_rate": 0.5 if name == "sgd" else
-                1e-2, "global_clipnorm": None, **clip}
+    settings = {
+        "name": name,
+        "learning_rate": 0.5 if name == "sgd" else 1e-2,
+        "global_clipnorm": None,
+        **clip,
+    }
     single = tiny_model()
     single(batch()[0])
     start = [w.numpy() for w in single.weights]
@@ -111,8 +139,12 @@ def test_clipped_steps_on_two_replicas_equal_one_device(name, loss, clip,
         mirrored.set_weights(start)
         optimizer = optimizers.make_optimizer(**settings)
     found = _fit(mirrored, loss, optimizer)
-    assert_same_training(*({str(i): w for i, w in enumerate(weights)}
-                           for weights in (found, expected, start)))
+    assert_same_training(
+        *(
+            {str(i): w for i, w in enumerate(weights)}
+            for weights in (found, expected, start)
+        )
+    )
 
 
 def test_outputs_are_unit_vectors_even_for_an_empty_caption():
@@ -155,8 +187,9 @@ def test_xla_compiled_step_takes_the_same_step():
     compiled(batch()[0])
     compiled.set_weights(start)
     compiled.compile_step(jit_compile=True)
-    compiled_loss, compiled_weights = one_step(compiled,
-                                               losses.AllNegativesLoss())
+    compiled_loss, compiled_weights = one_step(
+        compiled, losses.AllNegativesLoss()
+    )
 
     assert compiled_loss == pytest.approx(plain_loss, rel=1e-5)
     for a, b in zip(plain_weights, compiled_weights):

@@ -19,9 +19,10 @@ def reference_ranks(images, texts, captions_per_image):
     i2t = np.zeros(n, dtype=int)
     for i in range(n):
         order = np.argsort(images[i] @ texts.T)[::-1]
-        i2t[i] = min(np.where(order == j)[0][0]
-                     for j in range(captions_per_image * i,
-                                    captions_per_image * (i + 1)))
+        i2t[i] = min(
+            np.where(order == j)[0][0]
+            for j in range(captions_per_image * i, captions_per_image * (i + 1))
+        )
     t2i = np.zeros(len(texts), dtype=int)
     for j in range(len(texts)):
         order = np.argsort(texts[j] @ images.T)[::-1]
@@ -34,37 +35,46 @@ def reference_metrics(images, texts, captions_per_image=5):
     out = {}
     for name, ranks in (("i2t", i2t), ("t2i", t2i)):
         for k in (1, 5, 10):
-            out[f"{name}_r{k}"] = 100.0 * len(np.where(ranks < k)[0]) / len(
-                ranks)
+            out[f"{name}_r{k}"] = (
+                100.0 * len(np.where(ranks < k)[0]) / len(ranks)
+            )
         out[f"{name}_medr"] = np.floor(np.median(ranks)) + 1
         out[f"{name}_meanr"] = ranks.mean() + 1
-    out["rsum"] = sum(out[f"{d}_r{k}"] for d in ("i2t", "t2i")
-                      for k in (1, 5, 10))
+    out["rsum"] = sum(
+        out[f"{d}_r{k}"] for d in ("i2t", "t2i") for k in (1, 5, 10)
+    )
     return out
 
 
 def _embeddings(rng, n, d=16, captions_per_image=5, signal=1.5):
     # Captions near their image so the ranks spread over 1..n, not all high.
     images = rng.normal(size=(n, d)).astype(np.float32)
-    texts = (np.repeat(images, captions_per_image, axis=0) * signal +
-             rng.normal(size=(n * captions_per_image, d))).astype(np.float32)
+    texts = (
+        np.repeat(images, captions_per_image, axis=0) * signal
+        + rng.normal(size=(n * captions_per_image, d))
+    ).astype(np.float32)
     return images, texts
 
 
-@pytest.mark.parametrize("n,captions_per_image,chunk", [
-    (60, 5, 7), (33, 5, 512), (40, 1, 16), (25, 3, 4)])
+@pytest.mark.parametrize(
+    "n,captions_per_image,chunk",
+    [(60, 5, 7), (33, 5, 512), (40, 1, 16), (25, 3, 4)],
+)
 def test_ranks_match_argsort_reference(n, captions_per_image, chunk):
-    images, texts = _embeddings(np.random.default_rng(n), n,
-                                captions_per_image=captions_per_image)
-    i2t, t2i = evaluation.retrieval_ranks(images, texts, captions_per_image,
-                                          chunk_size=chunk)
+    images, texts = _embeddings(
+        np.random.default_rng(n), n, captions_per_image=captions_per_image
+    )
+    i2t, t2i = evaluation.retrieval_ranks(
+        images, texts, captions_per_image, chunk_size=chunk
+    )
     ref_i2t, ref_t2i = reference_ranks(images, texts, captions_per_image)
     np.testing.assert_array_equal(i2t, ref_i2t)
     np.testing.assert_array_equal(t2i, ref_t2i)
 
 
-@pytest.mark.parametrize("n,captions_per_image,chunk", [
-    (40, 5, 512), (40, 5, 7), (23, 3, 4)])
+@pytest.mark.parametrize(
+    "n,captions_per_image,chunk", [(40, 5, 512), (40, 5, 7), (23, 3, 4)]
+)
 def test_ties_count_against_the_truth(n, captions_per_image, chunk):
     # Embeddings in {-1, 0, 1}^4: integer scores with many exact ties, and
     # repeated captions, as Flickr8k repeats caption strings across images.
@@ -75,14 +85,18 @@ def test_ties_count_against_the_truth(n, captions_per_image, chunk):
     texts[noisy] = rng.integers(-1, 2, size=(noisy.sum(), 4))
     texts[1::7] = texts[0]
     i2t, t2i = evaluation.retrieval_ranks(
-        images.astype(np.float32), texts.astype(np.float32),
-        captions_per_image, chunk_size=chunk)
+        images.astype(np.float32),
+        texts.astype(np.float32),
+        captions_per_image,
+        chunk_size=chunk,
+    )
     ref_i2t, ref_t2i = pessimistic_ranks(images, texts, captions_per_image)
     np.testing.assert_array_equal(i2t, ref_i2t)
     np.testing.assert_array_equal(t2i, ref_t2i)
     # The data has ties that decide ranks: an argsort would differ.
-    argsort_i2t, argsort_t2i = reference_ranks(images, texts,
-                                               captions_per_image)
+    argsort_i2t, argsort_t2i = reference_ranks(
+        images, texts, captions_per_image
+    )
     assert (argsort_i2t < ref_i2t).any() and (argsort_t2i < ref_t2i).any()
 
 
@@ -98,21 +112,24 @@ def test_exact_ties_of_real_valued_embeddings_count_at_any_dimension(dim):
     images = rng.normal(size=(n, dim))
     images[1::8] = images[0::8]
     texts = np.repeat(images, captions_per_image, axis=0) + rng.normal(
-        size=(n * captions_per_image, dim))
+        size=(n * captions_per_image, dim)
+    )
     for i in range(n):  # image i's first caption is image i+1's second
         texts[captions_per_image * ((i + 1) % n) + 1] = texts[
-            captions_per_image * i]
+            captions_per_image * i
+        ]
     images, texts = (
         (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
-        for x in (images, texts))
-    i2t, t2i = evaluation.retrieval_ranks(images, texts, captions_per_image,
-                                          chunk_size=16)
+        for x in (images, texts)
+    )
+    i2t, t2i = evaluation.retrieval_ranks(
+        images, texts, captions_per_image, chunk_size=16
+    )
     ref_i2t, ref_t2i = pessimistic_ranks(images, texts, captions_per_image)
     np.testing.assert_array_equal(i2t, ref_i2t)
     np.testing.assert_array_equal(t2i, ref_t2i)
     # The ties decide ranks: counted for the truth they would differ.
-    optimistic = pessimistic_ranks(images, texts, captions_per_image,
-                                   tie=-1e-9)
+    optimistic = pessimistic_ranks(images, texts, captions_per_image, tie=-1e-9)
     assert (optimistic[0] < ref_i2t).sum() >= 5
     assert (optimistic[1] < ref_t2i).sum() >= 10
 
@@ -124,8 +141,10 @@ def test_a_collapsed_model_ranks_every_truth_last(n, chunk, value):
     row = rng.normal(size=(1, 256)).astype(np.float32)
     row = row / np.linalg.norm(row) if value == "constant" else 0 * row
     i2t, t2i = evaluation.retrieval_ranks(
-        np.repeat(row, n, axis=0), np.repeat(row, 5 * n, axis=0),
-        chunk_size=chunk)
+        np.repeat(row, n, axis=0),
+        np.repeat(row, 5 * n, axis=0),
+        chunk_size=chunk,
+    )
     assert (i2t == 5 * (n - 1)).all() and (t2i == n - 1).all()
     metrics = evaluation.metrics_from_ranks(i2t, t2i)
     assert metrics["rsum"] == 0.0
@@ -137,9 +156,9 @@ def test_non_finite_embeddings_are_refused(side):
     bad = images if side == "image" else texts
     bad[3, 0] = np.nan
     bad[7, 2] = np.inf
-    with pytest.raises(ValueError,
-                       match=f"2 of {len(bad)} {side} embeddings are not "
-                       "finite"):
+    with pytest.raises(
+        ValueError, match=f"2 of {len(bad)} {side} embeddings are not finite"
+    ):
         evaluation.retrieval_metrics(images, texts)
 
 
@@ -157,12 +176,16 @@ def test_metrics_match_reference():
 def test_five_folds_average_each_fold():
     images, texts = _embeddings(np.random.default_rng(1), 50)
     folds = evaluation.retrieval_metrics(images, texts, folds=5)
-    per_fold = [reference_metrics(images[10 * f:10 * (f + 1)],
-                                  texts[50 * f:50 * (f + 1)])
-                for f in range(5)]
+    per_fold = [
+        reference_metrics(
+            images[10 * f : 10 * (f + 1)], texts[50 * f : 50 * (f + 1)]
+        )
+        for f in range(5)
+    ]
     for name in evaluation.METRIC_NAMES:
         assert folds[name] == pytest.approx(
-            np.mean([m[name] for m in per_fold])), name
+            np.mean([m[name] for m in per_fold])
+        ), name
     # Folds rank among fewer candidates, so recall can only rise.
     whole = evaluation.retrieval_metrics(images, texts)
     assert folds["rsum"] >= whole["rsum"]
@@ -171,11 +194,15 @@ def test_five_folds_average_each_fold():
 def test_hand_computed_example():
     # Two images, two captions each, in 2-D.
     images = np.array([[1.0, 0.0], [0.0, 1.0]], np.float32)
-    texts = np.array([[0.9, 0.1],    # image 0's, ranks first for image 0
-                      [0.0, 1.0],    # image 0's, but looks like image 1
-                      [0.2, 0.8],    # image 1's
-                      [0.95, 0.0]],  # image 1's, but looks like image 0
-                     np.float32)
+    texts = np.array(
+        [
+            [0.9, 0.1],  # image 0's, ranks first for image 0
+            [0.0, 1.0],  # image 0's, but looks like image 1
+            [0.2, 0.8],  # image 1's
+            [0.95, 0.0],
+        ],  # image 1's, but looks like image 0
+        np.float32,
+    )
     i2t, t2i = evaluation.retrieval_ranks(images, texts, captions_per_image=2)
     # Image 0 scores captions 3 (0.95) > 0 (0.9): best own rank 1.
     # Image 1 scores 1 (1.0) > 2 (0.8): best own caption 2 is at rank 1.
@@ -195,8 +222,9 @@ def test_wrong_caption_count_is_an_error():
 
 def test_unequal_folds_are_an_error():
     with pytest.raises(ValueError, match="equal folds"):
-        evaluation.retrieval_metrics(np.zeros((12, 4)), np.zeros((60, 4)),
-                                     folds=5)
+        evaluation.retrieval_metrics(
+            np.zeros((12, 4)), np.zeros((60, 4)), folds=5
+        )
 
 
 def test_table_shows_every_recall():
@@ -208,15 +236,27 @@ def test_table_shows_every_recall():
 
 
 def test_paper_row_lists_recalls_both_ways_then_rsum():
-    metrics = {f"{d}_r{k}": 10.0 * i + k for i, d in enumerate(("i2t", "t2i"))
-               for k in (1, 5, 10)}
+    metrics = {
+        f"{d}_r{k}": 10.0 * i + k
+        for i, d in enumerate(("i2t", "t2i"))
+        for k in (1, 5, 10)
+    }
     metrics["rsum"] = sum(metrics.values())
     header, columns, row = evaluation.format_paper_row(
-        metrics, "coco1k").splitlines()
+        metrics, "coco1k"
+    ).splitlines()
     assert "image -> text" in header and "text -> image" in header
     assert columns.split() == ["R@1", "R@5", "R@10"] * 2 + ["rsum"]
-    assert row.split() == ["coco1k", "1.0", "5.0", "10.0", "11.0", "15.0",
-                           "20.0", "62.0"]
+    assert row.split() == [
+        "coco1k",
+        "1.0",
+        "5.0",
+        "10.0",
+        "11.0",
+        "15.0",
+        "20.0",
+        "62.0",
+    ]
 
 
 def test_protocols_check_the_test_size():

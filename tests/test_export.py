@@ -20,7 +20,7 @@ from vse_tf.cli import config
 from vse_tf.data import pipeline
 from vse_tf.training import runs
 
-TF_ONLY_CLIENT = r'''
+TF_ONLY_CLIENT = r"""
 import json
 import sys
 
@@ -65,7 +65,7 @@ with open(response_path + ".json", "w") as f:
                    name for name in ("keras", "keras_hub", "vse_tf",
                                      "tensorflow_text")
                    if sys.modules.get(name) is not None)}, f)
-'''
+"""
 
 
 @pytest.fixture(scope="module")
@@ -73,8 +73,11 @@ def served(trained_run, tfds_dir, tmp_path_factory):
     """The TF-only process's answers, and what the package computes."""
     model_dir, _ = trained_run
     work = tmp_path_factory.mktemp("served")
-    examples = list(tfds.as_numpy(pipeline.load_examples(
-        "shapes/tiny", "test", tfds_dir).take(4)))
+    examples = list(
+        tfds.as_numpy(
+            pipeline.load_examples("shapes/tiny", "test", tfds_dir).take(4)
+        )
+    )
     pixels = np.stack([e["image"] for e in examples]).astype(np.float32)
     image_files = []
     for index, example in enumerate(examples):
@@ -100,10 +103,19 @@ def served(trained_run, tfds_dir, tmp_path_factory):
     script.write_text(TF_ONLY_CLIENT)
     response = str(work / "response.npz")
     result = subprocess.run(
-        [sys.executable, str(script), os.path.join(model_dir, "export"),
-         str(work / "request.json"), response],
-        cwd=str(work), capture_output=True, text=True, timeout=300,
-        env={**os.environ, "PYTHONPATH": ""})
+        [
+            sys.executable,
+            str(script),
+            os.path.join(model_dir, "export"),
+            str(work / "request.json"),
+            response,
+        ],
+        cwd=str(work),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": ""},
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     with open(response + ".json") as f:
         report = json.load(f)
@@ -112,8 +124,9 @@ def served(trained_run, tfds_dir, tmp_path_factory):
     model = runs.load_trained_model(model_dir)
     expected = {
         "images": model.image_tower(pixels, training=False).numpy(),
-        "captions": model.text_tower(tf.constant(captions),
-                                     training=False).numpy(),
+        "captions": model.text_tower(
+            tf.constant(captions), training=False
+        ).numpy(),
     }
     return dict(np.load(response)), report, expected
 
@@ -125,27 +138,32 @@ def test_serving_process_never_imports_the_training_stack(served):
 
 def test_image_signatures_match_the_package_tower(served):
     outputs, _, expected = served
-    np.testing.assert_allclose(outputs["from_pixels"], expected["images"],
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        outputs["from_pixels"], expected["images"], atol=1e-5
+    )
     # PNG is lossless and the test images are already tower-sized.
-    np.testing.assert_allclose(outputs["from_bytes"], expected["images"],
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        outputs["from_bytes"], expected["images"], atol=1e-5
+    )
 
 
 def test_text_signature_matches_the_package_tower(served):
     outputs, _, expected = served
-    np.testing.assert_allclose(outputs["captions"], expected["captions"],
-                               atol=1e-5)
-    np.testing.assert_allclose(outputs["first_alone"][0],
-                               outputs["captions"][0], atol=1e-6)
+    np.testing.assert_allclose(
+        outputs["captions"], expected["captions"], atol=1e-5
+    )
+    np.testing.assert_allclose(
+        outputs["first_alone"][0], outputs["captions"][0], atol=1e-6
+    )
 
 
 def test_every_embedding_is_a_finite_unit_vector(served):
     outputs, _, _ = served
     for name, embeddings in outputs.items():
         assert np.all(np.isfinite(embeddings)), name
-        np.testing.assert_allclose(np.linalg.norm(embeddings, axis=1), 1.0,
-                                   atol=1e-5, err_msg=name)
+        np.testing.assert_allclose(
+            np.linalg.norm(embeddings, axis=1), 1.0, atol=1e-5, err_msg=name
+        )
 
 
 def test_undecodable_bytes_are_an_invalid_argument(served):
@@ -165,9 +183,19 @@ def test_saved_model_cli_lists_the_signatures(trained_run):
     shown = {}
     for tower in ("image_tower", "text_tower"):
         result = subprocess.run(
-            [sys.executable, "-m", "tensorflow.python.tools.saved_model_cli",
-             "show", "--dir", os.path.join(model_dir, "export", tower, "1"),
-             "--all"], capture_output=True, text=True, timeout=300)
+            [
+                sys.executable,
+                "-m",
+                "tensorflow.python.tools.saved_model_cli",
+                "show",
+                "--dir",
+                os.path.join(model_dir, "export", tower, "1"),
+                "--all",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert result.returncode == 0, result.stderr[-2000:]
         shown[tower] = result.stdout
     image, text = shown["image_tower"], shown["text_tower"]
@@ -184,26 +212,34 @@ def test_saved_model_cli_lists_the_signatures(trained_run):
 
 
 def _tree(path):
-    return sorted(os.path.relpath(os.path.join(root, name), path)
-                  for root, dirs, files in os.walk(path)
-                  for name in dirs + files)
+    return sorted(
+        os.path.relpath(os.path.join(root, name), path)
+        for root, dirs, files in os.walk(path)
+        for name in dirs + files
+    )
 
 
 @pytest.mark.slow
-def test_export_cli_adds_versions_and_never_overwrites(trained_run,
-                                                       tmp_path):
+def test_export_cli_adds_versions_and_never_overwrites(trained_run, tmp_path):
     model_dir, _ = trained_run
     export_dir = str(tmp_path / "export")
     for version in (1, 2):
-        result = run_tool("export", f"--model_dir={model_dir}",
-                          f"--export_dir={export_dir}")
+        result = run_tool(
+            "export", f"--model_dir={model_dir}", f"--export_dir={export_dir}"
+        )
         assert result.returncode == 0, result.stderr[-3000:]
         assert f"image_tower/{version}" in result.stdout
     assert sorted(os.listdir(os.path.join(export_dir, "text_tower"))) == [
-        "1", "2"]
+        "1",
+        "2",
+    ]
     before = _tree(export_dir)
-    result = run_tool("export", f"--model_dir={model_dir}",
-                      f"--export_dir={export_dir}", "--version=2")
+    result = run_tool(
+        "export",
+        f"--model_dir={model_dir}",
+        f"--export_dir={export_dir}",
+        "--version=2",
+    )
     assert result.returncode == 2
     assert "already exists" in " ".join(result.stderr.split())
     assert "Traceback" not in result.stderr
@@ -219,18 +255,21 @@ def test_export_without_a_checkpoint_is_a_clear_error(tmp_path):
     assert not os.listdir(tmp_path)
 
 
-
 @pytest.mark.slow
 def test_each_weight_is_stored_once(trained_run):
     model_dir, _ = trained_run
     config.load_gin_for_run(model_dir)
     model = runs.load_trained_model(model_dir)
-    for name, tower in (("image_tower", model.image_tower),
-                        ("text_tower", model.text_tower)):
-        stored = tf.train.list_variables(os.path.join(
-            model_dir, "export", name, "1", "variables", "variables"))
+    for name, tower in (
+        ("image_tower", model.image_tower),
+        ("text_tower", model.text_tower),
+    ):
+        stored = tf.train.list_variables(
+            os.path.join(
+                model_dir, "export", name, "1", "variables", "variables"
+            )
+        )
         values = sum(int(np.prod(shape)) for _, shape in stored)
         # Every weight, and nothing twice: keras-team/keras#23553 would
         # store each one a second time.
-        assert tower.count_params() <= values < tower.count_params() + 16, (
-            name)
+        assert tower.count_params() <= values < tower.count_params() + 16, name

@@ -23,8 +23,11 @@ def _outputs(model_dir):
     for root, _, files in os.walk(model_dir):
         for name in files:
             rel = os.path.relpath(os.path.join(root, name), model_dir)
-            paths.add(os.path.dirname(rel) + "/<events>"
-                      if name.startswith("events.out") else rel)
+            paths.add(
+                os.path.dirname(rel) + "/<events>"
+                if name.startswith("events.out")
+                else rel
+            )
     return paths
 
 
@@ -34,25 +37,38 @@ def _read_json(path):
 
 
 @pytest.mark.slow
-def test_killed_run_resumes_to_the_uninterrupted_weights(tfds_dir,
-                                                          tmp_path):
+def test_killed_run_resumes_to_the_uninterrupted_weights(tfds_dir, tmp_path):
     # Killed with SIGKILL during epoch 2 of 3, rerun with the same command:
     # with deterministic ops it ends where a run never killed ends, to the
     # bit, because it resumes the data at its epoch as well as the weights.
     epochs, steps = 3, 20
-    args = ["--gin_file=gin/demo.gin",
-            *bindings([f"train.epochs = {epochs}",
-                       f"train.steps_per_epoch = {steps}",
-                       "train.deterministic = True",
-                       "train.projector_images = 4"]),
-            f"--data_dir={tfds_dir}"]
+    args = [
+        "--gin_file=gin/demo.gin",
+        *bindings(
+            [
+                f"train.epochs = {epochs}",
+                f"train.steps_per_epoch = {steps}",
+                "train.deterministic = True",
+                "train.projector_images = 4",
+            ]
+        ),
+        f"--data_dir={tfds_dir}",
+    ]
     killed_dir = tmp_path / "killed"
     backup = killed_dir / "checkpoints" / "backup" / "training_metadata.json"
     process = subprocess.Popen(
-        [sys.executable, "-m", "vse_tf.train", *args,
-         f"--model_dir={killed_dir}"], cwd=REPO,
+        [
+            sys.executable,
+            "-m",
+            "vse_tf.train",
+            *args,
+            f"--model_dir={killed_dir}",
+        ],
+        cwd=REPO,
         env={**os.environ, "VSE_TF_QUIET_PROGRESS": "1"},
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 300
     while not backup.exists():
         assert process.poll() is None, "the run ended before its first backup"
@@ -66,14 +82,18 @@ def test_killed_run_resumes_to_the_uninterrupted_weights(tfds_dir,
     # the backup did: the resumed run must drop that row.
     history = killed_dir / "history.csv"
     with open(history, "a") as f:
-        f.write(f"{killed_at + 1}" + ",1.0" * (len(
-            history.read_text().splitlines()[0].split(",")) - 1) + "\n")
+        f.write(
+            f"{killed_at + 1}"
+            + ",1.0" * (len(history.read_text().splitlines()[0].split(",")) - 1)
+            + "\n"
+        )
 
     resumed = run_tool("train", *args, f"--model_dir={killed_dir}")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     # Resumed where the backup left off, not from scratch.
     assert f"Resuming from {killed_dir}/checkpoints/backup: epoch " in (
-        resumed.stdout)
+        resumed.stdout
+    )
     assert "Epoch 1/" not in resumed.stdout
     final = _read_json(backup)
     assert final["epoch"] == epochs and final["step"] == epochs * steps
@@ -89,65 +109,108 @@ def test_killed_run_resumes_to_the_uninterrupted_weights(tfds_dir,
     for name, value in expected.items():
         np.testing.assert_array_equal(found[name], value, err_msg=name)
     assert _read_json(killed_dir / "metrics.json") == _read_json(
-        whole_dir / "metrics.json")
+        whole_dir / "metrics.json"
+    )
     # The history keeps the epochs before the kill and adds the rest once.
     assert callbacks.read_history(killed_dir / "history.csv") == (
-        callbacks.read_history(whole_dir / "history.csv"))
+        callbacks.read_history(whole_dir / "history.csv")
+    )
     assert len(callbacks.read_history(whole_dir / "history.csv")) == epochs
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("blown_up_at, stopped", [
-    # Step 5 breaks the weights, step 6's loss is NaN.
-    (5, "Training stopped at step 6 (epoch 2, batch 3): the loss is"),
-    # Step 6, the epoch's last, breaks them with every loss finite.
-    (6, "Training stopped at the end of epoch 2 (step 6), whose last "
-        "update broke the model")], ids=["mid-epoch", "last-step"])
+@pytest.mark.parametrize(
+    "blown_up_at, stopped",
+    [
+        # Step 5 breaks the weights, step 6's loss is NaN.
+        (5, "Training stopped at step 6 (epoch 2, batch 3): the loss is"),
+        # Step 6, the epoch's last, breaks them with every loss finite.
+        (
+            6,
+            "Training stopped at the end of epoch 2 (step 6), whose last "
+            "update broke the model",
+        ),
+    ],
+    ids=["mid-epoch", "last-step"],
+)
 def test_divergence_stops_the_run_and_keeps_the_best_checkpoint(
-        blown_up_at, stopped, tfds_dir, tmp_path):
+    blown_up_at, stopped, tfds_dir, tmp_path
+):
     # A sane first epoch, then a learning rate that blows the weights up
     # (step k updates with the rate of iteration k - 1).
     steps = 3
     result = run_tool(
-        "train", "--gin_file=gin/demo.gin",
-        *bindings(["train.epochs = 3", f"train.steps_per_epoch = {steps}",
-                   "make_optimizer.learning_rate = "
-                   "@keras.optimizers.schedules.PiecewiseConstantDecay()",
-                   "keras.optimizers.schedules.PiecewiseConstantDecay."
-                   f"boundaries = [{blown_up_at - 2}]",
-                   "keras.optimizers.schedules.PiecewiseConstantDecay."
-                   "values = [1e-3, 1e38]"]),
-        f"--data_dir={tfds_dir}", f"--model_dir={tmp_path}")
+        "train",
+        "--gin_file=gin/demo.gin",
+        *bindings(
+            [
+                "train.epochs = 3",
+                f"train.steps_per_epoch = {steps}",
+                "make_optimizer.learning_rate = "
+                "@keras.optimizers.schedules.PiecewiseConstantDecay()",
+                "keras.optimizers.schedules.PiecewiseConstantDecay."
+                f"boundaries = [{blown_up_at - 2}]",
+                "keras.optimizers.schedules.PiecewiseConstantDecay."
+                "values = [1e-3, 1e38]",
+            ]
+        ),
+        f"--data_dir={tfds_dir}",
+        f"--model_dir={tmp_path}",
+    )
     assert result.returncode == 2, result.stderr[-3000:]
     message = " ".join(result.stderr.split())
     assert stopped in message
     assert "Traceback" not in result.stderr
     best = _read_json(tmp_path / "checkpoints" / "best.json")
     assert best["epoch"] == 1
-    assert _read_json(tmp_path / "checkpoints" / "backup" /
-                      "training_metadata.json")["epoch"] == 1
+    assert (
+        _read_json(
+            tmp_path / "checkpoints" / "backup" / "training_metadata.json"
+        )["epoch"]
+        == 1
+    )
     assert not (tmp_path / "metrics.json").exists()
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sent, status, after_backup, said", [
-    (signal.SIGINT, 130, True,
-     "Stopped by Ctrl-C (SIGINT). The backup in {backup} holds epoch 1: "
-     "the same command resumes from epoch 2."),
-    (signal.SIGTERM, 143, False,
-     "Stopped by SIGTERM. No epoch was backed up yet: the same command "
-     "trains from the start.")],
-    ids=["ctrl-c-in-epoch-2", "sigterm-in-epoch-1"])
-def test_a_stopped_run_says_how_to_resume(sent, status, after_backup, said,
-                                          tfds_dir, tmp_path):
-    args = ["--gin_file=gin/demo.gin",
-            *bindings(["train.epochs = 3", "train.steps_per_epoch = 400"]),
-            f"--data_dir={tfds_dir}", f"--model_dir={tmp_path}"]
+@pytest.mark.parametrize(
+    "sent, status, after_backup, said",
+    [
+        (
+            signal.SIGINT,
+            130,
+            True,
+            "Stopped by Ctrl-C (SIGINT). The backup in {backup} holds epoch 1: "
+            "the same command resumes from epoch 2.",
+        ),
+        (
+            signal.SIGTERM,
+            143,
+            False,
+            "Stopped by SIGTERM. No epoch was backed up yet: the same command "
+            "trains from the start.",
+        ),
+    ],
+    ids=["ctrl-c-in-epoch-2", "sigterm-in-epoch-1"],
+)
+def test_a_stopped_run_says_how_to_resume(
+    sent, status, after_backup, said, tfds_dir, tmp_path
+):
+    args = [
+        "--gin_file=gin/demo.gin",
+        *bindings(["train.epochs = 3", "train.steps_per_epoch = 400"]),
+        f"--data_dir={tfds_dir}",
+        f"--model_dir={tmp_path}",
+    ]
     backup = tmp_path / "checkpoints" / "backup"
     process = subprocess.Popen(
-        [sys.executable, "-m", "vse_tf.train", *args], cwd=REPO,
+        [sys.executable, "-m", "vse_tf.train", *args],
+        cwd=REPO,
         env={**os.environ, "VSE_TF_QUIET_PROGRESS": "1"},
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     for line in process.stdout:  # Keras announces each epoch
         if line.startswith("Epoch 2/" if after_backup else "Epoch 1/"):
             break
@@ -159,13 +222,22 @@ def test_a_stopped_run_says_how_to_resume(sent, status, after_backup, said,
     assert (backup / "training_metadata.json").exists() == after_backup
     # Nothing half-written: no metrics, no temporary file anywhere.
     assert not (tmp_path / "metrics.json").exists()
-    assert not [name for _, _, names in os.walk(tmp_path) for name in names
-                if name.startswith(".tmp-")]
+    assert not [
+        name
+        for _, _, names in os.walk(tmp_path)
+        for name in names
+        if name.startswith(".tmp-")
+    ]
     if not after_backup:
-        rerun = run_tool("train", *args[:-1], f"--model_dir={tmp_path}",
-                         "--gin_bindings=train.steps_per_epoch = 2",
-                         "--gin_bindings=train.epochs = 1")
+        rerun = run_tool(
+            "train",
+            *args[:-1],
+            f"--model_dir={tmp_path}",
+            "--gin_bindings=train.steps_per_epoch = 2",
+            "--gin_bindings=train.epochs = 1",
+        )
         assert rerun.returncode == 0, rerun.stderr[-3000:]
-        assert (f"{tmp_path} holds no backup yet (the first is written when "
-                "an epoch ends): training starts from epoch 1.") in (
-                    " ".join(rerun.stdout.split()))
+        assert (
+            f"{tmp_path} holds no backup yet (the first is written when "
+            "an epoch ends): training starts from epoch 1."
+        ) in (" ".join(rerun.stdout.split()))

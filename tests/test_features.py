@@ -15,57 +15,85 @@ def _tower(backbone):
 def test_captions_sorted_by_length_come_back_in_place(monkeypatch):
     monkeypatch.setenv("VSE_TF_QUIET_PROGRESS", "1")
     rng = np.random.default_rng(0)
-    captions = np.array([[" ".join(["w" * rng.integers(1, 6)] *
-                                   rng.integers(1, 9)) for _ in range(5)]
-                         for _ in range(7)], dtype=object)
+    captions = np.array(
+        [
+            [
+                " ".join(["w" * rng.integers(1, 6)] * rng.integers(1, 9))
+                for _ in range(5)
+            ]
+            for _ in range(7)
+        ],
+        dtype=object,
+    )
     pixels = rng.integers(0, 256, (7, 4, 4, 3), dtype=np.uint8)
-    examples = tf.data.Dataset.from_tensor_slices({
-        "image": pixels, "captions": captions.astype(bytes),
-        "image_id": np.arange(7) + 100})
+    examples = tf.data.Dataset.from_tensor_slices(
+        {
+            "image": pixels,
+            "captions": captions.astype(bytes),
+            "image_id": np.arange(7) + 100,
+        }
+    )
 
     def text_backbone(texts, training):
         # Two features a NumPy reference can tell apart: length and spaces.
         spaces = tf.strings.length(texts) - tf.strings.length(
-            tf.strings.regex_replace(texts, " ", ""))
-        return tf.cast(tf.stack([tf.strings.length(texts), spaces], 1),
-                       tf.float32)
+            tf.strings.regex_replace(texts, " ", "")
+        )
+        return tf.cast(
+            tf.stack([tf.strings.length(texts), spaces], 1), tf.float32
+        )
 
     model = SimpleNamespace(
         image_tower=_tower(lambda x, training: tf.reduce_mean(x, [1, 2])),
-        text_tower=_tower(text_backbone))
+        text_tower=_tower(text_backbone),
+    )
     # Batches smaller than the data, so that sorting crosses batches.
-    arrays = features.compute_features(model, examples, batch_size=3,
-                                       caption_batch_size=4)
+    arrays = features.compute_features(
+        model, examples, batch_size=3, caption_batch_size=4
+    )
     np.testing.assert_array_equal(arrays["image_id"], np.arange(7) + 100)
-    np.testing.assert_allclose(arrays["image"], pixels.mean(axis=(1, 2)),
-                               rtol=1e-6)
-    expected = np.array([[[len(c), c.count(" ")] for c in row]
-                         for row in captions], np.float32)
+    np.testing.assert_allclose(
+        arrays["image"], pixels.mean(axis=(1, 2)), rtol=1e-6
+    )
+    expected = np.array(
+        [[[len(c), c.count(" ")] for c in row] for row in captions], np.float32
+    )
     np.testing.assert_array_equal(arrays["captions"], expected)
 
 
 def test_bfloat16_features_are_stored_as_float32_and_reused(
-        monkeypatch, tmp_path):
+    monkeypatch, tmp_path
+):
     # Backbones under mixed_bfloat16 give bfloat16 features; the cache
     # must read back as numbers (np.load has no bfloat16).
     monkeypatch.setenv("VSE_TF_QUIET_PROGRESS", "1")
     monkeypatch.setattr(features, "backbone_signature", lambda model: "s")
     rng = np.random.default_rng(1)
     pixels = rng.integers(0, 256, (4, 4, 4, 3), dtype=np.uint8)
-    examples = tf.data.Dataset.from_tensor_slices({
-        "image": pixels, "captions": np.array([[b"a b"] * 5] * 4),
-        "image_id": np.arange(4)})
+    examples = tf.data.Dataset.from_tensor_slices(
+        {
+            "image": pixels,
+            "captions": np.array([[b"a b"] * 5] * 4),
+            "image_id": np.arange(4),
+        }
+    )
     model = SimpleNamespace(
-        image_tower=_tower(lambda x, training: tf.cast(
-            tf.reduce_mean(x, [1, 2]), tf.bfloat16)),
-        text_tower=_tower(lambda t, training: tf.cast(tf.stack(
-            [tf.strings.length(t)] * 2, 1), tf.bfloat16)))
+        image_tower=_tower(
+            lambda x, training: tf.cast(tf.reduce_mean(x, [1, 2]), tf.bfloat16)
+        ),
+        text_tower=_tower(
+            lambda t, training: tf.cast(
+                tf.stack([tf.strings.length(t)] * 2, 1), tf.bfloat16
+            )
+        ),
+    )
     first = features.cached_examples(model, examples, "val", str(tmp_path))
     again = features.cached_examples(model, examples, "val", str(tmp_path))
     for dataset in (first, again):
         [row] = list(dataset.batch(4).as_numpy_iterator())
         assert row["image"].dtype == np.float32
-        expected = tf.cast(tf.cast(pixels.mean(axis=(1, 2)), tf.bfloat16),
-                           tf.float32).numpy()
+        expected = tf.cast(
+            tf.cast(pixels.mean(axis=(1, 2)), tf.bfloat16), tf.float32
+        ).numpy()
         np.testing.assert_array_equal(row["image"], expected)
         np.testing.assert_array_equal(row["captions"], np.full((4, 5, 2), 3))

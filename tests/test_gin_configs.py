@@ -14,9 +14,9 @@ from vse_tf.cli import config
 
 CONFIGS = sorted(
     os.path.relpath(p, REPO)
-    for p in glob.glob(os.path.join(REPO, "gin", "**", "*.gin"),
-                       recursive=True)
-    if not p.startswith(os.path.join(REPO, "gin", "paper", "")))
+    for p in glob.glob(os.path.join(REPO, "gin", "**", "*.gin"), recursive=True)
+    if not p.startswith(os.path.join(REPO, "gin", "paper", ""))
+)
 
 
 def test_there_are_configs():
@@ -32,7 +32,8 @@ def test_demo_picks_a_loss_and_the_paper_temperature():
     config.load_gin([os.path.join(REPO, "gin", "demo.gin")], [])
     assert gin.query_parameter("AllNegativesLoss.temperature") == 0.1
     assert gin.query_parameter("train.loss").selector.endswith(
-        "AllNegativesLoss")
+        "AllNegativesLoss"
+    )
 
 
 def test_unknown_names_are_errors_not_skipped():

@@ -47,8 +47,7 @@ def test_downscaling_keeps_solid_regions():
     interior = np.zeros((32, 32), bool)
     for offset in (1, 2):
         interior[offset::4, 1::4] = interior[offset::4, 2::4] = True
-    np.testing.assert_allclose(pixels[interior], expected[interior],
-                               atol=0.5)
+    np.testing.assert_allclose(pixels[interior], expected[interior], atol=0.5)
 
 
 def test_jpeg_decodes_to_the_tower_size():

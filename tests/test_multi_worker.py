@@ -35,7 +35,8 @@ def _epoch_losses(model_dir):
     folder = os.path.join(model_dir, "logs", "train")
     for name in os.listdir(folder):
         for event in tf.compat.v1.train.summary_iterator(
-                os.path.join(folder, name)):
+            os.path.join(folder, name)
+        ):
             for value in event.summary.value:
                 if value.tag == "epoch_loss":
                     losses[event.step] = float(tf.make_ndarray(value.tensor))
@@ -46,25 +47,35 @@ def _epoch_losses(model_dir):
 # gradient instead of the sum trains other weights. In float32 whatever
 # the CPU: bfloat16 rounds sums taken in another order 1e-3 apart, which
 # would hide the 1e-5 this test holds two workers to.
-CLIPPED = ["make_optimizer.global_clipnorm = 0.01",
-           "train.mixed_precision = 'float32'"]
+CLIPPED = [
+    "make_optimizer.global_clipnorm = 0.01",
+    "train.mixed_precision = 'float32'",
+]
 
 
 def _train_one_process(tfds_dir, model_dir, extra):
-    result = run_tool("train", "--gin_file=gin/demo.gin",
-                      *bindings(CLIPPED + extra), f"--model_dir={model_dir}",
-                      f"--data_dir={tfds_dir}")
+    result = run_tool(
+        "train",
+        "--gin_file=gin/demo.gin",
+        *bindings(CLIPPED + extra),
+        f"--model_dir={model_dir}",
+        f"--data_dir={tfds_dir}",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
-    return read_weights(os.path.join(model_dir, "checkpoints", "backup",
-                                     "latest.weights.h5"))
+    return read_weights(
+        os.path.join(model_dir, "checkpoints", "backup", "latest.weights.h5")
+    )
 
 
 @pytest.mark.slow
 def test_two_workers_train_like_one_process(tfds_dir, tmp_path):
     single_dir = tmp_path / "single"
     expected = _train_one_process(tfds_dir, single_dir, [])
-    start = _train_one_process(tfds_dir, tmp_path / "start", [
-        "CosineDecayOverRun.initial_learning_rate = 0.0"])
+    start = _train_one_process(
+        tfds_dir,
+        tmp_path / "start",
+        ["CosineDecayOverRun.initial_learning_rate = 0.0"],
+    )
     model_dir = tmp_path / "run"
     ports = _free_ports(2)
     cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
@@ -72,17 +83,32 @@ def test_two_workers_train_like_one_process(tfds_dir, tmp_path):
     for index in range(2):
         scratch.append(tmp_path / f"tmp{index}")
         scratch[-1].mkdir()
-        env = {**os.environ, "VSE_TF_QUIET_PROGRESS": "1",
-               "TMPDIR": str(scratch[-1]),
-               "TF_CONFIG": json.dumps({
-                   "cluster": cluster,
-                   "task": {"type": "worker", "index": index}})}
-        workers.append(subprocess.Popen(
-            [sys.executable, "-m", "vse_tf.train", "--gin_file=gin/demo.gin",
-             *bindings(CLIPPED), f"--model_dir={model_dir}",
-             f"--data_dir={tfds_dir}"],
-            cwd=REPO, env=env, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, text=True))
+        env = {
+            **os.environ,
+            "VSE_TF_QUIET_PROGRESS": "1",
+            "TMPDIR": str(scratch[-1]),
+            "TF_CONFIG": json.dumps(
+                {"cluster": cluster, "task": {"type": "worker", "index": index}}
+            ),
+        }
+        workers.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "vse_tf.train",
+                    "--gin_file=gin/demo.gin",
+                    *bindings(CLIPPED),
+                    f"--model_dir={model_dir}",
+                    f"--data_dir={tfds_dir}",
+                ],
+                cwd=REPO,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
     try:
         results = [w.communicate(timeout=400) for w in workers]
     finally:
@@ -107,6 +133,12 @@ def test_two_workers_train_like_one_process(tfds_dir, tmp_path):
     single = _epoch_losses(single_dir)
     assert len(single) == 2
     np.testing.assert_allclose(_epoch_losses(model_dir), single, rtol=1e-5)
-    assert_same_training(read_weights(os.path.join(
-        model_dir, "checkpoints", "backup", "latest.weights.h5")), expected,
-        start)
+    assert_same_training(
+        read_weights(
+            os.path.join(
+                model_dir, "checkpoints", "backup", "latest.weights.h5"
+            )
+        ),
+        expected,
+        start,
+    )

@@ -9,8 +9,9 @@ import tensorflow as tf
 from vse_tf.training import optimizers
 
 
-@pytest.mark.parametrize("clip", [{"global_clipnorm": 1e-2},
-                                  {"clipvalue": 1e-3}])
+@pytest.mark.parametrize(
+    "clip", [{"global_clipnorm": 1e-2}, {"clipvalue": 1e-3}]
+)
 def test_loss_scaling_unscales_before_the_clip(clip):
     # mixed_float16 wraps the optimizer in a LossScaleOptimizer: the clip
     # must see the true gradient, not the one scaled by 2**15.
@@ -18,20 +19,22 @@ def test_loss_scaling_unscales_before_the_clip(clip):
 
     def step(wrap):
         variable = keras.Variable(np.zeros(3, np.float32))
-        optimizer = optimizers.make_optimizer("sgd", learning_rate=1.0,
-                                              **{"global_clipnorm": None,
-                                                 **clip})
+        optimizer = optimizers.make_optimizer(
+            "sgd", learning_rate=1.0, **{"global_clipnorm": None, **clip}
+        )
         if wrap:
             optimizer = keras.optimizers.LossScaleOptimizer(
-                optimizer, initial_scale=2.0 ** 15)
+                optimizer, initial_scale=2.0**15
+            )
         scale = optimizer.scale_loss(tf.constant(1.0))
         optimizer.apply([tf.constant(gradient) * scale], [variable])
         return variable.numpy()
 
     plain = step(wrap=False)
     if "global_clipnorm" in clip:
-        np.testing.assert_allclose(-plain, gradient / np.linalg.norm(
-            gradient) * 1e-2, rtol=1e-6)
+        np.testing.assert_allclose(
+            -plain, gradient / np.linalg.norm(gradient) * 1e-2, rtol=1e-6
+        )
     else:
         np.testing.assert_allclose(-plain, np.clip(gradient, -1e-3, 1e-3))
     np.testing.assert_allclose(step(wrap=True), plain, rtol=1e-6)
@@ -41,21 +44,29 @@ def test_loss_scaling_unscales_before_the_clip(clip):
 def test_cosine_over_the_run_ends_at_the_run_end(total_steps):
     optimizer = optimizers.make_optimizer(
         learning_rate=optimizers.CosineDecayOverRun(2e-4, alpha=0.1),
-        total_steps=total_steps)
+        total_steps=total_steps,
+    )
     optimizer.build([keras.Variable(0.0)])
-    for step in (0, total_steps // 3, total_steps // 2, total_steps,
-                 2 * total_steps):
+    for step in (
+        0,
+        total_steps // 3,
+        total_steps // 2,
+        total_steps,
+        2 * total_steps,
+    ):
         optimizer.iterations.assign(step)
         done = min(step, total_steps) / total_steps
         expected = 2e-4 * (0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * done)))
         assert float(optimizer.learning_rate) == pytest.approx(
-            expected, rel=1e-5)
+            expected, rel=1e-5
+        )
 
 
 def test_cosine_over_the_run_outside_training_builds():
     # evaluate and export build the optimizer without a run length.
     optimizer = optimizers.make_optimizer(
-        learning_rate=optimizers.CosineDecayOverRun(2e-4))
+        learning_rate=optimizers.CosineDecayOverRun(2e-4)
+    )
     optimizer.build([keras.Variable(0.0)])
     assert float(optimizer.learning_rate) == pytest.approx(2e-4)
 
@@ -71,7 +82,7 @@ def _dense_clipped_step(table, clip):
     gradient clipped as `clip` says (VSE++'s clip_grad_norm_)."""
     gradient = np.zeros_like(table)
     np.add.at(gradient, TOKENS, ROWS)
-    (kind, bound), = clip.items()
+    ((kind, bound),) = clip.items()
     if kind == "clipvalue":
         gradient = np.clip(gradient, -bound, bound)
     else:  # one variable: its norm is the global norm
@@ -79,56 +90,68 @@ def _dense_clipped_step(table, clip):
     return table - gradient
 
 
-@pytest.mark.parametrize("loss_scale", [None, 2.0 ** 10],
-                         ids=["unscaled", "loss-scaled"])
+@pytest.mark.parametrize(
+    "loss_scale", [None, 2.0**10], ids=["unscaled", "loss-scaled"]
+)
 @pytest.mark.parametrize("replicas", [1, 2], ids=["1-replica", "2-replicas"])
-@pytest.mark.parametrize("clip", [{"global_clipnorm": 2.0},
-                                  {"clipnorm": 2.0}, {"clipvalue": 0.5}],
-                         ids=["global_clipnorm", "clipnorm", "clipvalue"])
+@pytest.mark.parametrize(
+    "clip",
+    [{"global_clipnorm": 2.0}, {"clipnorm": 2.0}, {"clipvalue": 0.5}],
+    ids=["global_clipnorm", "clipnorm", "clipvalue"],
+)
 def test_an_embedding_gradient_is_clipped_by_its_dense_rows(
-        clip, replicas, loss_scale, two_replicas):
+    clip, replicas, loss_scale, two_replicas
+):
     # Through Keras's own apply: the replicas' sum, then the rows of one
     # token summed, then the clip; under a LossScaleOptimizer
     # (mixed_float16) too, which unscales before all of it.
-    strategy = (two_replicas if replicas == 2
-                else tf.distribute.get_strategy())
+    strategy = two_replicas if replicas == 2 else tf.distribute.get_strategy()
     with strategy.scope():
         embedding = keras.layers.Embedding(10, 3)
         embedding.build()
         optimizer = optimizers.make_optimizer(
-            "sgd", learning_rate=1.0, **{"global_clipnorm": None, **clip})
+            "sgd", learning_rate=1.0, **{"global_clipnorm": None, **clip}
+        )
         if loss_scale:
             optimizer = keras.optimizers.LossScaleOptimizer(
-                optimizer, initial_scale=loss_scale)
+                optimizer, initial_scale=loss_scale
+            )
         optimizer.build(embedding.trainable_variables)
     table = embedding.embeddings.numpy()
     part = len(TOKENS) // replicas
 
     def replica_step(tokens, rows):
         with tf.GradientTape() as tape:
-            loss = optimizer.scale_loss(
-                tf.reduce_sum(rows * embedding(tokens)))
+            loss = optimizer.scale_loss(tf.reduce_sum(rows * embedding(tokens)))
         gradients = tape.gradient(loss, embedding.trainable_variables)
         assert isinstance(gradients[0], tf.IndexedSlices)
-        optimizer.apply_gradients(zip(gradients,
-                                      embedding.trainable_variables))
+        optimizer.apply_gradients(zip(gradients, embedding.trainable_variables))
 
     def parts(array):
         return strategy.experimental_distribute_values_from_function(
-            lambda context: tf.constant(array[
-                part * context.replica_id_in_sync_group:
-                part * (context.replica_id_in_sync_group + 1)]))
+            lambda context: tf.constant(
+                array[
+                    part * context.replica_id_in_sync_group : part
+                    * (context.replica_id_in_sync_group + 1)
+                ]
+            )
+        )
 
-    tf.function(lambda: strategy.run(
-        replica_step, args=(parts(TOKENS), parts(ROWS))))()
+    tf.function(
+        lambda: strategy.run(replica_step, args=(parts(TOKENS), parts(ROWS)))
+    )()
     expected = _dense_clipped_step(table, clip)
-    np.testing.assert_allclose(embedding.embeddings.numpy(), expected,
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        embedding.embeddings.numpy(), expected, rtol=1e-5, atol=1e-6
+    )
     # The clip acted, and on the dense gradient: Keras's own, on the
     # occurrences' rows, gives another step.
-    (kind, bound), = clip.items()
-    occurrences = (np.clip(ROWS, -bound, bound) if kind == "clipvalue" else
-                   ROWS * min(1.0, bound / np.linalg.norm(ROWS)))
+    ((kind, bound),) = clip.items()
+    occurrences = (
+        np.clip(ROWS, -bound, bound)
+        if kind == "clipvalue"
+        else ROWS * min(1.0, bound / np.linalg.norm(ROWS))
+    )
     per_occurrence = table.copy()
     np.add.at(per_occurrence, TOKENS, -occurrences)
     assert np.abs(per_occurrence - expected).max() > 1e-2

@@ -15,8 +15,9 @@ def _pair(seed=0, **kwargs):
     keras.utils.set_random_seed(seed)
     reference = keras.layers.GRU(U, **kwargs)
     reference.build((None, T, F))
-    reference.cell.bias.assign(np.random.default_rng(seed).normal(
-        size=(2, 3 * U)).astype(np.float32))
+    reference.cell.bias.assign(
+        np.random.default_rng(seed).normal(size=(2, 3 * U)).astype(np.float32)
+    )
     packed = packed_gru.PackedGRU(U, **kwargs)
     packed.build((None, T, F))
     packed.set_weights(reference.get_weights())
@@ -25,8 +26,7 @@ def _pair(seed=0, **kwargs):
 
 def _inputs(lengths):
     rng = np.random.default_rng(1)
-    sequences = tf.constant(rng.normal(size=(len(lengths), T, F)),
-                            tf.float32)
+    sequences = tf.constant(rng.normal(size=(len(lengths), T, F)), tf.float32)
     mask = tf.constant(np.arange(T)[None] < np.array(lengths)[:, None])
     return sequences, mask
 
@@ -39,8 +39,7 @@ def _outputs_and_gradients(layer, sequences, mask, mode="eager"):
             tape.watch(sequences)
             output = layer(sequences, mask=mask)
             loss = tf.reduce_sum(output * weights)  # every output counts
-        gradients = tape.gradient(loss, [sequences,
-                                         *layer.trainable_weights])
+        gradients = tape.gradient(loss, [sequences, *layer.trainable_weights])
         return [output] + [tf.convert_to_tensor(g) for g in gradients]
 
     if mode != "eager":
@@ -48,19 +47,23 @@ def _outputs_and_gradients(layer, sequences, mask, mode="eager"):
     return [t.numpy() for t in run(sequences, mask)]
 
 
-@pytest.mark.parametrize("lengths", [
-    [6, 1, 3, 6, 2, 4, 5],   # unsorted, from one step to all of them
-    [3, 3, 3, 3, 3, 3, 3],   # ties keep their order
-    [6, 6, 6, 6, 6, 6, 6],   # no padding at all
-])
+@pytest.mark.parametrize(
+    "lengths",
+    [
+        [6, 1, 3, 6, 2, 4, 5],  # unsorted, from one step to all of them
+        [3, 3, 3, 3, 3, 3, 3],  # ties keep their order
+        [6, 6, 6, 6, 6, 6, 6],  # no padding at all
+    ],
+)
 @pytest.mark.parametrize("mode", ["eager", "graph"])
 def test_outputs_and_gradients_equal_keras_gru(lengths, mode):
     reference, packed = _pair()
     sequences, mask = _inputs(lengths)
     assert packed._packable(mask)  # the packed loop is what runs here
     for want, got in zip(
-            _outputs_and_gradients(reference, sequences, mask),
-            _outputs_and_gradients(packed, sequences, mask, mode)):
+        _outputs_and_gradients(reference, sequences, mask),
+        _outputs_and_gradients(packed, sequences, mask, mode),
+    ):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
@@ -69,8 +72,9 @@ def test_padding_never_reaches_the_state():
     _, packed = _pair()
     sequences, mask = _inputs([6, 1, 3, 6, 2, 4, 5])
     noisy = tf.where(mask[..., None], sequences, 1e3)
-    np.testing.assert_array_equal(packed(sequences, mask=mask),
-                                  packed(noisy, mask=mask))
+    np.testing.assert_array_equal(
+        packed(sequences, mask=mask), packed(noisy, mask=mask)
+    )
 
 
 def test_under_xla_it_is_keras_masked_loop():
@@ -79,21 +83,27 @@ def test_under_xla_it_is_keras_masked_loop():
     reference, packed = _pair()
     sequences, mask = _inputs([6, 1, 3, 6, 2, 4, 5])
     for want, got in zip(
-            _outputs_and_gradients(reference, sequences, mask),
-            _outputs_and_gradients(packed, sequences, mask, "xla")):
+        _outputs_and_gradients(reference, sequences, mask),
+        _outputs_and_gradients(packed, sequences, mask, "xla"),
+    ):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
 def test_a_bidirectional_packed_gru_equals_keras():
     keras.utils.set_random_seed(0)
-    reference = keras.layers.Bidirectional(keras.layers.GRU(U),
-                                           merge_mode="ave")
-    packed = keras.layers.Bidirectional(packed_gru.PackedGRU(U),
-                                        merge_mode="ave")
+    reference = keras.layers.Bidirectional(
+        keras.layers.GRU(U), merge_mode="ave"
+    )
+    packed = keras.layers.Bidirectional(
+        packed_gru.PackedGRU(U), merge_mode="ave"
+    )
     for layer in (reference, packed):
         layer.build((None, T, F))
     packed.set_weights(reference.get_weights())
     sequences, mask = _inputs([6, 1, 3, 6, 2, 4, 5])
-    np.testing.assert_allclose(packed(sequences, mask=mask),
-                               reference(sequences, mask=mask),
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        packed(sequences, mask=mask),
+        reference(sequences, mask=mask),
+        rtol=1e-5,
+        atol=1e-6,
+    )

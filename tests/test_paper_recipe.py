@@ -20,16 +20,22 @@ from vse_tf.training import run_dir
 from vse_tf.training import trainer
 from vse_tf.training import warm_start
 
-DATASETS = ["coco.gin", "flickr30k.gin", "coco_precomp.gin",
-            "f30k_precomp.gin"]
-STAGES = {"base_embedding.gin": "HingeLoss",
-          "convse.gin": "AllNegativesLoss",
-          "convsepp.gin": "HardestNegativeLoss"}
+DATASETS = ["coco.gin", "flickr30k.gin", "coco_precomp.gin", "f30k_precomp.gin"]
+STAGES = {
+    "base_embedding.gin": "HingeLoss",
+    "convse.gin": "AllNegativesLoss",
+    "convsepp.gin": "HardestNegativeLoss",
+}
 
 
 def _load(dataset, stage, extra=()):
-    config.load_gin([os.path.join(REPO, "gin", dataset),
-                     os.path.join(REPO, "gin", "paper", stage)], list(extra))
+    config.load_gin(
+        [
+            os.path.join(REPO, "gin", dataset),
+            os.path.join(REPO, "gin", "paper", stage),
+        ],
+        list(extra),
+    )
 
 
 def _loss():
@@ -46,14 +52,19 @@ def _value(selector):
 
 def _towers_head_units():
     image_tower = gin.query_parameter(
-        "build_dual_encoder.image_tower_fn").selector.split(".")[-1]
-    return {_value(f"{image_tower}.head_units"),
-            _value("build_text_tower.head_units")}
+        "build_dual_encoder.image_tower_fn"
+    ).selector.split(".")[-1]
+    return {
+        _value(f"{image_tower}.head_units"),
+        _value("build_text_tower.head_units"),
+    }
 
 
 def test_every_paper_file_is_a_stage_or_included_by_one():
-    shipped = {os.path.basename(p) for p in glob.glob(
-        os.path.join(REPO, "gin", "paper", "*.gin"))}
+    shipped = {
+        os.path.basename(p)
+        for p in glob.glob(os.path.join(REPO, "gin", "paper", "*.gin"))
+    }
     assert shipped == set(STAGES) | {"stage2.gin"}
 
 
@@ -68,8 +79,8 @@ def test_the_base_is_vsepp_as_it_ships(dataset):
     schedule = gin.query_parameter("make_optimizer.learning_rate")
     assert schedule.selector.endswith("PiecewiseConstantDecay")
     assert gin.query_parameter(
-        "keras.optimizers.schedules.PiecewiseConstantDecay.values") == [
-            2e-4, 2e-5]
+        "keras.optimizers.schedules.PiecewiseConstantDecay.values"
+    ) == [2e-4, 2e-5]
     # No paper head: the authors add it in the ConVSE modes only.
     assert _towers_head_units() == {None}
     with pytest.raises(ValueError):  # no warm start: the base starts anew
@@ -91,33 +102,51 @@ def test_the_second_stage_starts_from_the_base(dataset, stage):
 
 def test_both_stages_train_and_the_second_loads_the_base(tmp_path):
     data = str(tmp_path / "data")
-    write_precomp(data, "f30k_precomp", {"train": 40, "dev": 8,
-                                         "test": 1000})
+    write_precomp(data, "f30k_precomp", {"train": 40, "dev": 8, "test": 1000})
     # Bindings win over the files: the base keeps its HEAD_UNITS = None.
-    tiny = [f"--gin_bindings={b}" for b in [
-        *TINY_PRECOMP, "train.export = False", "train.batch_size = 16"]
-        if not b.startswith("HEAD_UNITS")]
+    tiny = [
+        f"--gin_bindings={b}"
+        for b in [
+            *TINY_PRECOMP,
+            "train.export = False",
+            "train.batch_size = 16",
+        ]
+        if not b.startswith("HEAD_UNITS")
+    ]
     base = str(tmp_path / "base")
-    result = run_tool("train", "--gin_file=gin/f30k_precomp.gin",
-                      "--gin_file=gin/paper/base_embedding.gin", *tiny,
-                      f"--model_dir={base}", f"--data_dir={data}")
+    result = run_tool(
+        "train",
+        "--gin_file=gin/f30k_precomp.gin",
+        "--gin_file=gin/paper/base_embedding.gin",
+        *tiny,
+        f"--model_dir={base}",
+        f"--data_dir={data}",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     stage = str(tmp_path / "convsepp")
-    result = run_tool("train", "--gin_file=gin/f30k_precomp.gin",
-                      "--gin_file=gin/paper/convsepp.gin", *tiny,
-                      "--gin_bindings=HEAD_UNITS = 16",
-                      f"--gin_bindings=BASE_RUN = '{base}'",
-                      f"--model_dir={stage}", f"--data_dir={data}")
+    result = run_tool(
+        "train",
+        "--gin_file=gin/f30k_precomp.gin",
+        "--gin_file=gin/paper/convsepp.gin",
+        *tiny,
+        "--gin_bindings=HEAD_UNITS = 16",
+        f"--gin_bindings=BASE_RUN = '{base}'",
+        f"--model_dir={stage}",
+        f"--data_dir={data}",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
-    rows = {line.split()[0]: line.split() for line in result.stdout.split(
-        "Warm start from ")[1].splitlines()[1:4]}
+    rows = {
+        line.split()[0]: line.split()
+        for line in result.stdout.split("Warm start from ")[1].splitlines()[1:4]
+    }
     # The word embedding, the GRU (3) and both projections (2 each) load;
     # the two heads' dense layers (2 x 2 a tower) start new.
     assert rows["loaded"][1] == "8", result.stdout
     assert rows["new"][2] == "8", result.stdout
     assert rows["skipped"][3] == "0", result.stdout
     assert "Training on f30k_precomp with HardestNegativeLoss" in (
-        result.stdout)
+        result.stdout
+    )
     with open(run_dir.RunDir(stage).operative_config) as f:
         # gin breaks a long value onto the next line ("= \\\n    '...").
         operative = re.sub(r"\\\n\s+", "", f.read())
@@ -127,7 +156,8 @@ def test_both_stages_train_and_the_second_loads_the_base(tmp_path):
 
 @pytest.mark.parametrize("dataset", ["coco.gin", "flickr30k.gin"])
 def test_on_raw_photos_the_base_projection_loads_and_the_heads_are_new(
-        dataset, tmp_path):
+    dataset, tmp_path
+):
     # The image tower is the backbone, VSE++'s linear projection, then (in
     # stage 2 only) the paper's head: the projection keeps its place.
     tiny = [b for b in TINY_COCO if not b.startswith("HEAD_UNITS")]
@@ -137,8 +167,11 @@ def test_on_raw_photos_the_base_projection_loads_and_the_heads_are_new(
     path = str(tmp_path / "base.weights.h5")
     base.save_weights(path)
     gin.clear_config()
-    _load(dataset, "convsepp.gin", [*tiny, "HEAD_UNITS = 16",
-                                    f"BASE_RUN = '{path}'"])
+    _load(
+        dataset,
+        "convsepp.gin",
+        [*tiny, "HEAD_UNITS = 16", f"BASE_RUN = '{path}'"],
+    )
     stage = trainer.build_model(vocabulary)
     table = warm_start.warm_start(stage, path).table
     rows = {line.split()[0]: line.split() for line in table.splitlines()[1:]}
@@ -147,4 +180,5 @@ def test_on_raw_photos_the_base_projection_loads_and_the_heads_are_new(
     projection = stage.image_tower.head.get_layer("projection")
     np.testing.assert_array_equal(
         projection.kernel.numpy(),
-        base.image_tower.head.get_layer("projection").kernel.numpy())
+        base.image_tower.head.get_layer("projection").kernel.numpy(),
+    )

@@ -22,33 +22,38 @@ def test_positional_encoding_by_hand():
 
 def test_pooled_is_the_rank_weighted_sum_of_sorted_features():
     layer = pooling.GeneralizedPooling()
-    features = np.random.default_rng(0).normal(size=(3, 7, 5)).astype(
-        np.float32)
+    features = (
+        np.random.default_rng(0).normal(size=(3, 7, 5)).astype(np.float32)
+    )
     pooled = layer(features).numpy()
     theta = layer.pool_weights(7).numpy()
     assert theta.sum() == pytest.approx(1.0, abs=1e-6)
     ranked = -np.sort(-features, axis=1)  # largest first, per dimension
-    np.testing.assert_allclose(pooled, np.einsum("bkd,k->bd", ranked, theta),
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        pooled, np.einsum("bkd,k->bd", ranked, theta), rtol=1e-5, atol=1e-6
+    )
 
 
 def test_pooling_ignores_the_order_of_the_regions():
     layer = pooling.GeneralizedPooling()
-    features = np.random.default_rng(1).normal(size=(2, 9, 4)).astype(
-        np.float32)
+    features = (
+        np.random.default_rng(1).normal(size=(2, 9, 4)).astype(np.float32)
+    )
     shuffled = features[:, np.random.default_rng(2).permutation(9)]
     np.testing.assert_allclose(layer(features), layer(shuffled), rtol=1e-6)
 
 
 def test_a_zero_score_is_mean_pooling():
     layer = pooling.GeneralizedPooling()
-    features = np.random.default_rng(3).normal(size=(2, 6, 3)).astype(
-        np.float32)
+    features = (
+        np.random.default_rng(3).normal(size=(2, 6, 3)).astype(np.float32)
+    )
     layer(features)
     # Every rank scores the same, so every rank has the same weight.
     layer.score.set_weights([np.zeros((32, 1), np.float32)])
-    np.testing.assert_allclose(layer(features), features.mean(axis=1),
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        layer(features), features.mean(axis=1), rtol=1e-5, atol=1e-6
+    )
 
 
 def test_gradients_reach_the_rank_weights():
@@ -63,14 +68,15 @@ def test_gradients_reach_the_rank_weights():
 
 def test_gpo_tower_saves_and_loads(tmp_path):
     tower = image_towers.build_precomputed_tower(
-        feature_dim=6, regions=4, embedding_dim=8, pooling="gpo",
-        head_units=16)
-    features = np.random.default_rng(4).normal(size=(3, 4, 6)).astype(
-        np.float32)
+        feature_dim=6, regions=4, embedding_dim=8, pooling="gpo", head_units=16
+    )
+    features = (
+        np.random.default_rng(4).normal(size=(3, 4, 6)).astype(np.float32)
+    )
     path = str(tmp_path / "tower.keras")
     tower.save(path)
     restored = keras.saving.load_model(path)
-    np.testing.assert_allclose(restored(features), tower(features),
-                               rtol=1e-6)
-    np.testing.assert_allclose(np.linalg.norm(tower(features), axis=1), 1.0,
-                               rtol=1e-5)
+    np.testing.assert_allclose(restored(features), tower(features), rtol=1e-6)
+    np.testing.assert_allclose(
+        np.linalg.norm(tower(features), axis=1), 1.0, rtol=1e-5
+    )

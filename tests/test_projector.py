@@ -43,10 +43,21 @@ def projector_server(trained_run, tmp_path_factory):
     port = _free_port()
     log = open(tmp_path_factory.mktemp("tensorboard") / "log.txt", "w+")
     server = subprocess.Popen(
-        [sys.executable, "-m", "tensorboard.main",
-         "--logdir", os.path.join(model_dir, "projector"),
-         "--host", "127.0.0.1", "--port", str(port), "--load_fast=false"],
-        stdout=log, stderr=subprocess.STDOUT)
+        [
+            sys.executable,
+            "-m",
+            "tensorboard.main",
+            "--logdir",
+            os.path.join(model_dir, "projector"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--load_fast=false",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     base = f"http://127.0.0.1:{port}/data/plugin/projector"
     try:
         deadline = time.time() + 120
@@ -72,8 +83,13 @@ def projector_server(trained_run, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def test_split(tfds_dir):
-    return list(tfds.as_numpy(pipeline.load_examples(
-        "shapes/tiny", "test", tfds_dir).take(PROJECTED_IMAGES)))
+    return list(
+        tfds.as_numpy(
+            pipeline.load_examples("shapes/tiny", "test", tfds_dir).take(
+                PROJECTED_IMAGES
+            )
+        )
+    )
 
 
 def test_projector_serves_one_run_with_every_point(projector_server):
@@ -82,12 +98,15 @@ def test_projector_serves_one_run_with_every_point(projector_server):
     (embedding,) = info["embeddings"]
     assert embedding["tensorName"] == "joint_space"
     assert embedding["tensorShape"] == [
-        PROJECTED_IMAGES * (1 + CAPTIONS_PER_IMAGE), 8]
+        PROJECTED_IMAGES * (1 + CAPTIONS_PER_IMAGE),
+        8,
+    ]
 
 
 @pytest.mark.slow
 def test_points_are_the_image_then_caption_embeddings(
-        projector_server, trained_run, test_split):
+    projector_server, trained_run, test_split
+):
     model_dir, _ = trained_run
     data = _get(f"{projector_server}/tensor?run=.&name=joint_space")
     points = np.frombuffer(data, np.float32).reshape(-1, 8)
@@ -95,49 +114,60 @@ def test_points_are_the_image_then_caption_embeddings(
     model = runs.load_trained_model(model_dir)
     pixels = np.stack([e["image"] for e in test_split]).astype(np.float32)
     captions = [c for e in test_split for c in e["captions"]]
-    expected = np.concatenate([
-        model.image_tower(pixels, training=False).numpy(),
-        model.text_tower(tf.constant(captions), training=False).numpy()])
+    expected = np.concatenate(
+        [
+            model.image_tower(pixels, training=False).numpy(),
+            model.text_tower(tf.constant(captions), training=False).numpy(),
+        ]
+    )
     np.testing.assert_allclose(points, expected, atol=1e-5)
 
 
-def test_metadata_round_trips_captions_and_image_ids(projector_server,
-                                                     test_split):
+def test_metadata_round_trips_captions_and_image_ids(
+    projector_server, test_split
+):
     text = _get(f"{projector_server}/metadata?run=.&name=joint_space")
     rows = [line.split("\t") for line in text.decode().splitlines()]
     assert rows[0] == ["modality", "image_id", "text"]
-    images, captions = rows[1:1 + PROJECTED_IMAGES], rows[
-        1 + PROJECTED_IMAGES:]
+    images, captions = (
+        rows[1 : 1 + PROJECTED_IMAGES],
+        rows[1 + PROJECTED_IMAGES :],
+    )
     assert [r[1] for r in images] == [str(e["image_id"]) for e in test_split]
     assert {r[0] for r in images} == {"image"}
     assert captions == [
         ["caption", str(e["image_id"]), c.decode()]
-        for e in test_split for c in e["captions"]]
+        for e in test_split
+        for c in e["captions"]
+    ]
 
 
-def test_sprite_shows_each_image_as_its_picture(projector_server,
-                                                test_split):
+def test_sprite_shows_each_image_as_its_picture(projector_server, test_split):
     png = _get(f"{projector_server}/sprite_image?run=.&name=joint_space")
     sprite = tf.io.decode_png(png).numpy()
     per_side = math.ceil(math.sqrt(PROJECTED_IMAGES * 6))
     assert sprite.shape == (per_side * 32, per_side * 32, 3)
     for index in (0, PROJECTED_IMAGES - 1):
         row, column = divmod(index, per_side)
-        tile = sprite[row * 32:(row + 1) * 32, column * 32:(column + 1) * 32]
+        tile = sprite[
+            row * 32 : (row + 1) * 32, column * 32 : (column + 1) * 32
+        ]
         # The tiny images are 32 px, the thumbnail size: no resampling.
         np.testing.assert_allclose(tile, test_split[index]["image"], atol=1)
 
 
 @pytest.mark.slow
-def test_projector_cli_rewrites_the_dir_whole(trained_run, tfds_dir,
-                                              tmp_path):
+def test_projector_cli_rewrites_the_dir_whole(trained_run, tfds_dir, tmp_path):
     model_dir, _ = trained_run
     out = tmp_path / "projector"
     for max_images in (5, 3):
-        result = run_tool("projector", f"--model_dir={model_dir}",
-                          f"--data_dir={tfds_dir}",
-                          f"--max_images={max_images}",
-                          f"--projector_dir={out}")
+        result = run_tool(
+            "projector",
+            f"--model_dir={model_dir}",
+            f"--data_dir={tfds_dir}",
+            f"--max_images={max_images}",
+            f"--projector_dir={out}",
+        )
         assert result.returncode == 0, result.stderr[-3000:]
         metadata = (out / "metadata.tsv").read_text().splitlines()
         assert len(metadata) == 1 + max_images * 6

@@ -34,10 +34,12 @@ CAPTIONS = ["a red circle left of a blue square", ""]
 def signatures(trained_run):
     """{model name: its serving_default signature}, as exported."""
     model_dir, _ = trained_run
-    return {model: tf.saved_model.load(os.path.join(
-                model_dir, "export", model, "1")).signatures[
-                    serving_client.SIGNATURE]
-            for model in serving_client.INPUTS}
+    return {
+        model: tf.saved_model.load(
+            os.path.join(model_dir, "export", model, "1")
+        ).signatures[serving_client.SIGNATURE]
+        for model in serving_client.INPUTS
+    }
 
 
 @pytest.fixture(scope="module")
@@ -77,14 +79,16 @@ def test_grpc_requests_fit_the_signatures(signatures, png):
             shape = [d.size for d in tensor.tensor_shape.dim]
             assert specs[name].shape.is_compatible_with(shape)
             decoded = list(tf.make_ndarray(tensor))
-            assert decoded == [v if isinstance(v, bytes) else v.encode()
-                               for v in values]
+            assert decoded == [
+                v if isinstance(v, bytes) else v.encode() for v in values
+            ]
 
 
 def _answer(signatures, model, inputs):
     """What TF Serving computes for a predict call: the signature's output."""
-    return signatures[model](**{name: tf.constant(values)
-                                for name, values in inputs.items()})
+    return signatures[model](
+        **{name: tf.constant(values) for name, values in inputs.items()}
+    )
 
 
 @pytest.fixture(scope="module")
@@ -94,14 +98,20 @@ def rest_stand_in(signatures):
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_POST(self):  # noqa: N802  (the http.server hook name)
             model = self.path.split("/v1/models/")[1].split(":")[0]
-            body = json.loads(self.rfile.read(
-                int(self.headers["Content-Length"])))
-            inputs = {name: [base64.b64decode(v["b64"])
-                             if isinstance(v, dict) else v for v in values]
-                      for name, values in body["inputs"].items()}
+            body = json.loads(
+                self.rfile.read(int(self.headers["Content-Length"]))
+            )
+            inputs = {
+                name: [
+                    base64.b64decode(v["b64"]) if isinstance(v, dict) else v
+                    for v in values
+                ]
+                for name, values in body["inputs"].items()
+            }
             outputs = _answer(signatures, model, inputs)
-            data = json.dumps({"outputs": outputs["embedding"].numpy()
-                               .tolist()}).encode()
+            data = json.dumps(
+                {"outputs": outputs["embedding"].numpy().tolist()}
+            ).encode()
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
             self.end_headers()
@@ -124,17 +134,21 @@ def grpc_stand_in(signatures):
 
     class Service(prediction_service_pb2_grpc.PredictionServiceServicer):
         def Predict(self, request, context):  # noqa: N802
-            inputs = {name: tf.make_ndarray(tensor)
-                      for name, tensor in request.inputs.items()}
+            inputs = {
+                name: tf.make_ndarray(tensor)
+                for name, tensor in request.inputs.items()
+            }
             outputs = _answer(signatures, request.model_spec.name, inputs)
             response = predict_pb2.PredictResponse()
             response.outputs["embedding"].CopyFrom(
-                tf.make_tensor_proto(outputs["embedding"].numpy()))
+                tf.make_tensor_proto(outputs["embedding"].numpy())
+            )
             return response
 
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-        Service(), server)
+        Service(), server
+    )
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     yield f"127.0.0.1:{port}"
@@ -143,14 +157,18 @@ def grpc_stand_in(signatures):
 
 @pytest.mark.parametrize("protocol", ["rest", "grpc"])
 def test_round_trip_returns_the_towers_embeddings(
-        protocol, rest_stand_in, grpc_stand_in, signatures, png):
+    protocol, rest_stand_in, grpc_stand_in, signatures, png
+):
     server = rest_stand_in if protocol == "rest" else grpc_stand_in
-    for model, values in (("text_tower", CAPTIONS),
-                          ("image_tower", [png, png])):
+    for model, values in (
+        ("text_tower", CAPTIONS),
+        ("image_tower", [png, png]),
+    ):
         got = serving_client.predict(server, model, values, protocol)
         name = serving_client.INPUTS[model]
         expected = signatures[model](**{name: tf.constant(values)})[
-            "embedding"].numpy()
+            "embedding"
+        ].numpy()
         np.testing.assert_allclose(got, expected, atol=1e-6)
 
 
@@ -158,8 +176,12 @@ def test_round_trip_returns_the_towers_embeddings(
 def test_cli_prints_embeddings_from_a_server(rest_stand_in, png, tmp_path):
     image = tmp_path / "photo.png"
     image.write_bytes(png)
-    result = run_tool("serving_client", f"--server={rest_stand_in}",
-                      "--text=a red circle", f"--image={image}")
+    result = run_tool(
+        "serving_client",
+        f"--server={rest_stand_in}",
+        "--text=a red circle",
+        f"--image={image}",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "text_tower 'a red circle': 8-d" in result.stdout
     assert "image_tower" in result.stdout
@@ -170,8 +192,9 @@ def test_unreachable_server_is_a_clear_error():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # closed once the block ends
-    result = run_tool("serving_client", f"--server=127.0.0.1:{port}",
-                      "--text=a red circle")
+    result = run_tool(
+        "serving_client", f"--server=127.0.0.1:{port}", "--text=a red circle"
+    )
     assert result.returncode == 2
     assert "No TF Serving REST API" in " ".join(result.stderr.split())
     assert "Traceback" not in result.stderr
@@ -181,14 +204,17 @@ def test_unreachable_server_is_a_clear_error():
 def test_real_tf_serving(protocol, png):
     server = os.environ.get(f"VSE_TF_SERVING_{protocol.upper()}")
     if not server:
-        pytest.skip(f"no TF Serving to call: set VSE_TF_SERVING_"
-                    f"{protocol.upper()}=host:port to a server started as "
-                    "export/README.md shows")
+        pytest.skip(
+            f"no TF Serving to call: set VSE_TF_SERVING_"
+            f"{protocol.upper()}=host:port to a server started as "
+            "export/README.md shows"
+        )
     for model, values in (("text_tower", CAPTIONS), ("image_tower", [png])):
         embeddings = serving_client.predict(server, model, values, protocol)
         assert embeddings.shape[0] == len(values)
-        np.testing.assert_allclose(np.linalg.norm(embeddings, axis=1), 1.0,
-                                   atol=1e-5)
+        np.testing.assert_allclose(
+            np.linalg.norm(embeddings, axis=1), 1.0, atol=1e-5
+        )
 
 
 def test_models_config_serves_both_towers():
@@ -196,8 +222,9 @@ def test_models_config_serves_both_towers():
     from tensorflow_serving.config import model_server_config_pb2
 
     with open(os.path.join(REPO, "export", "models.config")) as f:
-        config = text_format.Parse(f.read(),
-                                   model_server_config_pb2.ModelServerConfig())
+        config = text_format.Parse(
+            f.read(), model_server_config_pb2.ModelServerConfig()
+        )
     models = {c.name: c for c in config.model_config_list.config}
     assert set(models) == set(serving_client.INPUTS)
     for name, model in models.items():
@@ -206,9 +233,14 @@ def test_models_config_serves_both_towers():
 
 
 def test_batching_config_sets_known_parameters():
-    known = {"max_batch_size", "batch_timeout_micros", "max_enqueued_batches",
-             "num_batch_threads", "allowed_batch_sizes",
-             "pad_variable_length_inputs"}
+    known = {
+        "max_batch_size",
+        "batch_timeout_micros",
+        "max_enqueued_batches",
+        "num_batch_threads",
+        "allowed_batch_sizes",
+        "pad_variable_length_inputs",
+    }
     with open(os.path.join(REPO, "export", "batching.config")) as f:
         lines = [line.split("#")[0].strip() for line in f]
     fields = [line for line in lines if line]

@@ -9,14 +9,16 @@ import tensorflow_datasets as tfds
 from vse_tf.data import scenes
 from vse_tf.data import shapes
 
-SHAPE_WORDS = {w: shape for shape, words in scenes._SHAPE_WORDS.items()
-               for w in words}
+SHAPE_WORDS = {
+    w: shape for shape, words in scenes._SHAPE_WORDS.items() for w in words
+}
 COUNT_WORDS = {w: i for i, w in enumerate(scenes._COUNT_WORDS)}
 
 
 def _examples(n=300):
-    return [scenes.make_example(seed=0, split_index=0, index=i)
-            for i in range(n)]
+    return [
+        scenes.make_example(seed=0, split_index=0, index=i) for i in range(n)
+    ]
 
 
 def test_examples_are_a_pure_function_of_seed_split_and_index():
@@ -49,8 +51,11 @@ def test_captions_only_mention_what_the_image_holds():
             mentioned = {SHAPE_WORDS[w] for w in words if w in SHAPE_WORDS}
             mentioned |= {"cross"} if "plus sign" in caption else set()
             assert mentioned <= kinds, caption
-            count = re.match(r"^(?:.*?: )?(one|two|three|four) "
-                             r"(?:shapes?|objects?|things?)\b", caption)
+            count = re.match(
+                r"^(?:.*?: )?(one|two|three|four) "
+                r"(?:shapes?|objects?|things?)\b",
+                caption,
+            )
             if count:
                 assert COUNT_WORDS[count.group(1)] == len(objects), caption
 
@@ -60,9 +65,12 @@ def test_relations_are_true_of_the_picture():
     for _, captions, objects in _examples():
         for caption in captions:
             caption = caption.replace("plus sign", "cross")
-            match = re.search(r"(\w+) (?:is |sits )?(to the left of|to the "
-                              r"right of|above|below) (?:a|one) (?:\w+ )?"
-                              r"(\w+) (\w+)$", caption)
+            match = re.search(
+                r"(\w+) (?:is |sits )?(to the left of|to the "
+                r"right of|above|below) (?:a|one) (?:\w+ )?"
+                r"(\w+) (\w+)$",
+                caption,
+            )
             if not match or len(objects) < 2:
                 continue
             shape_a = SHAPE_WORDS[match.group(1)]
@@ -70,9 +78,13 @@ def test_relations_are_true_of_the_picture():
             # Some pair with these attributes stands in this relation.
             assert any(
                 scenes.relation(a, b) == match.group(2)
-                for a in objects for b in objects if a is not b and
-                a.shape == shape_a and b.colour == colour_b and
-                b.shape == shape_b), caption
+                for a in objects
+                for b in objects
+                if a is not b
+                and a.shape == shape_a
+                and b.colour == colour_b
+                and b.shape == shape_b
+            ), caption
             checked += 1
     assert checked > 50
 
@@ -97,8 +109,9 @@ def test_default_config_has_the_flickr30k_test_size():
     assert config.num_test == 1000  # x 5 captions = 5,000
 
 
-def test_tfds_builder_generates_offline_and_deterministically(tfds_dir,
-                                                               tmp_path):
+def test_tfds_builder_generates_offline_and_deterministically(
+    tfds_dir, tmp_path
+):
     first = tfds.load("shapes/tiny", split="test", data_dir=tfds_dir)
     # A second generation in another folder gives the same examples.
     tfds.builder("shapes/tiny", data_dir=str(tmp_path)).download_and_prepare()
@@ -130,11 +143,20 @@ def test_captions_do_not_depend_on_the_process_hash_seed():
     # follows a set's order would make each generation of the data differ.
     import subprocess
     import sys
-    script = ("from vse_tf.data import scenes\n"
-              "for i in range(300):\n"
-              "    print(scenes.make_example(0, 1, i, 32)[1])\n")
-    outputs = [subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True,
-        check=True, env={**os.environ, "PYTHONHASHSEED": seed}).stdout
-        for seed in ("1", "2")]
+
+    script = (
+        "from vse_tf.data import scenes\n"
+        "for i in range(300):\n"
+        "    print(scenes.make_example(0, 1, i, 32)[1])\n"
+    )
+    outputs = [
+        subprocess.run(
+            [sys.executable, "-c", script],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, "PYTHONHASHSEED": seed},
+        ).stdout
+        for seed in ("1", "2")
+    ]
     assert outputs[0] == outputs[1]

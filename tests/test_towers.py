@@ -13,19 +13,30 @@ CAPTIONS = np.array(["a red ball", "two blue boxes left of a cross"])
 
 
 def _text_tower():
-    return text_towers.build_text_tower(["a", "red", "ball", "blue"],
-                                        max_length=6, word_dim=4, units=4,
-                                        embedding_dim=4)
+    return text_towers.build_text_tower(
+        ["a", "red", "ball", "blue"],
+        max_length=6,
+        word_dim=4,
+        units=4,
+        embedding_dim=4,
+    )
 
 
 def _headed_tower(heads=2):
     # A backbone and projection heads, as the pretrained towers have.
     pixels = keras.Input((3,), name="pixels")
-    backbone = keras.Model(pixels, keras.layers.Dense(5)(pixels),
-                           name="not_called_backbone")
+    backbone = keras.Model(
+        pixels, keras.layers.Dense(5)(pixels), name="not_called_backbone"
+    )
     head = pretrained_towers.projection_head(5, 6, 4, projection_heads=heads)
-    return towers.Tower(pixels, head(backbone(pixels)), name="image_tower",
-                        backbone=backbone, head=head, projection_heads=heads)
+    return towers.Tower(
+        pixels,
+        head(backbone(pixels)),
+        name="image_tower",
+        backbone=backbone,
+        head=head,
+        projection_heads=heads,
+    )
 
 
 def test_parts_are_attributes_whatever_their_names():
@@ -38,8 +49,9 @@ def test_parts_are_attributes_whatever_their_names():
     assert text.backbone is None and text.tokenizer is not None
     # From token ids: the text tower without its tokenizer.
     tokens = text.tokenizer(CAPTIONS)
-    np.testing.assert_allclose(text.encoder()(tokens), text(CAPTIONS),
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        text.encoder()(tokens), text(CAPTIONS), atol=1e-6
+    )
     assert image_towers.build_image_tower(image_size=8).head is None
 
 
@@ -59,6 +71,7 @@ def test_config_round_trip_keeps_the_parts_and_the_function():
 
 
 def test_walk_layers_reaches_the_tokenizer_tables():
-    found = {type(layer).__name__
-             for layer in towers.walk_layers(_text_tower())}
+    found = {
+        type(layer).__name__ for layer in towers.walk_layers(_text_tower())
+    }
     assert {"TextVectorization", "PackedGRU", "Embedding"} <= found

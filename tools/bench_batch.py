@@ -20,8 +20,7 @@ import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
-    __file__))))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import bench_train  # noqa: E402
 import curves  # noqa: E402
@@ -34,10 +33,14 @@ def loss_seconds(model, loss, batch, repeats=20):
     """Median seconds of the loss and its gradient on this batch's
     embeddings (held as variables: the towers are not run)."""
     outputs = model(batch[0], training=True)
-    embeddings = {name: tf.Variable(value) for name, value in outputs.items()
-                  if name in ("image", "text")}
-    rest = {name: value for name, value in outputs.items()
-            if name not in embeddings}
+    embeddings = {
+        name: tf.Variable(value)
+        for name, value in outputs.items()
+        if name in ("image", "text")
+    }
+    rest = {
+        name: value for name, value in outputs.items() if name not in embeddings
+    }
     labels = tf.constant(batch[1])
 
     @tf.function
@@ -58,10 +61,12 @@ def loss_seconds(model, loss, batch, repeats=20):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--configs", default="precomp,f8k_heads")
-    parser.add_argument("--batches", type=int, nargs="+",
-                        default=[64, 128, 256, 512, 1024])
-    parser.add_argument("--precision", default="float32",
-                        help="float32 or mixed_bfloat16")
+    parser.add_argument(
+        "--batches", type=int, nargs="+", default=[64, 128, 256, 512, 1024]
+    )
+    parser.add_argument(
+        "--precision", default="float32", help="float32 or mixed_bfloat16"
+    )
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--json", help="write the figures here")
@@ -74,18 +79,33 @@ def main():
         for batch in args.batches:
             measured = []
             step = bench_train.time_steps(
-                config, args.precision, False, args.steps, args.warmup,
-                size=batch, with_model=lambda *model_loss_batch, into=measured:
-                into.append(loss_seconds(*model_loss_batch)))
-            points.append({"config": config, "batch": batch,
-                           "step_ms": 1e3 * step,
-                           "loss_ms": 1e3 * measured[0],
-                           "loss_share": measured[0] / step,
-                           "pairs_per_s": batch / step})
+                config,
+                args.precision,
+                False,
+                args.steps,
+                args.warmup,
+                size=batch,
+                with_model=lambda *model_loss_batch, into=measured: into.append(
+                    loss_seconds(*model_loss_batch)
+                ),
+            )
+            points.append(
+                {
+                    "config": config,
+                    "batch": batch,
+                    "step_ms": 1e3 * step,
+                    "loss_ms": 1e3 * measured[0],
+                    "loss_share": measured[0] / step,
+                    "pairs_per_s": batch / step,
+                }
+            )
             p = points[-1]
-            print(f"{config:10} B={batch:5}: step {p['step_ms']:8.1f} ms, "
-                  f"loss {p['loss_ms']:7.2f} ms ({100 * p['loss_share']:.1f}"
-                  f"%), {p['pairs_per_s']:6.0f} pairs/s", flush=True)
+            print(
+                f"{config:10} B={batch:5}: step {p['step_ms']:8.1f} ms, "
+                f"loss {p['loss_ms']:7.2f} ms ({100 * p['loss_share']:.1f}"
+                f"%), {p['pairs_per_s']:6.0f} pairs/s",
+                flush=True,
+            )
     growth, series = {}, {}
     for config in args.configs.split(","):
         mine = [p for p in points if p["config"] == config]
@@ -95,14 +115,24 @@ def main():
             growth[f"{config} {label}"] = curves.slope(sizes, values)
             series[f"{config} {label}"] = (sizes, values)
     print(f"Growth exponents (1 = linear, 2 = quadratic): {growth}")
-    figures = {"machine": machine, "precision": args.precision,
-               "points": points, "growth": growth}
+    figures = {
+        "machine": machine,
+        "precision": args.precision,
+        "points": points,
+        "growth": growth,
+    }
     if args.json:
         io_utils.write_json_atomic(args.json, figures)
     if args.plot:
-        curves.plot(args.plot, f"Training step and its loss against the "
-                    f"batch size ({args.precision})", "batch size", "ms",
-                    series, machine)
+        curves.plot(
+            args.plot,
+            f"Training step and its loss against the "
+            f"batch size ({args.precision})",
+            "batch size",
+            "ms",
+            series,
+            machine,
+        )
         print(f"Wrote {args.plot}")
 
 

@@ -20,8 +20,7 @@ import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
-    __file__))))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import machine_info  # noqa: E402
 import numpy as np  # noqa: E402
@@ -35,20 +34,24 @@ def occurrences(rng, vocabulary, dim, captions):
     tokens = rng.integers(0, vocabulary, size=int(lengths.sum()))
     return tf.IndexedSlices(
         tf.constant(rng.normal(size=(len(tokens), dim)).astype(np.float32)),
-        tf.constant(tokens, tf.int32), tf.constant([vocabulary, dim]))
+        tf.constant(tokens, tf.int32),
+        tf.constant([vocabulary, dim]),
+    )
 
 
 def clipped(gradient):
     """The clip at 2.0 by the norm of what `gradient` holds."""
-    values = (gradient.values if isinstance(gradient, tf.IndexedSlices)
-              else gradient)
+    values = (
+        gradient.values if isinstance(gradient, tf.IndexedSlices) else gradient
+    )
     return values * tf.minimum(1.0, 2.0 / tf.norm(values))
 
 
 WAYS = {
     "occurrences (Keras's own clip, not VSE++'s)": clipped,
-    "rows of one word summed (vse_tf)":
-        lambda g: clipped(compat.sum_repeated_rows(g)),
+    "rows of one word summed (vse_tf)": lambda g: clipped(
+        compat.sum_repeated_rows(g)
+    ),
     "dense table": lambda g: clipped(tf.convert_to_tensor(g)),
 }
 
@@ -62,11 +65,15 @@ def main():
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--json", help="also write the figures here")
     args = parser.parse_args()
-    gradient = occurrences(np.random.default_rng(0), args.vocabulary,
-                           args.dim, args.captions)
-    figures = {"machine": machine_info.describe(),
-               "occurrences": int(gradient.indices.shape[0]),
-               "table": [args.vocabulary, args.dim], "ms": {}}
+    gradient = occurrences(
+        np.random.default_rng(0), args.vocabulary, args.dim, args.captions
+    )
+    figures = {
+        "machine": machine_info.describe(),
+        "occurrences": int(gradient.indices.shape[0]),
+        "table": [args.vocabulary, args.dim],
+        "ms": {},
+    }
     for name, way in WAYS.items():
         function = tf.function(way)
         function(gradient)  # traced
@@ -77,8 +84,10 @@ def main():
                 function(gradient)
             runs.append((time.perf_counter() - started) / args.steps)
         figures["ms"][name] = 1e3 * statistics.median(runs)
-    print(f"{figures['machine']}\n{figures['occurrences']} occurrences "
-          f"into a {args.vocabulary:,} x {args.dim} table:")
+    print(
+        f"{figures['machine']}\n{figures['occurrences']} occurrences "
+        f"into a {args.vocabulary:,} x {args.dim} table:"
+    )
     for name, ms in figures["ms"].items():
         print(f"  {name:<45} {ms:8.3f} ms")
     if args.json:

@@ -25,8 +25,7 @@ import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
-    __file__))))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import machine_info  # noqa: E402
 import numpy as np  # noqa: E402
@@ -67,22 +66,36 @@ def main():
         ta, tb = tf.constant(a), tf.constant(b)
         product = tf.function(lambda ta=ta, tb=tb: tf.matmul(ta, tb))
         flops = 2.0 * m * n * k
-        numpy_rate = flops / median_seconds(lambda a=a, b=b: a @ b,
-                                            args.repeats)
+        numpy_rate = flops / median_seconds(
+            lambda a=a, b=b: a @ b, args.repeats
+        )
         tf_rate = flops / median_seconds(
-            lambda product=product: product().numpy(), args.repeats)
-        rows.append({"shape": name, "m": m, "k": k, "n": n,
-                     "numpy_gflops": numpy_rate / 1e9,
-                     "tensorflow_gflops": tf_rate / 1e9})
-        print(f"{name + f' ({m} x {k} @ {k} x {n})':34}"
-              f"{numpy_rate / 1e9:10.1f}{tf_rate / 1e9:10.1f}")
+            lambda product=product: product().numpy(), args.repeats
+        )
+        rows.append(
+            {
+                "shape": name,
+                "m": m,
+                "k": k,
+                "n": n,
+                "numpy_gflops": numpy_rate / 1e9,
+                "tensorflow_gflops": tf_rate / 1e9,
+            }
+        )
+        print(
+            f"{name + f' ({m} x {k} @ {k} x {n})':34}"
+            f"{numpy_rate / 1e9:10.1f}{tf_rate / 1e9:10.1f}"
+        )
     machine = machine_info.describe()
-    print(f"median of {args.repeats}; {machine}; NumPy {np.__version__}, "
-          f"TensorFlow {tf.__version__}")
+    print(
+        f"median of {args.repeats}; {machine}; NumPy {np.__version__}, "
+        f"TensorFlow {tf.__version__}"
+    )
     if args.json:
-        io_utils.write_json_atomic(args.json, {"machine": machine,
-                                               "repeats": args.repeats,
-                                               "rows": rows})
+        io_utils.write_json_atomic(
+            args.json,
+            {"machine": machine, "repeats": args.repeats, "rows": rows},
+        )
     return 0
 
 

@@ -36,8 +36,7 @@ import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
-    __file__))))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import curves  # noqa: E402
 import machine_info  # noqa: E402
@@ -61,8 +60,7 @@ class Embeddings:
         scale = np.arange(1, DIM + 1) ** (-SPECTRUM_EXPONENT / 2)
         self.scale = (scale / np.linalg.norm(scale)).astype(np.float32)
         mean = self.rng.normal(size=DIM)
-        self.mean = (MEAN_NORM * mean / np.linalg.norm(mean)).astype(
-            np.float32)
+        self.mean = (MEAN_NORM * mean / np.linalg.norm(mean)).astype(np.float32)
         self.drawing_s = 0.0
 
     def draw(self, count):
@@ -92,8 +90,9 @@ def one_size(size, folder, args):
     path = os.path.join(folder, f"embeddings-{size}.npy")
     with curves.PeakMemory() as build_memory:
         start = time.perf_counter()
-        embedding_file.write(path, embeddings.chunks(size), size,
-                             progress=f"Writing {size:,}")
+        embedding_file.write(
+            path, embeddings.chunks(size), size, progress=f"Writing {size:,}"
+        )
         build_s = time.perf_counter() - start - embeddings.drawing_s
     rows = embedding_file.open_rows(path)
     queries = Embeddings(seed=size + 1).draw(100)
@@ -101,14 +100,15 @@ def one_size(size, folder, args):
     with curves.PeakMemory() as query_memory:
         exact, _ = nearest.top_k(queries, rows, K)
     result = {
-        "size": size, "dim": DIM,
+        "size": size,
+        "dim": DIM,
         "build_s": build_s,
         "build_anon_mib": build_memory.anon_mib,
         "file_mib": os.path.getsize(path) / 2**20,
-        "exact_ms_one_query": 1e3 * median_time(
-            args.repeats, nearest.top_k, queries[:1], rows, K),
-        "exact_ms_per_query_batch100": 10 * median_time(
-            args.repeats, nearest.top_k, queries, rows, K),
+        "exact_ms_one_query": 1e3
+        * median_time(args.repeats, nearest.top_k, queries[:1], rows, K),
+        "exact_ms_per_query_batch100": 10
+        * median_time(args.repeats, nearest.top_k, queries, rows, K),
         "exact_query_anon_mib": query_memory.anon_mib,
         "exact_query_file_mib": query_memory.file_mib,
     }
@@ -126,88 +126,141 @@ def approximate(rows, queries, exact, args):
     probes = []
     for nprobe in args.nprobe:
         found, _ = index.top_k(queries, K, nprobe=nprobe)
-        probes.append({
-            "nprobe": nprobe,
-            "recall_at_10": nearest.recall_at_k(found, exact),
-            "ms_per_query_batch100": 10 * median_time(
-                args.repeats, index.top_k, queries, K, nprobe=nprobe),
-            "ms_one_query": 1e3 * median_time(
-                args.repeats, index.top_k, queries[:1], K, nprobe=nprobe)})
-    return {"lists": index.lists, "build_s": build_s,
-            "anon_mib": memory.anon_mib, "probes": probes}
+        probes.append(
+            {
+                "nprobe": nprobe,
+                "recall_at_10": nearest.recall_at_k(found, exact),
+                "ms_per_query_batch100": 10
+                * median_time(
+                    args.repeats, index.top_k, queries, K, nprobe=nprobe
+                ),
+                "ms_one_query": 1e3
+                * median_time(
+                    args.repeats, index.top_k, queries[:1], K, nprobe=nprobe
+                ),
+            }
+        )
+    return {
+        "lists": index.lists,
+        "build_s": build_s,
+        "anon_mib": memory.anon_mib,
+        "probes": probes,
+    }
 
 
 def print_table(results):
-    print("\n| images | file MiB | build s | build MiB | exact ms, 1 query "
-          "| exact ms/query, 100 | query MiB |")
+    print(
+        "\n| images | file MiB | build s | build MiB | exact ms, 1 query "
+        "| exact ms/query, 100 | query MiB |"
+    )
     print("|---|---|---|---|---|---|---|")
     for r in results:
-        print(f"| {r['size']:,} | {r['file_mib']:.0f} | {r['build_s']:.2f} "
-              f"| {r['build_anon_mib']:.0f} | {r['exact_ms_one_query']:.1f} "
-              f"| {r['exact_ms_per_query_batch100']:.2f} "
-              f"| {r['exact_query_anon_mib']:.0f} |")
+        print(
+            f"| {r['size']:,} | {r['file_mib']:.0f} | {r['build_s']:.2f} "
+            f"| {r['build_anon_mib']:.0f} | {r['exact_ms_one_query']:.1f} "
+            f"| {r['exact_ms_per_query_batch100']:.2f} "
+            f"| {r['exact_query_anon_mib']:.0f} |"
+        )
     approximate = [r for r in results if "approximate" in r]
     if not approximate:
         return
-    print("\n| images | lists | build s | index MiB | nprobe | recall@10 "
-          "| ms/query, 100 | ms, 1 query |")
+    print(
+        "\n| images | lists | build s | index MiB | nprobe | recall@10 "
+        "| ms/query, 100 | ms, 1 query |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for r in approximate:
         a = r["approximate"]
         for p in a["probes"]:
-            print(f"| {r['size']:,} | {a['lists']} | {a['build_s']:.1f} "
-                  f"| {a['anon_mib']:.0f} | {p['nprobe']} "
-                  f"| {p['recall_at_10']:.3f} "
-                  f"| {p['ms_per_query_batch100']:.2f} "
-                  f"| {p['ms_one_query']:.2f} |")
+            print(
+                f"| {r['size']:,} | {a['lists']} | {a['build_s']:.1f} "
+                f"| {a['anon_mib']:.0f} | {p['nprobe']} "
+                f"| {p['recall_at_10']:.3f} "
+                f"| {p['ms_per_query_batch100']:.2f} "
+                f"| {p['ms_one_query']:.2f} |"
+            )
 
 
 def draw(path, results, machine):
     sizes = [r["size"] for r in results]
     series = {
-        "exact, 1 query": (sizes, [r["exact_ms_one_query"]
-                                   for r in results]),
-        "exact, per query in 100": (sizes, [r["exact_ms_per_query_batch100"]
-                                            for r in results])}
+        "exact, 1 query": (sizes, [r["exact_ms_one_query"] for r in results]),
+        "exact, per query in 100": (
+            sizes,
+            [r["exact_ms_per_query_batch100"] for r in results],
+        ),
+    }
     approximate = [r for r in results if "approximate" in r]
-    for at, probe in enumerate(approximate[0]["approximate"]["probes"]
-                               if approximate else []):
+    for at, probe in enumerate(
+        approximate[0]["approximate"]["probes"] if approximate else []
+    ):
         series[f"IVF nprobe {probe['nprobe']}, per query in 100"] = (
             [r["size"] for r in approximate],
-            [r["approximate"]["probes"][at]["ms_per_query_batch100"]
-             for r in approximate])
-    curves.plot(path, "Search latency against collection size (k = 10)",
-                "images in the collection", "ms per query", series, machine)
+            [
+                r["approximate"]["probes"][at]["ms_per_query_batch100"]
+                for r in approximate
+            ],
+        )
+    curves.plot(
+        path,
+        "Search latency against collection size (k = 10)",
+        "images in the collection",
+        "ms per query",
+        series,
+        machine,
+    )
     memory_path = os.path.splitext(path)[0] + "_memory.png"
-    memory = {"index file (page cache)": (sizes, [r["file_mib"]
-                                                  for r in results]),
-              "exact query, process": (
-                  sizes, [max(r["exact_query_anon_mib"], 0.1)
-                          for r in results])}
+    memory = {
+        "index file (page cache)": (sizes, [r["file_mib"] for r in results]),
+        "exact query, process": (
+            sizes,
+            [max(r["exact_query_anon_mib"], 0.1) for r in results],
+        ),
+    }
     if approximate:
         memory["IVF index, process"] = (
             [r["size"] for r in approximate],
-            [r["approximate"]["anon_mib"] for r in approximate])
-    curves.plot(memory_path, "Search memory against collection size",
-                "images in the collection", "MiB", memory, machine)
+            [r["approximate"]["anon_mib"] for r in approximate],
+        )
+    curves.plot(
+        memory_path,
+        "Search memory against collection size",
+        "images in the collection",
+        "MiB",
+        memory,
+        machine,
+    )
     return memory_path
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--sizes", type=int, nargs="+",
-                        default=[10_000, 100_000, 1_000_000])
-    parser.add_argument("--nprobe", type=int, nargs="+",
-                        default=[8, 16, 32, 64])
-    parser.add_argument("--no-approximate", dest="approximate",
-                        action="store_false", help="the exact index only")
+    parser.add_argument(
+        "--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000]
+    )
+    parser.add_argument(
+        "--nprobe", type=int, nargs="+", default=[8, 16, 32, 64]
+    )
+    parser.add_argument(
+        "--no-approximate",
+        dest="approximate",
+        action="store_false",
+        help="the exact index only",
+    )
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--folder", default=None, help="where the index "
-                        "files go (default a temporary folder; 2 GiB at "
-                        "10^6)")
+    parser.add_argument(
+        "--folder",
+        default=None,
+        help="where the index "
+        "files go (default a temporary folder; 2 GiB at "
+        "10^6)",
+    )
     parser.add_argument("--json", help="write the figures here")
-    parser.add_argument("--plot", help="write the latency curve here (and "
-                        "the memory curve beside it, *_memory.png)")
+    parser.add_argument(
+        "--plot",
+        help="write the latency curve here (and "
+        "the memory curve beside it, *_memory.png)",
+    )
     args = parser.parse_args()
     machine = machine_info.describe()
     print(machine)
@@ -215,15 +268,22 @@ def main():
         results = [one_size(size, folder, args) for size in args.sizes]
     print_table(results)
     sizes = [r["size"] for r in results]
-    growth = {
-        "exact_one_query": curves.slope(
-            sizes, [r["exact_ms_one_query"] for r in results]),
-        "build": curves.slope(sizes, [r["build_s"] for r in results]),
-    } if len(sizes) > 1 else {}
+    growth = (
+        {
+            "exact_one_query": curves.slope(
+                sizes, [r["exact_ms_one_query"] for r in results]
+            ),
+            "build": curves.slope(sizes, [r["build_s"] for r in results]),
+        }
+        if len(sizes) > 1
+        else {}
+    )
     print(f"\nGrowth exponents (1 = linear): {growth}")
     if args.json:
-        io_utils.write_json_atomic(args.json, {
-            "machine": machine, "results": results, "growth": growth})
+        io_utils.write_json_atomic(
+            args.json,
+            {"machine": machine, "results": results, "growth": growth},
+        )
     if args.plot:
         memory_path = draw(args.plot, results, machine)
         print(f"Wrote {args.plot} and {memory_path}")

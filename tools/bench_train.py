@@ -32,8 +32,7 @@ import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
-    __file__))))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import keras  # noqa: E402
 import machine_info  # noqa: E402
@@ -55,30 +54,50 @@ VOCABULARY = [f"w{i}" for i in range(10_000)]
 
 def random_captions(rng, count, low=8, high=20):
     lengths = rng.integers(low, high + 1, size=count)
-    return np.array([" ".join(rng.choice(VOCABULARY, size=n))
-                     for n in lengths])
+    return np.array([" ".join(rng.choice(VOCABULARY, size=n)) for n in lengths])
 
 
 def demo_model():
-    return dual_encoder.DualEncoder(
-        image_towers.build_image_tower(
-            image_size=64, conv_layers=((32, 4, 4), (64, 3, 2)),
-            hidden_units=512, embedding_dim=256),
-        text_towers.build_text_tower(VOCABULARY, max_length=21, word_dim=64,
-                                     units=128, embedding_dim=256),
-        learnable_temperature=0.1), keras.optimizers.Adam(2e-3), (
-            losses.AllNegativesLoss())
+    return (
+        dual_encoder.DualEncoder(
+            image_towers.build_image_tower(
+                image_size=64,
+                conv_layers=((32, 4, 4), (64, 3, 2)),
+                hidden_units=512,
+                embedding_dim=256,
+            ),
+            text_towers.build_text_tower(
+                VOCABULARY,
+                max_length=21,
+                word_dim=64,
+                units=128,
+                embedding_dim=256,
+            ),
+            learnable_temperature=0.1,
+        ),
+        keras.optimizers.Adam(2e-3),
+        (losses.AllNegativesLoss()),
+    )
 
 
 def precomp_model():
-    return dual_encoder.DualEncoder(
-        image_towers.build_precomputed_tower(feature_dim=2048,
-                                             embedding_dim=1024),
-        # 20 words + the start token; VSE++ adds <start> and <end>.
-        text_towers.build_text_tower(VOCABULARY, max_length=21, word_dim=300,
-                                     units=1024, embedding_dim=1024),
-    ), keras.optimizers.Adam(2e-4, global_clipnorm=2.0), losses.HingeLoss(
-        margin=0.2, max_violation=True)
+    return (
+        dual_encoder.DualEncoder(
+            image_towers.build_precomputed_tower(
+                feature_dim=2048, embedding_dim=1024
+            ),
+            # 20 words + the start token; VSE++ adds <start> and <end>.
+            text_towers.build_text_tower(
+                VOCABULARY,
+                max_length=21,
+                word_dim=300,
+                units=1024,
+                embedding_dim=1024,
+            ),
+        ),
+        keras.optimizers.Adam(2e-4, global_clipnorm=2.0),
+        losses.HingeLoss(margin=0.2, max_violation=True),
+    )
 
 
 def f8k_heads_model():
@@ -87,6 +106,7 @@ def f8k_heads_model():
     from vse_tf.cli import config
     from vse_tf.training import optimizers
     from vse_tf.training import trainer
+
     config.load_gin([os.path.join(REPO, "gin", "flickr8k.gin")], [])
     try:
         heads = trainer.build_model(["a"]).head_model()
@@ -98,8 +118,11 @@ def f8k_heads_model():
         gin.clear_config()
 
 
-CONFIGS = {"demo": demo_model, "precomp": precomp_model,
-           "f8k_heads": f8k_heads_model}
+CONFIGS = {
+    "demo": demo_model,
+    "precomp": precomp_model,
+    "f8k_heads": f8k_heads_model,
+}
 BATCHES = {"f8k_heads": 256}  # the rest: BATCH
 
 
@@ -110,16 +133,23 @@ def batch_size(config):
 def one_batch(config, rng, size=None):
     size = size or batch_size(config)
     if config == "f8k_heads":
-        return ({"image": rng.standard_normal((size, 2, 5768)).astype(
-            np.float32), "caption": rng.standard_normal(
-                (size, 1152)).astype(np.float32)},
-            np.arange(size, dtype=np.int64))
+        return (
+            {
+                "image": rng.standard_normal((size, 2, 5768)).astype(
+                    np.float32
+                ),
+                "caption": rng.standard_normal((size, 1152)).astype(np.float32),
+            },
+            np.arange(size, dtype=np.int64),
+        )
     if config == "demo":
         images = rng.uniform(0, 255, (size, 64, 64, 3)).astype(np.float32)
     else:
         images = rng.standard_normal((size, 2048)).astype(np.float32)
-    return ({"image": images, "caption": random_captions(rng, size)},
-            np.arange(size, dtype=np.int64))
+    return (
+        {"image": images, "caption": random_captions(rng, size)},
+        np.arange(size, dtype=np.int64),
+    )
 
 
 class StepClock(keras.callbacks.Callback):
@@ -137,8 +167,9 @@ class StepClock(keras.callbacks.Callback):
         return (self.ends[-1] - self.ends[0]) / (len(self.ends) - 1)
 
 
-def time_steps(config, precision, xla, steps, warmup, size=None,
-               with_model=None):
+def time_steps(
+    config, precision, xla, steps, warmup, size=None, with_model=None
+):
     """Seconds per training step, the median of three runs of `steps`
     timed steps (`StepClock`); then
     `with_model(model, loss, batch)` if given, under the same policy."""
@@ -155,8 +186,13 @@ def time_steps(config, precision, xla, steps, warmup, size=None,
         runs = []
         for _ in range(3):
             clock = StepClock()
-            model.fit(data, steps_per_epoch=steps + 1, epochs=1, verbose=0,
-                      callbacks=[clock])
+            model.fit(
+                data,
+                steps_per_epoch=steps + 1,
+                epochs=1,
+                verbose=0,
+                callbacks=[clock],
+            )
             runs.append(clock.seconds_per_step())
         if with_model:
             with_model(model, loss, batch)
@@ -179,8 +215,7 @@ def pipeline_pairs_per_second(data_dir, batches):
 
 def machine():
     gpus = [d.name for d in tf.config.list_physical_devices("GPU")]
-    return machine_info.describe() + (f", GPUs {gpus}" if gpus
-                                      else ", no GPU")
+    return machine_info.describe() + (f", GPUs {gpus}" if gpus else ", no GPU")
 
 
 def main():
@@ -190,31 +225,54 @@ def main():
     parser.add_argument("--xla", default="off,on")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument("--pipeline_batches", type=int, default=400,
-                        help="0 skips the input-pipeline row")
-    parser.add_argument("--data_dir", default=None,
-                        help="TFDS dir for the shapes data of the pipeline "
-                        "row (generated there on first use)")
+    parser.add_argument(
+        "--pipeline_batches",
+        type=int,
+        default=400,
+        help="0 skips the input-pipeline row",
+    )
+    parser.add_argument(
+        "--data_dir",
+        default=None,
+        help="TFDS dir for the shapes data of the pipeline "
+        "row (generated there on first use)",
+    )
     parser.add_argument("--json", help="also write the figures here")
     args = parser.parse_args()
 
     rows = []
-    print(f"{'config':10}{'precision':16}{'XLA':5}{'ms/step':>10}"
-          f"{'pairs/s':>10}")
+    print(
+        f"{'config':10}{'precision':16}{'XLA':5}{'ms/step':>10}{'pairs/s':>10}"
+    )
     for config in args.configs.split(","):
         for precision in args.precisions.split(","):
             for xla in args.xla.split(","):
-                seconds = time_steps(config, precision, xla == "on",
-                                     args.steps, args.warmup)
+                seconds = time_steps(
+                    config, precision, xla == "on", args.steps, args.warmup
+                )
                 pairs = batch_size(config) / seconds
-                rows.append({"config": config, "precision": precision,
-                             "xla": xla == "on", "ms_per_step": 1e3 * seconds,
-                             "batch": batch_size(config),
-                             "pairs_per_s": pairs})
-                print(f"{config:10}{precision:16}{xla:5}{1e3 * seconds:10.1f}"
-                      f"{pairs:10.0f}", flush=True)
-    figures = {"batch": BATCH, "steps": rows, "machine": machine(),
-               "tensorflow": tf.__version__, "keras": keras.__version__}
+                rows.append(
+                    {
+                        "config": config,
+                        "precision": precision,
+                        "xla": xla == "on",
+                        "ms_per_step": 1e3 * seconds,
+                        "batch": batch_size(config),
+                        "pairs_per_s": pairs,
+                    }
+                )
+                print(
+                    f"{config:10}{precision:16}{xla:5}{1e3 * seconds:10.1f}"
+                    f"{pairs:10.0f}",
+                    flush=True,
+                )
+    figures = {
+        "batch": BATCH,
+        "steps": rows,
+        "machine": machine(),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+    }
     if args.pipeline_batches:
         rate = pipeline_pairs_per_second(args.data_dir, args.pipeline_batches)
         figures["pipeline_pairs_per_s"] = rate
@@ -222,8 +280,10 @@ def main():
         demo = [r["pairs_per_s"] for r in rows if r["config"] == "demo"]
         if demo:
             print(f"pipeline / fastest demo step: {rate / max(demo):.1f}x")
-    print(f"{figures['machine']}; TensorFlow {tf.__version__}, Keras "
-          f"{keras.__version__}")
+    print(
+        f"{figures['machine']}; TensorFlow {tf.__version__}, Keras "
+        f"{keras.__version__}"
+    )
     if args.json:
         io_utils.write_json_atomic(args.json, figures)
 

@@ -47,12 +47,16 @@ class EncoderText(nn.Module):
         self.rnn = nn.GRU(WORD_DIM, EMBED, 1, batch_first=True)
 
     def forward(self, tokens, lengths):
-        packed = pack_padded_sequence(self.embed(tokens), lengths,
-                                      batch_first=True)
+        packed = pack_padded_sequence(
+            self.embed(tokens), lengths, batch_first=True
+        )
         out, _ = self.rnn(packed)
         padded, _ = pad_packed_sequence(out, batch_first=True)
-        index = (torch.as_tensor(lengths) - 1).view(-1, 1, 1).expand(
-            tokens.size(0), 1, EMBED)
+        index = (
+            (torch.as_tensor(lengths) - 1)
+            .view(-1, 1, 1)
+            .expand(tokens.size(0), 1, EMBED)
+        )
         return l2norm(torch.gather(padded, 1, index).squeeze(1))
 
 
@@ -71,15 +75,17 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument("--autocast", action="store_true",
-                        help="the forward pass under torch.autocast "
-                        "bfloat16 (PyTorch's mixed precision)")
+    parser.add_argument(
+        "--autocast",
+        action="store_true",
+        help="the forward pass under torch.autocast "
+        "bfloat16 (PyTorch's mixed precision)",
+    )
     args = parser.parse_args()
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
     image_encoder, text_encoder = EncoderImagePrecomp(), EncoderText()
-    params = list(image_encoder.parameters()) + list(
-        text_encoder.parameters())
+    params = list(image_encoder.parameters()) + list(text_encoder.parameters())
     optimizer = torch.optim.Adam(params, lr=2e-4)
 
     images = torch.randn(BATCH, FEATURES)
@@ -87,15 +93,16 @@ def main():
     lengths = sorted(rng.integers(8, 21, size=BATCH).tolist(), reverse=True)
     tokens = torch.zeros(BATCH, max(lengths), dtype=torch.long)
     for row, length in enumerate(lengths):
-        tokens[row, :length] = torch.from_numpy(rng.integers(1, WORDS,
-                                                             size=length))
+        tokens[row, :length] = torch.from_numpy(
+            rng.integers(1, WORDS, size=length)
+        )
 
     def step():
         optimizer.zero_grad()
-        with torch.autocast("cpu", dtype=torch.bfloat16,
-                            enabled=args.autocast):
-            loss = contrastive_loss(image_encoder(images),
-                                    text_encoder(tokens, lengths))
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.autocast):
+            loss = contrastive_loss(
+                image_encoder(images), text_encoder(tokens, lengths)
+            )
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 2.0)
         optimizer.step()
@@ -110,9 +117,11 @@ def main():
         runs.append((time.perf_counter() - started) / args.steps)
     seconds = statistics.median(runs)
     precision = "autocast bfloat16" if args.autocast else "float32"
-    print(f"VSE++ precomp step, {precision} (PyTorch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, {os.cpu_count()} CPUs): "
-          f"{1e3 * seconds:.1f} ms/step, {BATCH / seconds:.0f} pairs/s")
+    print(
+        f"VSE++ precomp step, {precision} (PyTorch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads, {os.cpu_count()} CPUs): "
+        f"{1e3 * seconds:.1f} ms/step, {BATCH / seconds:.0f} pairs/s"
+    )
 
 
 if __name__ == "__main__":

@@ -22,17 +22,21 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "vse_tf"
 # Lower numbers sit lower; a module may import its own layer or below.
 LAYERS = {
-    "vse_tf.errors": 0, "vse_tf.io_utils": 0, "vse_tf.compat": 0,
+    "vse_tf.errors": 0,
+    "vse_tf.io_utils": 0,
+    "vse_tf.compat": 0,
     "vse_tf": 0,
     "vse_tf.pretrained": 1,
-    "vse_tf.data": 2, "vse_tf.models": 2, "vse_tf.losses": 2,
+    "vse_tf.data": 2,
+    "vse_tf.models": 2,
+    "vse_tf.losses": 2,
     "vse_tf.evaluation": 3,
-    "vse_tf.training": 4, "vse_tf.serving": 4,
+    "vse_tf.training": 4,
+    "vse_tf.serving": 4,
     "vse_tf.cli": 5,
 }
 ENTRY = 6  # vse_tf/<verb>.py
-VERBS = ("train", "evaluate", "export", "projector", "search",
-         "serving_client")
+VERBS = ("train", "evaluate", "export", "projector", "search", "serving_client")
 FORBIDDEN_IN_LIBRARY = ("vse_tf.cli", "absl.flags", "absl.app")
 
 
@@ -60,9 +64,12 @@ def imports(path, modules):
             for alias in node.names:
                 full = f"{node.module}.{alias.name}"
                 found.add(full if full in modules else node.module)
-        elif isinstance(node, ast.Call) and getattr(
-                node.func, "id", None) == "__import__" and node.args and \
-                isinstance(node.args[0], ast.Constant):
+        elif (
+            isinstance(node, ast.Call)
+            and getattr(node.func, "id", None) == "__import__"
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+        ):
             found.add(node.args[0].value)
     return found
 
@@ -75,7 +82,7 @@ def find_cycle(graph):
         stack.append(node)
         for other in sorted(graph[node]):
             if state.get(other) == "open":
-                return stack[stack.index(other):] + [other]
+                return stack[stack.index(other) :] + [other]
             if other not in state:
                 cycle = visit(other)
                 if cycle:
@@ -98,26 +105,38 @@ def main():
     for name, path in sorted(paths.items()):
         imported = imports(path, paths)
         # A package's __init__ is not an edge to every module in it.
-        graph[name] = {m for m in imported if m in paths and m != name
-                       and not (m == "vse_tf" and name != "vse_tf")}
+        graph[name] = {
+            m
+            for m in imported
+            if m in paths
+            and m != name
+            and not (m == "vse_tf" and name != "vse_tf")
+        }
         library = layer(name) < LAYERS["vse_tf.cli"]
         for other in sorted(imported):
             if library and other.startswith(FORBIDDEN_IN_LIBRARY):
                 problems.append(f"{name} (library) imports {other}")
             if other in paths and layer(other) > layer(name):
-                problems.append(f"{name} (layer {layer(name)}) imports "
-                                f"{other} (layer {layer(other)}), above it")
+                problems.append(
+                    f"{name} (layer {layer(name)}) imports "
+                    f"{other} (layer {layer(other)}), above it"
+                )
     cycle = find_cycle(graph)
     if cycle:
         problems.append("import cycle: " + " -> ".join(cycle))
     edges = sum(len(v) for v in graph.values())
     if problems:
         print("\n".join(problems), file=sys.stderr)
-        print(f"{len(problems)} problem(s) in {len(graph)} modules, "
-              f"{edges} imports.", file=sys.stderr)
+        print(
+            f"{len(problems)} problem(s) in {len(graph)} modules, "
+            f"{edges} imports.",
+            file=sys.stderr,
+        )
         return 1
-    print(f"{len(graph)} modules, {edges} imports: no cycle, every import "
-          "points down.")
+    print(
+        f"{len(graph)} modules, {edges} imports: no cycle, every import "
+        "points down."
+    )
     return 0
 
 

@@ -25,8 +25,9 @@ def row_cosines(a, b):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("reference", help="a features .npz (float32)")
-    parser.add_argument("other", help="the same split's features, another "
-                        "precision")
+    parser.add_argument(
+        "other", help="the same split's features, another precision"
+    )
     args = parser.parse_args()
     with np.load(args.reference) as ref, np.load(args.other) as other:
         if not np.array_equal(ref["image_id"], other["image_id"]):
@@ -35,8 +36,10 @@ def main():
         print("|---|---|---|---|---|")
         for name in ("image", "captions"):
             cosines = row_cosines(ref[name], other[name])
-            print(f"| {name} | {len(cosines):,} | {np.median(cosines):.5f} | "
-                  f"{np.percentile(cosines, 1):.5f} | {cosines.min():.5f} |")
+            print(
+                f"| {name} | {len(cosines):,} | {np.median(cosines):.5f} | "
+                f"{np.percentile(cosines, 1):.5f} | {cosines.min():.5f} |"
+            )
 
 
 if __name__ == "__main__":

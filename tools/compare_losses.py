@@ -40,8 +40,7 @@ import subprocess
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
-    __file__))))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from vse_tf import io_utils  # noqa: E402
 
@@ -50,8 +49,8 @@ from vse_tf import io_utils  # noqa: E402
 class Row:
     label: str
     bindings: tuple
-    stages: int = 2     # its epochs, in stages of --stage_epochs
-    base: str = None    # the row whose run of the same seed it starts from
+    stages: int = 2  # its epochs, in stages of --stage_epochs
+    base: str = None  # the row whose run of the same seed it starts from
 
 
 # The paper's settings (fixed t = 0.1) for all four, and the demo's choice,
@@ -61,10 +60,8 @@ class Row:
 FIXED = "build_dual_encoder.learnable_temperature = None"
 CONVSE = ("train.loss = @AllNegativesLoss()", FIXED)
 CONVSE_PP = ("train.loss = @HardestNegativeLoss()", FIXED)
-VSE0 = ("train.loss = @HingeLoss()", "HingeLoss.max_violation = False",
-        FIXED)
-VSE_PP = ("train.loss = @HingeLoss()", "HingeLoss.max_violation = True",
-          FIXED)
+VSE0 = ("train.loss = @HingeLoss()", "HingeLoss.max_violation = False", FIXED)
+VSE_PP = ("train.loss = @HingeLoss()", "HingeLoss.max_violation = True", FIXED)
 ROWS = {
     "all_negatives": Row("ConVSE (all negatives)", CONVSE),
     "hardest_negative": Row("ConVSE++ (hardest negative)", CONVSE_PP),
@@ -73,14 +70,16 @@ ROWS = {
     # The gin file's own setting: demo.gin and flickr8k.gin learn t.
     "all_negatives_learned_t": Row(
         "ConVSE, learned t (the gin file's)",
-        ("train.loss = @AllNegativesLoss()",)),
+        ("train.loss = @AllNegativesLoss()",),
+    ),
     # The paper's protocol (needs --stage_epochs).
     "vse_pp_base": Row("VSE++ base", VSE_PP, stages=1),
     "hardest_negative_from_base": Row(
-        "ConVSE++ from the VSE++ base", CONVSE_PP, stages=1,
-        base="vse_pp_base"),
-    "vse_pp_continued": Row("VSE++ continued from its base", VSE_PP,
-                            stages=1, base="vse_pp_base"),
+        "ConVSE++ from the VSE++ base", CONVSE_PP, stages=1, base="vse_pp_base"
+    ),
+    "vse_pp_continued": Row(
+        "VSE++ continued from its base", VSE_PP, stages=1, base="vse_pp_base"
+    ),
 }
 COLUMNS = ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "rsum")
 
@@ -119,9 +118,11 @@ def train_one(name, seed, args):
     epochs = epochs_of(name, args)
     if os.path.exists(metrics_path):
         if epochs is not None and trained_epochs(model_dir) != epochs:
-            sys.exit(f"error: {model_dir} holds a run of "
-                     f"{trained_epochs(model_dir)} epochs, not {epochs}; "
-                     "remove it or choose another --out_dir.")
+            sys.exit(
+                f"error: {model_dir} holds a run of "
+                f"{trained_epochs(model_dir)} epochs, not {epochs}; "
+                "remove it or choose another --out_dir."
+            )
     else:
         bindings = list(row.bindings)
         if row.base:
@@ -132,21 +133,33 @@ def train_one(name, seed, args):
             bindings.append(f"train.epochs = {epochs}")
         feature_dir = os.path.abspath(os.path.join(args.out_dir, "features"))
         bindings += [
-            f"train.seed = {seed}", f"train.feature_dir = '{feature_dir}'",
-            "train.export = False", "train.projector_images = 0",
-            *args.gin_bindings]
-        command = [sys.executable, "-m", "vse_tf.train",
-                   *[f"--gin_file={f}" for f in args.gin_file],
-                   *[f"--gin_bindings={b}" for b in bindings],
-                   f"--model_dir={model_dir}"]
+            f"train.seed = {seed}",
+            f"train.feature_dir = '{feature_dir}'",
+            "train.export = False",
+            "train.projector_images = 0",
+            *args.gin_bindings,
+        ]
+        command = [
+            sys.executable,
+            "-m",
+            "vse_tf.train",
+            *[f"--gin_file={f}" for f in args.gin_file],
+            *[f"--gin_bindings={b}" for b in bindings],
+            f"--model_dir={model_dir}",
+        ]
         if args.data_dir:
             command.append(f"--data_dir={args.data_dir}")
         print(f"== {row.label}, seed {seed}: {' '.join(command)}", flush=True)
         started = time.time()
-        subprocess.run(command, check=True,
-                       env={**os.environ, "VSE_TF_QUIET_PROGRESS": "1"})
-        print(f"== {name} seed {seed} done in {time.time() - started:.0f} s",
-              flush=True)
+        subprocess.run(
+            command,
+            check=True,
+            env={**os.environ, "VSE_TF_QUIET_PROGRESS": "1"},
+        )
+        print(
+            f"== {name} seed {seed} done in {time.time() - started:.0f} s",
+            flush=True,
+        )
     with open(metrics_path) as f:
         return json.load(f)
 
@@ -155,9 +168,15 @@ def validation_rsum(model_dir):
     """The run's validation rsum by epoch, from its TensorBoard log (which
     every run has written, those before history.csv too)."""
     import tensorflow as tf
+
     by_epoch = {}
-    for path in sorted(glob.glob(os.path.join(model_dir, "logs", "validation",
-                                              "events.out.tfevents.*"))):
+    for path in sorted(
+        glob.glob(
+            os.path.join(
+                model_dir, "logs", "validation", "events.out.tfevents.*"
+            )
+        )
+    ):
         for event in tf.compat.v1.train.summary_iterator(path):
             for value in event.summary.value:
                 if value.tag == "epoch_rsum":  # Keras drops the "val_"
@@ -192,57 +211,74 @@ def markdown_table(results, epochs=None):
     R@K and rsum by plain cosine; hubness-corrected runs add their
     corrected rsum and its range."""
     corrected = all("cosine" in r for runs in results.values() for r in runs)
-    header = ("| row | epochs | seeds | " + " | ".join(
-        c.replace("_r", " R@") for c in COLUMNS) + " | rsum range |" + (
-            " corrected rsum | corrected range |" if corrected else ""))
+    header = (
+        "| row | epochs | seeds | "
+        + " | ".join(c.replace("_r", " R@") for c in COLUMNS)
+        + " | rsum range |"
+        + (" corrected rsum | corrected range |" if corrected else "")
+    )
     lines = [header, "|---" * (header.count("|") - 1) + "|"]
     for name, runs in results.items():
         plain = [cosine(r) for r in runs]
-        cells = [ROWS[name].label, (epochs or {}).get(name, ""),
-                 str(len(runs)),
-                 *(f"{_mean([m[c] for m in plain]):.1f}" for c in COLUMNS),
-                 _range([m["rsum"] for m in plain])]
+        cells = [
+            ROWS[name].label,
+            (epochs or {}).get(name, ""),
+            str(len(runs)),
+            *(f"{_mean([m[c] for m in plain]):.1f}" for c in COLUMNS),
+            _range([m["rsum"] for m in plain]),
+        ]
         if corrected:
-            cells += [f"{_mean([r['rsum'] for r in runs]):.1f}",
-                      _range([r["rsum"] for r in runs])]
+            cells += [
+                f"{_mean([r['rsum'] for r in runs]):.1f}",
+                _range([r["rsum"] for r in runs]),
+            ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def _separated(results, better, worse, score):
-    return (min(score(r) for r in results[better])
-            > max(score(r) for r in results[worse]))
+    return min(score(r) for r in results[better]) > max(
+        score(r) for r in results[worse]
+    )
 
 
 def claims(results):
     """Which rsum differences exceed the spread over seeds, by plain cosine
     and (where the runs have it) with the hubness correction."""
+
     def plain(r):
         return cosine(r)["rsum"]
 
     def corrected(r):
         return r["rsum"]
 
-    has_correction = all("cosine" in r for runs in results.values()
-                         for r in runs)
-    names = sorted(results, key=lambda n: -_mean([plain(r)
-                                                  for r in results[n]]))
+    has_correction = all(
+        "cosine" in r for runs in results.values() for r in runs
+    )
+    names = sorted(
+        results, key=lambda n: -_mean([plain(r) for r in results[n]])
+    )
     lines = []
     for i, better in enumerate(names):
-        for worse in names[i + 1:]:
-            line = (f"- {ROWS[better].label} vs {ROWS[worse].label}: by "
-                    "cosine, " + (
-                        "better beyond the spread (its worst seed beats "
-                        "the other's best)"
-                        if _separated(results, better, worse, plain) else
-                        "within the spread; no difference claimed"))
+        for worse in names[i + 1 :]:
+            line = (
+                f"- {ROWS[better].label} vs {ROWS[worse].label}: by "
+                "cosine, "
+                + (
+                    "better beyond the spread (its worst seed beats "
+                    "the other's best)"
+                    if _separated(results, better, worse, plain)
+                    else "within the spread; no difference claimed"
+                )
+            )
             if has_correction:
                 line += "; corrected, " + (
                     "better beyond the spread"
-                    if _separated(results, better, worse, corrected) else
-                    "the other way beyond the spread"
-                    if _separated(results, worse, better, corrected) else
-                    "within the spread")
+                    if _separated(results, better, worse, corrected)
+                    else "the other way beyond the spread"
+                    if _separated(results, worse, better, corrected)
+                    else "within the spread"
+                )
             lines.append(line)
     return "\n".join(lines)
 
@@ -260,8 +296,10 @@ def warm_start_lines(curves):
             continue
         ended = _mean([c[base_epochs - 1] for c in curves[base]])
         began = _mean([c[base_epochs] for c in runs])
-        lines.append(f"- {ROWS[name].label}: the base ended at val rsum "
-                     f"{ended:.1f}; its first epoch scores {began:.1f}.")
+        lines.append(
+            f"- {ROWS[name].label}: the base ended at val rsum "
+            f"{ended:.1f}; its first epoch scores {began:.1f}."
+        )
     return "\n".join(lines)
 
 
@@ -285,16 +323,31 @@ def plot(curves, path, title, stage_epochs=None):
         start = stage_epochs - 1 if ROWS[name].base and stage_epochs else 0
         values = np.array([c[start:length] for c in runs])
         epochs = np.arange(start + 1, length + 1)
-        line, = axes.plot(epochs, values.mean(axis=0), marker="o",
-                          markersize=3, label=ROWS[name].label)
-        axes.fill_between(epochs, values.min(axis=0), values.max(axis=0),
-                          color=line.get_color(), alpha=0.2)
+        (line,) = axes.plot(
+            epochs,
+            values.mean(axis=0),
+            marker="o",
+            markersize=3,
+            label=ROWS[name].label,
+        )
+        axes.fill_between(
+            epochs,
+            values.min(axis=0),
+            values.max(axis=0),
+            color=line.get_color(),
+            alpha=0.2,
+        )
     if stage_epochs and any(ROWS[name].base for name in curves):
-        axes.axvline(stage_epochs + 0.5, color="grey", linestyle="--",
-                     linewidth=1)
-        axes.annotate(" warm starts", (stage_epochs + 0.5, 0.02),
-                      xycoords=("data", "axes fraction"), color="grey",
-                      fontsize=8)
+        axes.axvline(
+            stage_epochs + 0.5, color="grey", linestyle="--", linewidth=1
+        )
+        axes.annotate(
+            " warm starts",
+            (stage_epochs + 0.5, 0.02),
+            xycoords=("data", "axes fraction"),
+            color="grey",
+            fontsize=8,
+        )
     axes.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     axes.set_xlabel("epoch")
     axes.set_ylabel("validation rsum (plain cosine)")
@@ -311,39 +364,72 @@ def plot(curves, path, title, stage_epochs=None):
 def main():
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n")[0],
-        epilog="rows: " + "; ".join(f"{name}: {row.label}"
-                                    for name, row in ROWS.items()))
-    parser.add_argument("--gin_file", action="append", default=None,
-                        help="gin config(s) shared by every run "
-                        "(default: gin/demo.gin)")
-    parser.add_argument("--gin_bindings", action="append", default=[],
-                        help="extra bindings shared by every run")
+        epilog="rows: "
+        + "; ".join(f"{name}: {row.label}" for name, row in ROWS.items()),
+    )
+    parser.add_argument(
+        "--gin_file",
+        action="append",
+        default=None,
+        help="gin config(s) shared by every run (default: gin/demo.gin)",
+    )
+    parser.add_argument(
+        "--gin_bindings",
+        action="append",
+        default=[],
+        help="extra bindings shared by every run",
+    )
     parser.add_argument("--out_dir", default="runs/compare_losses")
     parser.add_argument("--data_dir", default=None)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--rows", "--losses", nargs="+", default=[
-        "all_negatives_learned_t", "all_negatives", "hardest_negative",
-        "vse0", "vse_pp"], choices=list(ROWS), dest="rows")
-    parser.add_argument("--stage_epochs", type=int, default=None,
-                        help="E: the base trains E epochs, the two-stage "
-                        "rows E more, the rest 2E (default: every run "
-                        "the gin file's epochs, no two-stage rows)")
-    parser.add_argument("--plot", default=None,
-                        help="also write the validation curves to this PNG")
+    parser.add_argument(
+        "--rows",
+        "--losses",
+        nargs="+",
+        default=[
+            "all_negatives_learned_t",
+            "all_negatives",
+            "hardest_negative",
+            "vse0",
+            "vse_pp",
+        ],
+        choices=list(ROWS),
+        dest="rows",
+    )
+    parser.add_argument(
+        "--stage_epochs",
+        type=int,
+        default=None,
+        help="E: the base trains E epochs, the two-stage "
+        "rows E more, the rest 2E (default: every run "
+        "the gin file's epochs, no two-stage rows)",
+    )
+    parser.add_argument(
+        "--plot",
+        default=None,
+        help="also write the validation curves to this PNG",
+    )
     args = parser.parse_args()
     args.gin_file = args.gin_file or ["gin/demo.gin"]
     if args.stage_epochs is None and any(
-            ROWS[name].stages == 1 for name in args.rows):
-        parser.error("the rows vse_pp_base, hardest_negative_from_base and "
-                     "vse_pp_continued need --stage_epochs")
+        ROWS[name].stages == 1 for name in args.rows
+    ):
+        parser.error(
+            "the rows vse_pp_base, hardest_negative_from_base and "
+            "vse_pp_continued need --stage_epochs"
+        )
     if args.stage_epochs is not None and args.stage_epochs < 1:
         parser.error("--stage_epochs must be at least 1")
 
     started = time.time()
-    results = {name: [train_one(name, seed, args) for seed in args.seeds]
-               for name in args.rows}
-    curves = {name: [curve(name, seed, args) for seed in args.seeds]
-              for name in args.rows}
+    results = {
+        name: [train_one(name, seed, args) for seed in args.seeds]
+        for name in args.rows
+    }
+    curves = {
+        name: [curve(name, seed, args) for seed in args.seeds]
+        for name in args.rows
+    }
     epochs = {name: epochs_label(name, args) for name in args.rows}
     table = markdown_table(results, epochs)
     warm = warm_start_lines(curves)
@@ -354,15 +440,21 @@ def main():
     print(table)
     print(f"({time.time() - started:.0f} s in all, reused runs included)")
     os.makedirs(args.out_dir, exist_ok=True)
-    io_utils.write_text_atomic(os.path.join(args.out_dir, "comparison.md"),
-                               table + "\n")
+    io_utils.write_text_atomic(
+        os.path.join(args.out_dir, "comparison.md"), table + "\n"
+    )
     io_utils.write_json_atomic(
         os.path.join(args.out_dir, "comparison.json"),
-        {"test": results, "val_rsum_by_epoch": curves, "epochs": epochs})
+        {"test": results, "val_rsum_by_epoch": curves, "epochs": epochs},
+    )
     if args.plot:
-        plot(curves, args.plot, f"Validation rsum by epoch, mean and range "
-             f"over seeds {', '.join(map(str, args.seeds))}",
-             args.stage_epochs)
+        plot(
+            curves,
+            args.plot,
+            f"Validation rsum by epoch, mean and range "
+            f"over seeds {', '.join(map(str, args.seeds))}",
+            args.stage_epochs,
+        )
         print(f"Wrote {args.plot}")
 
 

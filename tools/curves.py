@@ -6,8 +6,7 @@ import sys
 import threading
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
-    __file__))))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from vse_tf import io_utils  # noqa: E402
 
@@ -15,8 +14,11 @@ from vse_tf import io_utils  # noqa: E402
 def _rss_kib():
     """{'RssAnon': KiB, 'RssFile': KiB} of this process, from /proc."""
     with open("/proc/self/status") as f:
-        return {line.split(":")[0]: int(line.split()[1]) for line in f
-                if line.startswith(("RssAnon", "RssFile"))}
+        return {
+            line.split(":")[0]: int(line.split()[1])
+            for line in f
+            if line.startswith(("RssAnon", "RssFile"))
+        }
 
 
 class PeakMemory:
@@ -50,6 +52,7 @@ def slope(xs, ys):
     """The exponent p of y ~ x^p fitted on log-log axes: 1 is linear
     growth, 2 quadratic, 0 a constant cost."""
     import numpy as np
+
     return float(np.polyfit(np.log(xs), np.log(ys), 1)[0])
 
 
@@ -63,6 +66,7 @@ def plot(path, title, x_label, y_label, series, machine):
         sys.exit("error: the plot needs matplotlib: pip install -e '.[dev]'")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     figure, axes = plt.subplots(figsize=(6.4, 4.4))
     for label, (xs, ys) in series.items():
         fitted = f" (x^{slope(xs, ys):.2f})" if len(xs) > 1 else ""

@@ -4,8 +4,7 @@ import os
 import platform
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
-    __file__))))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from vse_tf.training import precision  # noqa: E402
 
@@ -16,14 +15,18 @@ BF16_FLAGS = (*precision.CPU_BF16_FLAGS, "amx_tile")
 def cpu_model_and_flags():
     """(CPU model name, its bfloat16-related flags), from /proc/cpuinfo."""
     model, flags = precision.cpu_info()
-    return (model or platform.processor() or platform.machine(),
-            [flag for flag in BF16_FLAGS if flag in flags])
+    return (
+        model or platform.processor() or platform.machine(),
+        [flag for flag in BF16_FLAGS if flag in flags],
+    )
 
 
 def describe():
     model, flags = cpu_model_and_flags()
-    return (f"{model}, {os.cpu_count()} CPUs, bfloat16 flags: "
-            f"{', '.join(flags) or 'none'}")
+    return (
+        f"{model}, {os.cpu_count()} CPUs, bfloat16 flags: "
+        f"{', '.join(flags) or 'none'}"
+    )
 
 
 if __name__ == "__main__":

@@ -11,7 +11,9 @@ if "TF_CPP_MIN_LOG_LEVEL" not in os.environ:
     os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
     os.environ["VSE_TF_DEFAULT_LOG_LEVEL"] = "1"
 USER_TF_CPP_MIN_LOG_LEVEL = (
-    None if os.environ.get("VSE_TF_DEFAULT_LOG_LEVEL") else
-    os.environ.get("TF_CPP_MIN_LOG_LEVEL"))
+    None
+    if os.environ.get("VSE_TF_DEFAULT_LOG_LEVEL")
+    else os.environ.get("TF_CPP_MIN_LOG_LEVEL")
+)
 
 __version__ = "0.2.0"

@@ -14,39 +14,61 @@ import tensorflow as tf
 
 # (what, how to find it, what breaks without it)
 PRIVATE_APIS = (
-    ("gin.config._REGISTRY", lambda: gin.config._REGISTRY,
-     "suggestions for a misspelt configurable in gin errors"),
-    ("keras.Model._maybe_symbolic_build",
-     lambda: keras.Model._maybe_symbolic_build,
-     "fit() on a DualEncoder under a tf.distribute strategy"),
-    ("keras.optimizers.Optimizer._clip_gradients",
-     lambda: keras.optimizers.Optimizer._clip_gradients,
-     "clipping the gradient summed over replicas"),
-    ("keras.optimizers.Optimizer._all_reduce_sum_gradients",
-     lambda: keras.optimizers.Optimizer._all_reduce_sum_gradients,
-     "clipping the gradient summed over replicas"),
-    ("keras.optimizers.Optimizer._var_key",
-     lambda: keras.optimizers.Optimizer._var_key,
-     "per-variable learning-rate multipliers (fine-tuning)"),
-    ("keras TFLayer._default_save_signature",
-     lambda: _tf_layer()._default_save_signature,
-     "exporting a tower holding a model that takes strings (MiniLM)"),
-    ("keras.layers.GRU.inner_loop", lambda: keras.layers.GRU.inner_loop,
-     "PackedGRU's loop over the unpadded steps"),
-    ("tensorflow.python.ops.control_flow_util.GraphOrParentsInXlaContext",
-     lambda: _control_flow_util().GraphOrParentsInXlaContext,
-     "PackedGRU inside an XLA-compiled step"),
-    ("keras_hub TransformerEncoder._feedforward_intermediate_dense",
-     lambda: _transformer_encoder_attribute(),
-     "the exact GELU of Hugging Face BERT checkpoints (MiniLM)"),
+    (
+        "gin.config._REGISTRY",
+        lambda: gin.config._REGISTRY,
+        "suggestions for a misspelt configurable in gin errors",
+    ),
+    (
+        "keras.Model._maybe_symbolic_build",
+        lambda: keras.Model._maybe_symbolic_build,
+        "fit() on a DualEncoder under a tf.distribute strategy",
+    ),
+    (
+        "keras.optimizers.Optimizer._clip_gradients",
+        lambda: keras.optimizers.Optimizer._clip_gradients,
+        "clipping the gradient summed over replicas",
+    ),
+    (
+        "keras.optimizers.Optimizer._all_reduce_sum_gradients",
+        lambda: keras.optimizers.Optimizer._all_reduce_sum_gradients,
+        "clipping the gradient summed over replicas",
+    ),
+    (
+        "keras.optimizers.Optimizer._var_key",
+        lambda: keras.optimizers.Optimizer._var_key,
+        "per-variable learning-rate multipliers (fine-tuning)",
+    ),
+    (
+        "keras TFLayer._default_save_signature",
+        lambda: _tf_layer()._default_save_signature,
+        "exporting a tower holding a model that takes strings (MiniLM)",
+    ),
+    (
+        "keras.layers.GRU.inner_loop",
+        lambda: keras.layers.GRU.inner_loop,
+        "PackedGRU's loop over the unpadded steps",
+    ),
+    (
+        "tensorflow.python.ops.control_flow_util.GraphOrParentsInXlaContext",
+        lambda: _control_flow_util().GraphOrParentsInXlaContext,
+        "PackedGRU inside an XLA-compiled step",
+    ),
+    (
+        "keras_hub TransformerEncoder._feedforward_intermediate_dense",
+        lambda: _transformer_encoder_attribute(),
+        "the exact GELU of Hugging Face BERT checkpoints (MiniLM)",
+    ),
 )
 
 
 def gin_configurables():
     """{name: the function or class} of every registered configurable.
     Gin has no public listing of them."""
-    return {selector.split(".")[-1]: configurable.wrapped
-            for selector, configurable in gin.config._REGISTRY.items()}
+    return {
+        selector.split(".")[-1]: configurable.wrapped
+        for selector, configurable in gin.config._REGISTRY.items()
+    }
 
 
 class BuildOnlyTheOptimizer:
@@ -92,9 +114,11 @@ class ClipAfterReplicaSum:
     def _all_reduce_sum_gradients(self, grads_and_vars):
         summed = list(super()._all_reduce_sum_gradients(grads_and_vars))
         clipped = super()._clip_gradients(
-            [sum_repeated_rows(grad) for grad, _ in summed])
-        return [(grad, variable)
-                for grad, (_, variable) in zip(clipped, summed)]
+            [sum_repeated_rows(grad) for grad, _ in summed]
+        )
+        return [
+            (grad, variable) for grad, (_, variable) in zip(clipped, summed)
+        ]
 
 
 def sum_repeated_rows(gradient):
@@ -106,9 +130,12 @@ def sum_repeated_rows(gradient):
         return gradient
     indices, positions = tf.unique(gradient.indices)
     return tf.IndexedSlices(
-        tf.math.unsorted_segment_sum(gradient.values, positions,
-                                     tf.shape(indices)[0]),
-        indices, gradient.dense_shape)
+        tf.math.unsorted_segment_sum(
+            gradient.values, positions, tf.shape(indices)[0]
+        ),
+        indices,
+        gradient.dense_shape,
+    )
 
 
 class NoDefaultSaveSignature:
@@ -132,7 +159,8 @@ def variable_key(optimizer, variable):
 def in_xla_context():
     """Whether the graph being traced is compiled by XLA."""
     return _control_flow_util().GraphOrParentsInXlaContext(
-        tf.compat.v1.get_default_graph())
+        tf.compat.v1.get_default_graph()
+    )
 
 
 def use_exact_gelu(transformer_layer, gelu):
@@ -143,17 +171,19 @@ def use_exact_gelu(transformer_layer, gelu):
 
 def _tf_layer():
     from keras.src.backend.tensorflow.layer import TFLayer
+
     return TFLayer
 
 
 def _control_flow_util():
     from tensorflow.python.ops import control_flow_util
+
     return control_flow_util
 
 
 def _transformer_encoder_attribute():
     import keras_hub
-    layer = keras_hub.layers.TransformerEncoder(intermediate_dim=4,
-                                                num_heads=1)
+
+    layer = keras_hub.layers.TransformerEncoder(intermediate_dim=4, num_heads=1)
     layer.build((1, 2, 4))
     return layer._feedforward_intermediate_dense

@@ -34,8 +34,16 @@ class WeightsError(UserError):
     names the file and where the weights come from."""
 
 
-def check_number(parameter, value, *, minimum=None, maximum=None,
-                 integer=False, above=False, none=False):
+def check_number(
+    parameter,
+    value,
+    *,
+    minimum=None,
+    maximum=None,
+    integer=False,
+    above=False,
+    none=False,
+):
     """`value`, or a UserError naming `parameter` unless it is a number
     (an integer with `integer`) of at least `minimum` (more than it with
     `above`) and at most `maximum`; None passes when `none`."""
@@ -53,8 +61,10 @@ def check_number(parameter, value, *, minimum=None, maximum=None,
             rule += f" {'>' if above else '>='} {minimum:g}"
         if maximum is not None:
             rule += f"{' and' if minimum is not None else ''} <= {maximum:g}"
-        raise UserError(f"{parameter} = {value!r} is not allowed: it must "
-                        f"be {rule}{' or None' if none else ''}.")
+        raise UserError(
+            f"{parameter} = {value!r} is not allowed: it must "
+            f"be {rule}{' or None' if none else ''}."
+        )
     return value
 
 
@@ -63,8 +73,11 @@ def check_choice(parameter, value, choices):
     closest of them."""
     if value in choices:
         return value
-    close = difflib.get_close_matches(str(value), [str(c) for c in choices],
-                                      n=1)
+    close = difflib.get_close_matches(
+        str(value), [str(c) for c in choices], n=1
+    )
     hint = f" Did you mean {close[0]!r}?" if close else ""
-    raise UserError(f"{parameter} = {value!r} is not one of "
-                    f"{', '.join(repr(c) for c in choices)}.{hint}")
+    raise UserError(
+        f"{parameter} = {value!r} is not one of "
+        f"{', '.join(repr(c) for c in choices)}.{hint}"
+    )

@@ -35,8 +35,9 @@ def atomic_path(path):
     """
     directory, name = os.path.split(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{os.getpid()}-", suffix=name,
-                               dir=directory)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".tmp-{os.getpid()}-", suffix=name, dir=directory
+    )
     os.close(fd)
     try:
         yield tmp
@@ -99,7 +100,8 @@ def ensure_writable_dir(path, what="model dir"):
     except OSError as error:
         raise errors.UserError(
             f"Cannot write to the {what} {path!r} ({error.strerror}). Pass a "
-            "folder you can write to.") from error
+            "folder you can write to."
+        ) from error
 
 
 @contextlib.contextmanager
@@ -113,4 +115,3 @@ def removed_on_user_error(path):
         if not existed:
             shutil.rmtree(path, ignore_errors=True)
         raise
-

@@ -21,14 +21,19 @@ from vse_tf.cli.config import load_gin  # noqa: F401  (the programs' API)
 from vse_tf.cli.config import load_gin_for_run  # noqa: F401
 
 flags.DEFINE_multi_string(
-    "gin_file", [], "Gin config file(s), applied in order; later ones win.")
+    "gin_file", [], "Gin config file(s), applied in order; later ones win."
+)
 flags.DEFINE_multi_string(
-    "gin_bindings", [],
-    "Gin bindings applied after the files, e.g. 'train.epochs = 2'.")
+    "gin_bindings",
+    [],
+    "Gin bindings applied after the files, e.g. 'train.epochs = 2'.",
+)
 flags.DEFINE_string("model_dir", None, "The run's folder.")
 flags.DEFINE_string(
-    "data_dir", None,
-    "Root of the datasets (TFDS data dir); default ~/tensorflow_datasets.")
+    "data_dir",
+    None,
+    "Root of the datasets (TFDS data dir); default ~/tensorflow_datasets.",
+)
 FLAGS = flags.FLAGS
 
 
@@ -65,10 +70,16 @@ def run(main, on_stop=None):
         try:
             exit_on_user_error(main, argv)
         except (KeyboardInterrupt, Stopped) as stop:
-            sent = ("SIGTERM", 143) if isinstance(stop, Stopped) else (
-                "Ctrl-C (SIGINT)", 130)
-            print(f"\nStopped by {sent[0]}." + (
-                f" {on_stop()}" if on_stop else ""), file=sys.stderr)
+            sent = (
+                ("SIGTERM", 143)
+                if isinstance(stop, Stopped)
+                else ("Ctrl-C (SIGINT)", 130)
+            )
+            print(
+                f"\nStopped by {sent[0]}."
+                + (f" {on_stop()}" if on_stop else ""),
+                file=sys.stderr,
+            )
             sys.exit(sent[1])
 
     app.run(guarded)
@@ -81,17 +92,22 @@ def exit_on_user_error(main, *args):
     except errors.UserError as error:
         # Gin appends where it was raised ("In call to configurable ..."):
         # noise for an error that already says what to fix.
-        message = re.sub(r"\s+In call to configurable .*", "", str(error),
-                         flags=re.DOTALL)
+        message = re.sub(
+            r"\s+In call to configurable .*", "", str(error), flags=re.DOTALL
+        )
         sources = []
         for parameter in error.parameters:
             source = config.binding_source(parameter)
-            sources.append(f"{parameter} is set by {source}" if source else
-                           f"{parameter} is its function's default")
+            sources.append(
+                f"{parameter} is set by {source}"
+                if source
+                else f"{parameter} is its function's default"
+            )
         if sources:
             message += f" ({'; '.join(sources)}.)"
-        text = textwrap.fill(message, width=79, break_on_hyphens=False,
-                             break_long_words=False)
+        text = textwrap.fill(
+            message, width=79, break_on_hyphens=False, break_long_words=False
+        )
         print(f"error: {text}", file=sys.stderr)
         sys.exit(2)
 
@@ -100,8 +116,10 @@ def load_run(flags):
     """The trained model of --model_dir, configured by its own gin or by
     --gin_file."""
     from vse_tf.training import runs  # builds models: TensorFlow, Keras
+
     if not flags.model_dir:
-        raise errors.UserError("--model_dir is required: the folder of a "
-                               "training run.")
+        raise errors.UserError(
+            "--model_dir is required: the folder of a training run."
+        )
     load_gin_for_run(flags.model_dir, flags.gin_file, flags.gin_bindings)
     return runs.load_trained_model(flags.model_dir)

@@ -17,38 +17,48 @@ from vse_tf import compat
 from vse_tf import errors
 from vse_tf.training import run_dir
 
-GIN_DIR = os.path.join(os.path.dirname(os.path.dirname(
-    os.path.dirname(__file__))), "gin")
+GIN_DIR = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.dirname(__file__))), "gin"
+)
 
 
 def _explain_gin_error(error):
     message = str(error).split("\n")[0]
     configurables = compat.gin_configurables()
-    unknown = re.match(r"No configurable matching (?:reference )?'@?([\w.]+)",
-                       message)
+    unknown = re.match(
+        r"No configurable matching (?:reference )?'@?([\w.]+)", message
+    )
     if unknown:
         name = unknown.group(1).split(".")[-1].rstrip("()")
         close = difflib.get_close_matches(name, configurables, n=3)
-        hint = (f" Did you mean {' or '.join(repr(c) for c in close)}?"
-                if close else "")
+        hint = (
+            f" Did you mean {' or '.join(repr(c) for c in close)}?"
+            if close
+            else ""
+        )
         return f"Unknown gin configurable {name!r}.{hint}"
     macro = re.match(r"No bindings specified for '(\w+)/gin.macro'", message)
     if macro:
         name = macro.group(1)
-        return (f"The gin macro {name} has no value; the config uses it but "
-                f"leaves it to you: add --gin_bindings=\"{name} = ...\" (see "
-                "the comment where the config uses it).")
+        return (
+            f"The gin macro {name} has no value; the config uses it but "
+            f'leaves it to you: add --gin_bindings="{name} = ..." (see '
+            "the comment where the config uses it)."
+        )
     parameter = re.match(
         r"Configurable '([\w.]+)' doesn't have a parameter named '(\w+)'",
-        message)
+        message,
+    )
     if parameter:
         name, param = parameter.groups()
         target = configurables.get(name.split(".")[-1])
-        names = list(inspect.signature(target).parameters) if (
-            target) else []
+        names = list(inspect.signature(target).parameters) if (target) else []
         close = difflib.get_close_matches(param, names, n=3)
-        hint = (f" Did you mean {' or '.join(repr(c) for c in close)}?"
-                if close else f" It takes: {', '.join(names)}.")
+        hint = (
+            f" Did you mean {' or '.join(repr(c) for c in close)}?"
+            if close
+            else f" It takes: {', '.join(names)}."
+        )
         return f"{name!r} has no parameter {param!r}.{hint}"
     return f"Invalid gin configuration: {message}"
 
@@ -63,14 +73,17 @@ class _QuietIncludeProbes(logging.Filter):
 def load_gin(gin_files, gin_bindings):
     """Parses files then bindings once; every unknown name is an error."""
     from vse_tf.cli import configurables  # noqa: F401  (registers gin names)
+
     missing = [f for f in gin_files if not os.path.exists(f)]
     if missing:
         raise errors.UserError(
             f"Gin file not found: {', '.join(missing)}. The configs that "
-            f"ship with vse_tf are in {GIN_DIR} (e.g. gin/demo.gin).")
+            f"ship with vse_tf are in {GIN_DIR} (e.g. gin/demo.gin)."
+        )
     # Includes resolve next to the including file and in the shipped gin/.
-    for path in [GIN_DIR] + [os.path.dirname(os.path.abspath(f))
-                             for f in gin_files]:
+    for path in [GIN_DIR] + [
+        os.path.dirname(os.path.abspath(f)) for f in gin_files
+    ]:
         gin.add_config_file_search_path(path)
     quiet = _QuietIncludeProbes()
     logging.getLogger().addFilter(quiet)
@@ -132,6 +145,7 @@ def load_gin_for_run(model_dir, gin_files=(), gin_bindings=()):
             raise errors.UserError(
                 f"{model_dir!r} is not a training run: it has no "
                 f"{run_dir.OPERATIVE_CONFIG}. Pass the --model_dir of a run, "
-                "or the run's --gin_file.")
+                "or the run's --gin_file."
+            )
         gin_files = [run.operative_config]
     load_gin(list(gin_files), gin_bindings)

@@ -23,7 +23,9 @@ from vse_tf.training import distribute  # noqa: F401
 from vse_tf.training import optimizers  # noqa: F401
 from vse_tf.training import trainer  # noqa: F401
 
-for _schedule in (keras.optimizers.schedules.PiecewiseConstantDecay,
-                  keras.optimizers.schedules.CosineDecay,
-                  keras.optimizers.schedules.ExponentialDecay):
+for _schedule in (
+    keras.optimizers.schedules.PiecewiseConstantDecay,
+    keras.optimizers.schedules.CosineDecay,
+    keras.optimizers.schedules.ExponentialDecay,
+):
     gin.external_configurable(_schedule, module="keras.optimizers.schedules")

@@ -23,16 +23,23 @@ from vse_tf.training import run_dir
 from vse_tf.training import runs
 
 flags.DEFINE_enum(
-    "protocol", None, list(evaluation.PROTOCOLS),
-    "A standard protocol: " + "; ".join(
-        f"{name} = {p.summary}" for name, p in evaluation.PROTOCOLS.items()) +
-    ". Sets --split and --folds.")
+    "protocol",
+    None,
+    list(evaluation.PROTOCOLS),
+    "A standard protocol: "
+    + "; ".join(
+        f"{name} = {p.summary}" for name, p in evaluation.PROTOCOLS.items()
+    )
+    + ". Sets --split and --folds.",
+)
 flags.DEFINE_string("split", "test", "Split to score: train, val or test.")
-flags.DEFINE_integer("folds", 1, "Folds averaged (5 on 5,000 images is "
-                     "COCO 1K).")
+flags.DEFINE_integer(
+    "folds", 1, "Folds averaged (5 on 5,000 images is COCO 1K)."
+)
 flags.DEFINE_string("output", None, "Where to write the metrics JSON.")
-flags.DEFINE_bool("json", False, "Print the metrics as JSON on stdout "
-                  "instead of the table.")
+flags.DEFINE_bool(
+    "json", False, "Print the metrics as JSON on stdout instead of the table."
+)
 FLAGS = common.FLAGS
 
 
@@ -57,23 +64,30 @@ def main(argv):
         raise errors.UserError(
             f"--folds={folds} does not cut the {split} split of {dataset} "
             f"({images} images) into equal folds; pick a number that "
-            f"divides {images}.")
+            f"divides {images}."
+        )
     try:
         # A run fitted with a hubness correction is scored as it serves.
         metrics = embedding.evaluate_model(
-            model, examples, folds=folds,
-            correction=runs.load_hubness_correction(FLAGS.model_dir))
+            model,
+            examples,
+            folds=folds,
+            correction=runs.load_hubness_correction(FLAGS.model_dir),
+        )
     except evaluation.NonFiniteEmbeddings as error:
         raise errors.UserError(
             f"Cannot score the best checkpoint of {FLAGS.model_dir} on the "
-            f"{split} split: {error}") from error
+            f"{split} split: {error}"
+        ) from error
     if FLAGS.protocol:
         table = evaluation.format_paper_row(metrics, FLAGS.protocol)
     else:
         table = evaluation.format_table(
-            metrics, title=f"{dataset} {split} ({folds} fold(s)):")
+            metrics, title=f"{dataset} {split} ({folds} fold(s)):"
+        )
     output = FLAGS.output or run_dir.RunDir(FLAGS.model_dir).evaluation_metrics(
-        split, folds, FLAGS.protocol)
+        split, folds, FLAGS.protocol
+    )
     io_utils.write_json_atomic(output, metrics)
     if FLAGS.json:
         print(json.dumps(metrics, indent=2, sort_keys=True))

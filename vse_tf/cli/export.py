@@ -18,23 +18,30 @@ from vse_tf.serving import saved_model
 from vse_tf.training import run_dir
 from vse_tf.training import runs
 
-flags.DEFINE_string("export_dir", None,
-                    "Where the towers go; default MODEL_DIR/export.")
-flags.DEFINE_integer("version", None,
-                     "Version number; default one above the newest there.")
+flags.DEFINE_string(
+    "export_dir", None, "Where the towers go; default MODEL_DIR/export."
+)
+flags.DEFINE_integer(
+    "version", None, "Version number; default one above the newest there."
+)
 FLAGS = common.FLAGS
 
 
 def main(argv):
     del argv
     if FLAGS.version is not None and FLAGS.version < 1:
-        raise errors.UserError(f"--version={FLAGS.version} is not a version: "
-                               "TF Serving numbers them from 1.")
+        raise errors.UserError(
+            f"--version={FLAGS.version} is not a version: "
+            "TF Serving numbers them from 1."
+        )
     model = common.load_run(FLAGS)
     export_dir = FLAGS.export_dir or run_dir.RunDir(FLAGS.model_dir).export
     version = saved_model.export_towers(
-        model, export_dir, FLAGS.version,
-        correction=runs.load_hubness_correction(FLAGS.model_dir))
+        model,
+        export_dir,
+        FLAGS.version,
+        correction=runs.load_hubness_correction(FLAGS.model_dir),
+    )
     for tower in saved_model.TOWERS:
         print(f"Exported {os.path.join(export_dir, tower, str(version))}")
 

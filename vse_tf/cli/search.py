@@ -38,8 +38,10 @@ THUMBNAIL = 160
 
 def _read_lines(path, what):
     if not os.path.isfile(path):
-        raise errors.UserError(f"The {what} {path!r} does not exist; expected "
-                               "a text file with one entry a line.")
+        raise errors.UserError(
+            f"The {what} {path!r} does not exist; expected "
+            "a text file with one entry a line."
+        )
     with open(path, encoding="utf-8") as f:
         lines = [line.strip() for line in f if line.strip()]
     if not lines:
@@ -56,39 +58,48 @@ def _load_signature(export_dir, tower):
     except ImportError:
         pass
     return version_dir, tf.saved_model.load(version_dir).signatures[
-        "serving_default"]
+        "serving_default"
+    ]
 
 
 def _embed_texts(serve_text, texts, batch_size=256):
-    return np.concatenate([
-        hubness.served_text_scoring(
-            serve_text(text=tf.constant(texts[i:i + batch_size])))
-        for i in range(0, len(texts), batch_size)])
+    return np.concatenate(
+        [
+            hubness.served_text_scoring(
+                serve_text(text=tf.constant(texts[i : i + batch_size]))
+            )
+            for i in range(0, len(texts), batch_size)
+        ]
+    )
 
 
 def _thumbnail_uri(image_bytes):
     """A small JPEG of the image as a data: URI, so the page is one file."""
-    image = tf.io.decode_image(image_bytes, channels=3,
-                               expand_animations=False)
+    image = tf.io.decode_image(image_bytes, channels=3, expand_animations=False)
     scale = THUMBNAIL / max(image.shape[0], image.shape[1])
     if scale < 1:
-        size = [max(1, round(image.shape[0] * scale)),
-                max(1, round(image.shape[1] * scale))]
-        image = tf.cast(tf.round(tf.image.resize(image, size,
-                                                 antialias=True)), tf.uint8)
+        size = [
+            max(1, round(image.shape[0] * scale)),
+            max(1, round(image.shape[1] * scale)),
+        ]
+        image = tf.cast(
+            tf.round(tf.image.resize(image, size, antialias=True)), tf.uint8
+        )
     jpeg = tf.io.encode_jpeg(image, quality=90).numpy()
     return "data:image/jpeg;base64," + base64.b64encode(jpeg).decode()
 
 
 def write_html(path, queries, collection, indices, scores):
-    parts = ["<!doctype html><meta charset='utf-8'><title>vse_tf search"
-             "</title><style>body{font-family:sans-serif}figure{display:"
-             "inline-block;margin:4px;text-align:center}img{height:"
-             f"{THUMBNAIL}px;image-rendering:pixelated}}figcaption"
-             "{font-size:12px}</style>",
-             f"<p>{len(collection)} images from "
-             f"{html.escape(collection.source)}"
-             "</p>"]
+    parts = [
+        "<!doctype html><meta charset='utf-8'><title>vse_tf search"
+        "</title><style>body{font-family:sans-serif}figure{display:"
+        "inline-block;margin:4px;text-align:center}img{height:"
+        f"{THUMBNAIL}px;image-rendering:pixelated}}figcaption"
+        "{font-size:12px}</style>",
+        f"<p>{len(collection)} images from "
+        f"{html.escape(collection.source)}"
+        "</p>",
+    ]
     for query, hits, hit_scores in zip(queries, indices, scores):
         parts.append(f"<h3>{html.escape(query)}</h3><div>")
         for rank, (index, score) in enumerate(zip(hits, hit_scores), 1):
@@ -96,7 +107,8 @@ def write_html(path, queries, collection, indices, scores):
             parts.append(
                 f"<figure><img src='{_thumbnail_uri(collection.read(index))}'"
                 f" alt='{name}'><figcaption>{rank}. {score:.3f}<br>{name}"
-                "</figcaption></figure>")
+                "</figcaption></figure>"
+            )
         parts.append("</div>")
     io_utils.write_text_atomic(path, "\n".join(parts) + "\n")
 
@@ -107,27 +119,35 @@ def write_contact_sheet(path, queries, collection, indices, scores):
     enlarged, pixel for pixel), with its rank and score below it."""
     from PIL import Image
     from PIL import ImageDraw
+
     k = indices.shape[1]
     label, caption, pad = 22, 16, 6
     row = label + THUMBNAIL + caption + pad
-    sheet = Image.new("RGB", (pad + k * (THUMBNAIL + pad),
-                              pad + row * len(queries)), "white")
+    sheet = Image.new(
+        "RGB", (pad + k * (THUMBNAIL + pad), pad + row * len(queries)), "white"
+    )
     draw = ImageDraw.Draw(sheet)
-    for q, (query, hits, hit_scores) in enumerate(zip(queries, indices,
-                                                      scores)):
+    for q, (query, hits, hit_scores) in enumerate(
+        zip(queries, indices, scores)
+    ):
         top = pad + q * row
         draw.text((pad, top + 4), f'"{query}"', fill="black")
         for rank, (index, score) in enumerate(zip(hits, hit_scores)):
             image = Image.open(io.BytesIO(collection.read(index))).convert(
-                "RGB")
+                "RGB"
+            )
             scale = THUMBNAIL / max(image.size)
             image = image.resize(
                 [max(1, round(side * scale)) for side in image.size],
-                Image.NEAREST if scale > 1 else Image.LANCZOS)
+                Image.NEAREST if scale > 1 else Image.LANCZOS,
+            )
             left = pad + rank * (THUMBNAIL + pad)
             sheet.paste(image, (left, top + label))
-            draw.text((left, top + label + THUMBNAIL + 2),
-                      f"{rank + 1}. {score:.2f}", fill="black")
+            draw.text(
+                (left, top + label + THUMBNAIL + 2),
+                f"{rank + 1}. {score:.2f}",
+                fill="black",
+            )
     with io_utils.atomic_path(path) as tmp:
         sheet.save(tmp, format="PNG")
 
@@ -137,32 +157,41 @@ def search_images(args):
         raise errors.UserError(
             "--images is required for a text query: a folder "
             "of JPEG/PNG files or a split such as "
-            "shapes:test.")
+            "shapes:test."
+        )
     queries = list(args.query)
     if args.query_file:
         queries += _read_lines(args.query_file, "query file")
     if not queries:
         raise errors.UserError(
             "Give at least one --query (or --query_file), or "
-            "--caption-for IMAGE with --captions FILE.")
+            "--caption-for IMAGE with --captions FILE."
+        )
     if args.index == "approximate":
         nearest.require_faiss()  # before the towers load and images embed
-    image_dir, serve_bytes = _load_signature(args.export_dir,
-                                             saved_model.IMAGE_TOWER)
+    image_dir, serve_bytes = _load_signature(
+        args.export_dir, saved_model.IMAGE_TOWER
+    )
     _, serve_text = _load_signature(args.export_dir, saved_model.TEXT_TOWER)
     collection = image_index.open_collection(args.images, args.data_dir)
     index_dir = args.index_dir or image_index.default_index_dir(
-        args.export_dir, collection)
+        args.export_dir, collection
+    )
     embeddings, cached, collection = image_index.load_or_build(
-        collection, serve_bytes, image_dir, index_dir, args.on_bad_image)
-    print(f"{len(collection)} images from {collection.source} "
-          f"({'cached index' if cached else 'indexed'}: {index_dir})")
+        collection, serve_bytes, image_dir, index_dir, args.on_bad_image
+    )
+    print(
+        f"{len(collection)} images from {collection.source} "
+        f"({'cached index' if cached else 'indexed'}: {index_dir})"
+    )
     query_embeddings = _embed_texts(serve_text, queries)
     if args.index == "approximate":
         approximate = image_index.load_or_build_approximate(
-            embeddings, index_dir, rebuild=not cached)
-        indices, scores = approximate.top_k(query_embeddings, args.k,
-                                            args.nprobe)
+            embeddings, index_dir, rebuild=not cached
+        )
+        indices, scores = approximate.top_k(
+            query_embeddings, args.k, args.nprobe
+        )
     else:
         indices, scores = nearest.top_k(query_embeddings, embeddings, args.k)
     for query, hits, hit_scores in zip(queries, indices, scores):
@@ -179,24 +208,30 @@ def search_images(args):
 
 def caption_image(args):
     if not args.captions:
-        raise errors.UserError("--caption-for needs --captions FILE, the "
-                               "candidate captions, one a line.")
+        raise errors.UserError(
+            "--caption-for needs --captions FILE, the "
+            "candidate captions, one a line."
+        )
     captions = _read_lines(args.captions, "caption file")
     if not os.path.isfile(args.caption_for):
         raise errors.UserError(
-            f"The image {args.caption_for!r} does not exist.")
+            f"The image {args.caption_for!r} does not exist."
+        )
     with open(args.caption_for, "rb") as f:
         image_bytes = f.read()
     _, serve_bytes = _load_signature(args.export_dir, saved_model.IMAGE_TOWER)
     _, serve_text = _load_signature(args.export_dir, saved_model.TEXT_TOWER)
     try:
         image = hubness.served_image_scoring(
-            serve_bytes(image_bytes=tf.constant([image_bytes])))
+            serve_bytes(image_bytes=tf.constant([image_bytes]))
+        )
     except tf.errors.InvalidArgumentError as error:
         raise errors.UserError(
-            f"{args.caption_for!r} is not a JPEG or PNG image.") from error
-    indices, scores = nearest.top_k(image, _embed_texts(serve_text, captions),
-                                    args.k)
+            f"{args.caption_for!r} is not a JPEG or PNG image."
+        ) from error
+    indices, scores = nearest.top_k(
+        image, _embed_texts(serve_text, captions), args.k
+    )
     print(f"{args.caption_for} ({len(captions)} candidate captions)")
     for rank, (index, score) in enumerate(zip(indices[0], scores[0]), 1):
         print(f"  {rank:>2}. {score:6.3f}  {captions[index]}")
@@ -204,38 +239,67 @@ def caption_image(args):
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(
-        prog="python -m vse_tf.search", description=__doc__.split("\n")[0],
+        prog="python -m vse_tf.search",
+        description=__doc__.split("\n")[0],
         epilog="Examples:\n" + __doc__.split("\n\n")[1],
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--export_dir", required=True,
-                        help="folder holding image_tower/ and text_tower/")
-    parser.add_argument("--images", help="folder of JPEG/PNG images, or "
-                        "DATASET:SPLIT such as shapes:test")
-    parser.add_argument("--query", action="append", default=[],
-                        help="a caption to search for (repeatable)")
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--export_dir",
+        required=True,
+        help="folder holding image_tower/ and text_tower/",
+    )
+    parser.add_argument(
+        "--images",
+        help="folder of JPEG/PNG images, or DATASET:SPLIT such as shapes:test",
+    )
+    parser.add_argument(
+        "--query",
+        action="append",
+        default=[],
+        help="a caption to search for (repeatable)",
+    )
     parser.add_argument("--query_file", help="more queries, one a line")
     parser.add_argument("--k", type=int, default=5, help="hits per query")
     parser.add_argument("--html", help="write the hits as an HTML page here")
     parser.add_argument("--png", help="write the hits as one PNG image here")
-    parser.add_argument("--index_dir", help="where the image embeddings are "
-                        "cached (default EXPORT/search_index/...)")
-    parser.add_argument("--index", choices=("exact", "approximate"),
-                        default="exact", help="exact: every image scored, "
-                        "read from a memory-mapped file a chunk at a time "
-                        "(default); approximate: a faiss inverted file, "
-                        "for collections past a million (pip install "
-                        "faiss-cpu)")
-    parser.add_argument("--nprobe", type=int, default=nearest.NPROBE,
-                        help="lists an approximate query scans (more: "
-                        "higher recall, slower)")
+    parser.add_argument(
+        "--index_dir",
+        help="where the image embeddings are "
+        "cached (default EXPORT/search_index/...)",
+    )
+    parser.add_argument(
+        "--index",
+        choices=("exact", "approximate"),
+        default="exact",
+        help="exact: every image scored, "
+        "read from a memory-mapped file a chunk at a time "
+        "(default); approximate: a faiss inverted file, "
+        "for collections past a million (pip install "
+        "faiss-cpu)",
+    )
+    parser.add_argument(
+        "--nprobe",
+        type=int,
+        default=nearest.NPROBE,
+        help="lists an approximate query scans (more: higher recall, slower)",
+    )
     parser.add_argument("--data_dir", help="TFDS data dir, for a split")
-    parser.add_argument("--on_bad_image", choices=("skip", "error"),
-                        default="skip", help="an image that cannot be "
-                        "decoded is skipped, counted and named (default), "
-                        "or stops the search naming it")
-    parser.add_argument("--caption-for", "--caption_for", dest="caption_for",
-                        metavar="IMAGE", help="rank --captions for this "
-                        "image instead")
+    parser.add_argument(
+        "--on_bad_image",
+        choices=("skip", "error"),
+        default="skip",
+        help="an image that cannot be "
+        "decoded is skipped, counted and named (default), "
+        "or stops the search naming it",
+    )
+    parser.add_argument(
+        "--caption-for",
+        "--caption_for",
+        dest="caption_for",
+        metavar="IMAGE",
+        help="rank --captions for this image instead",
+    )
     parser.add_argument("--captions", help="candidate captions, one a line")
     args = parser.parse_args(argv)
     if args.k < 1:
@@ -248,8 +312,10 @@ def parse_args(argv):
 def main(argv=None):
     args = parse_args(argv)
     if not os.path.isdir(args.export_dir):
-        raise errors.UserError(f"No export dir {args.export_dir!r}: export a "
-                               "run first (`python -m vse_tf.export`).")
+        raise errors.UserError(
+            f"No export dir {args.export_dir!r}: export a "
+            "run first (`python -m vse_tf.export`)."
+        )
     if args.caption_for:
         caption_image(args)
     else:

@@ -38,8 +38,12 @@ def rest_request(model, values):
     TF Serving decodes back to a DT_STRING tensor.
     """
     name = INPUTS[model]
-    encoded = [{"b64": base64.b64encode(v).decode("ascii")}
-               if isinstance(v, bytes) else v for v in values]
+    encoded = [
+        {"b64": base64.b64encode(v).decode("ascii")}
+        if isinstance(v, bytes)
+        else v
+        for v in values
+    ]
     body = {"signature_name": SIGNATURE, "inputs": {name: encoded}}
     return f"/v1/models/{model}:predict", json.dumps(body)
 
@@ -61,15 +65,16 @@ def grpc_request(model, values):
     request = predict_pb2.PredictRequest()
     request.model_spec.name = model
     request.model_spec.signature_name = SIGNATURE
-    strings = [v if isinstance(v, bytes) else v.encode("utf-8")
-               for v in values]
+    strings = [v if isinstance(v, bytes) else v.encode("utf-8") for v in values]
     request.inputs[INPUTS[model]].CopyFrom(
-        tf.make_tensor_proto(strings, dtype=tf.string, shape=[len(strings)]))
+        tf.make_tensor_proto(strings, dtype=tf.string, shape=[len(strings)])
+    )
     return request
 
 
 def grpc_embeddings(response):
     import tensorflow as tf
+
     return tf.make_ndarray(response.outputs[OUTPUT]).astype(np.float32)
 
 
@@ -78,15 +83,18 @@ def predict(server, model, values, protocol="rest", timeout=30.0):
     if protocol == "rest":
         path, body = rest_request(model, values)
         request = urllib.request.Request(
-            f"http://{server}{path}", data=body.encode("utf-8"),
-            headers={"Content-Type": "application/json"})
+            f"http://{server}{path}",
+            data=body.encode("utf-8"),
+            headers={"Content-Type": "application/json"},
+        )
         try:
             with urllib.request.urlopen(request, timeout=timeout) as response:
                 return rest_embeddings(response.read())
         except urllib.error.HTTPError as error:
             detail = error.read().decode("utf-8", "replace")
-            raise errors.UserError(f"{server} answered {error.code}: "
-                                   f"{detail}") from error
+            raise errors.UserError(
+                f"{server} answered {error.code}: {detail}"
+            ) from error
         except urllib.error.URLError as error:
             raise errors.UserError(
                 f"No TF Serving REST API at {server} ({error.reason}). Start "
@@ -96,18 +104,21 @@ def predict(server, model, values, protocol="rest", timeout=30.0):
         import grpc
         from tensorflow_serving.apis import prediction_service_pb2_grpc
     except ImportError as error:
-        raise errors.UserError("gRPC needs tensorflow-serving-api: pip install "
-                               "'vse_tf[serving]'.") from error
+        raise errors.UserError(
+            "gRPC needs tensorflow-serving-api: pip install 'vse_tf[serving]'."
+        ) from error
     with grpc.insecure_channel(server) as channel:
         stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
         try:
-            return grpc_embeddings(stub.Predict(grpc_request(model, values),
-                                                timeout=timeout))
+            return grpc_embeddings(
+                stub.Predict(grpc_request(model, values), timeout=timeout)
+            )
         except grpc.RpcError as error:
             raise errors.UserError(
                 f"gRPC call to {server} failed: {error.code().name} "
                 f"{error.details()}. Is TF Serving listening there (gRPC is "
-                "port 8500 in export/README.md)?") from error
+                "port 8500 in export/README.md)?"
+            ) from error
 
 
 def parse_args(argv):
@@ -115,17 +126,27 @@ def parse_args(argv):
         prog="python -m vse_tf.serving_client",
         description=__doc__.split("\n")[0],
         epilog="Examples:\n" + __doc__.split("\n\n")[1],
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--server", default="localhost:8501",
-                        help="host:port of TF Serving (REST 8501, gRPC 8500 "
-                        "in export/README.md)")
-    parser.add_argument("--protocol", choices=("rest", "grpc"),
-                        default="rest")
-    parser.add_argument("--text", action="append", default=[],
-                        help="a caption for the text tower (repeatable)")
-    parser.add_argument("--image", action="append", default=[],
-                        help="a JPEG/PNG file for the image tower "
-                        "(repeatable)")
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--server",
+        default="localhost:8501",
+        help="host:port of TF Serving (REST 8501, gRPC 8500 "
+        "in export/README.md)",
+    )
+    parser.add_argument("--protocol", choices=("rest", "grpc"), default="rest")
+    parser.add_argument(
+        "--text",
+        action="append",
+        default=[],
+        help="a caption for the text tower (repeatable)",
+    )
+    parser.add_argument(
+        "--image",
+        action="append",
+        default=[],
+        help="a JPEG/PNG file for the image tower (repeatable)",
+    )
     parser.add_argument("--timeout", type=float, default=30.0)
     args = parser.parse_args(argv)
     if not args.text and not args.image:
@@ -141,17 +162,22 @@ def main(argv=None):
             with open(path, "rb") as f:
                 images.append(f.read())
         except OSError as error:
-            raise errors.UserError(f"Cannot read the image {path!r} "
-                                   f"({error.strerror}).") from error
-    for model, values, labels in (("text_tower", args.text, args.text),
-                                  ("image_tower", images, args.image)):
+            raise errors.UserError(
+                f"Cannot read the image {path!r} ({error.strerror})."
+            ) from error
+    for model, values, labels in (
+        ("text_tower", args.text, args.text),
+        ("image_tower", images, args.image),
+    ):
         if values:
-            embeddings = predict(args.server, model, values, args.protocol,
-                                 args.timeout)
+            embeddings = predict(
+                args.server, model, values, args.protocol, args.timeout
+            )
             for label, embedding in zip(labels, embeddings):
                 shown = np.array2string(embedding[:6], precision=4)
-                print(f"{model} {label!r}: {len(embedding)}-d "
-                      f"{shown[:-1]} ...]")
+                print(
+                    f"{model} {label!r}: {len(embedding)}-d {shown[:-1]} ...]"
+                )
 
 
 def run():

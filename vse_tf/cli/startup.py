@@ -23,6 +23,7 @@ def import_tensorflow_quietly():
         os.dup2(captured.fileno(), 2)
         try:
             import tensorflow as tf
+
             tf.config.list_physical_devices()  # the device probes
         except BaseException:
             os.dup2(saved, 2)
@@ -36,5 +37,8 @@ def import_tensorflow_quietly():
 
 def _verbose():
     import vse_tf
-    return (any(arg.startswith(("--verbosity", "-v")) for arg in sys.argv)
-            or vse_tf.USER_TF_CPP_MIN_LOG_LEVEL is not None)
+
+    return (
+        any(arg.startswith(("--verbosity", "-v")) for arg in sys.argv)
+        or vse_tf.USER_TF_CPP_MIN_LOG_LEVEL is not None
+    )

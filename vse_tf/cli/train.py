@@ -17,29 +17,38 @@ def main(argv):
     del argv
     common.load_gin(FLAGS.gin_file, FLAGS.gin_bindings)
     if not FLAGS.model_dir:
-        raise errors.UserError("--model_dir is required: the folder where the "
-                               "run writes checkpoints, logs and metrics.")
+        raise errors.UserError(
+            "--model_dir is required: the folder where the "
+            "run writes checkpoints, logs and metrics."
+        )
     from vse_tf.training import trainer
+
     trainer.train(FLAGS.model_dir, data_dir=FLAGS.data_dir)
 
 
 def what_a_rerun_does():
     """Where the stopped run is, and what the same command does next."""
     from vse_tf.training import run_dir
+
     run = run_dir.RunDir(FLAGS.model_dir or "")
     if not run.has_backup():
-        return ("No epoch was backed up yet: the same command trains "
-                "from the start.")
+        return (
+            "No epoch was backed up yet: the same command trains "
+            "from the start."
+        )
     done = run.backed_up_epochs()
     if not done:  # stopped between the weights and their metadata
-        return (f"The same command resumes from the backup in "
-                f"{run.backup}.")
+        return f"The same command resumes from the backup in {run.backup}."
     epochs = run.read_run_info().get("epochs")
     if done == epochs:
-        return (f"All {epochs} epochs are backed up in {run.backup}: the "
-                "same command scores and exports the best checkpoint.")
-    return (f"The backup in {run.backup} holds epoch {done}: the same "
-            f"command resumes from epoch {done + 1}.")
+        return (
+            f"All {epochs} epochs are backed up in {run.backup}: the "
+            "same command scores and exports the best checkpoint."
+        )
+    return (
+        f"The backup in {run.backup} holds epoch {done}: the same "
+        f"command resumes from epoch {done + 1}."
+    )
 
 
 def run():

@@ -36,19 +36,26 @@ SPLITS = {"train": ("train", "restval"), "val": ("val",), "test": ("test",)}
 def _splits(split, data_dir, captions_only):
     builder = tfds.builder(TFDS_NAME, data_dir=data_dir)
     # Captions alone: no image read or decoded.
-    decoders = tfds.decode.PartialDecoding(
-        {"captions": {"text": True}}) if captions_only else None
+    decoders = (
+        tfds.decode.PartialDecoding({"captions": {"text": True}})
+        if captions_only
+        else None
+    )
     try:
-        parts = [builder.as_dataset(split=part, shuffle_files=False,
-                                    decoders=decoders)
-                 for part in SPLITS[split]]
+        parts = [
+            builder.as_dataset(
+                split=part, shuffle_files=False, decoders=decoders
+            )
+            for part in SPLITS[split]
+        ]
     except (AssertionError, FileNotFoundError) as error:
         raise errors.DatasetError(
             f"MS-COCO ({TFDS_NAME}) is not prepared under "
             f"{builder.data_dir_root}. Prepare it once with `tfds build "
             f"{TFDS_NAME} --data_dir={builder.data_dir_root}` (it downloads "
             "the 2014 images from cocodataset.org, about 20 GB; see "
-            "docs/data.md) and pass the same --data_dir.") from error
+            "docs/data.md) and pass the same --data_dir."
+        ) from error
     examples = parts[0]
     for part in parts[1:]:
         examples = examples.concatenate(part)
@@ -56,8 +63,14 @@ def _splits(split, data_dir, captions_only):
 
 
 @gin.configurable
-def coco_captions(split, data_dir=None, image_size=256, captions_per_image=5,
-                  extra_captions=False, captions_only=False):
+def coco_captions(
+    split,
+    data_dir=None,
+    image_size=256,
+    captions_per_image=5,
+    extra_captions=False,
+    captions_only=False,
+):
     """Per-image examples of one Karpathy split of MS-COCO.
 
     Args:
@@ -87,8 +100,10 @@ def coco_captions(split, data_dir=None, image_size=256, captions_per_image=5,
         captions = captions_of(example)
         if not keep_all:
             captions = tf.ensure_shape(captions, [captions_per_image])
-        return {"image": tf.cast(tf.round(pixels), tf.uint8),
-                "captions": captions,
-                "image_id": example["image/id"]}
+        return {
+            "image": tf.cast(tf.round(pixels), tf.uint8),
+            "captions": captions,
+            "image_id": example["image/id"],
+        }
 
     return examples.map(to_example, num_parallel_calls=tf.data.AUTOTUNE)

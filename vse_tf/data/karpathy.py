@@ -32,20 +32,22 @@ import tensorflow as tf
 from vse_tf import errors
 from vse_tf.data import images
 
-DATASETS = {"flickr8k": "dataset_flickr8k.json",
-            "flickr30k": "dataset_flickr30k.json",
-            "coco": "dataset_coco.json"}
+DATASETS = {
+    "flickr8k": "dataset_flickr8k.json",
+    "flickr30k": "dataset_flickr30k.json",
+    "coco": "dataset_coco.json",
+}
 IMAGE_FOLDERS = ("images", "{name}-images")
 HOW_TO_GET = {
     "flickr8k": "Flickr8k (Hodosh et al., 2013) with Karpathy's "
-                "dataset_flickr8k.json",
+    "dataset_flickr8k.json",
     "flickr30k": "the Flickr30K images (request them at "
-                 "https://shannon.cs.illinois.edu/DenotationGraph/) and "
-                 "Karpathy's dataset_flickr30k.json "
-                 "(https://cs.stanford.edu/people/karpathy/deepimagesent/)",
+    "https://shannon.cs.illinois.edu/DenotationGraph/) and "
+    "Karpathy's dataset_flickr30k.json "
+    "(https://cs.stanford.edu/people/karpathy/deepimagesent/)",
     "coco": "the MS-COCO 2014 train and val images (https://cocodataset.org)"
-            " and Karpathy's dataset_coco.json "
-            "(https://cs.stanford.edu/people/karpathy/deepimagesent/)",
+    " and Karpathy's dataset_coco.json "
+    "(https://cs.stanford.edu/people/karpathy/deepimagesent/)",
 }
 # COCO's Karpathy "restval" images train too (113,287 in all).
 SPLITS = {"train": ("train", "restval"), "val": ("val",), "test": ("test",)}
@@ -56,8 +58,9 @@ _PNG_START, _PNG_END = b"\x89PNG\r\n\x1a\n", b"IEND\xaeB`\x82"
 
 
 def dataset_dir(name, data_dir):
-    return os.path.join(os.path.expanduser(data_dir or "~/tensorflow_datasets"),
-                        name)
+    return os.path.join(
+        os.path.expanduser(data_dir or "~/tensorflow_datasets"), name
+    )
 
 
 def read_split_file(name, data_dir, folder=None):
@@ -72,7 +75,8 @@ def read_split_file(name, data_dir, folder=None):
             f"{name} is not under --data_dir: {path} does not exist. Put "
             f"{HOW_TO_GET[name]} there, with the images in "
             f"{os.path.join(folder, IMAGE_FOLDERS[0])}/ (see "
-            "docs/data.md), and pass the parent folder as --data_dir.")
+            "docs/data.md), and pass the parent folder as --data_dir."
+        )
     stat = os.stat(path)
     return _parse_split_file(path, stat.st_mtime_ns, stat.st_size)
 
@@ -96,14 +100,16 @@ def _parse_split_file(path, mtime_ns, size):
 
 def image_folder(name, data_dir, folder=None):
     folder = folder or dataset_dir(name, data_dir)
-    candidates = [os.path.join(folder, f.format(name=name))
-                  for f in IMAGE_FOLDERS]
+    candidates = [
+        os.path.join(folder, f.format(name=name)) for f in IMAGE_FOLDERS
+    ]
     for candidate in candidates:
         if os.path.isdir(candidate):
             return candidate
     raise errors.DatasetError(
         f"No image folder for {name}: expected one of "
-        f"{', '.join(candidates)}, holding {HOW_TO_GET[name]}.")
+        f"{', '.join(candidates)}, holding {HOW_TO_GET[name]}."
+    )
 
 
 def looks_complete(path):
@@ -128,16 +134,26 @@ def looks_complete(path):
 
 def split_entries(name, split, data_dir, folder=None):
     """The split file's entries of one split ("train": train + restval)."""
-    entries = [e for e in read_split_file(name, data_dir, folder)
-               if e.get("split") in SPLITS[split]]
+    entries = [
+        e
+        for e in read_split_file(name, data_dir, folder)
+        if e.get("split") in SPLITS[split]
+    ]
     if not entries:
         raise errors.DatasetError(
-            f"The {name} split file has no {split!r} images.")
+            f"The {name} split file has no {split!r} images."
+        )
     return entries
 
 
-def checked_split(name, split, data_dir, captions_per_image=5,
-                  on_bad_image="skip", folder=None):
+def checked_split(
+    name,
+    split,
+    data_dir,
+    captions_per_image=5,
+    on_bad_image="skip",
+    folder=None,
+):
     """(image paths, their captions, their ids) of a split, every listed
     image present, files that are not whole images skipped or an error."""
     entries = split_entries(name, split, data_dir, folder)
@@ -150,14 +166,17 @@ def checked_split(name, split, data_dir, captions_per_image=5,
                 f"{entry['filename']} has {len(sentences)} captions in the "
                 f"{name} split file, the protocol needs "
                 f"{captions_per_image}: the file does not match its images. "
-                f"Use the original {DATASETS[name]}.")
-        path = os.path.join(folder, entry.get("filepath", ""),
-                            entry["filename"])
+                f"Use the original {DATASETS[name]}."
+            )
+        path = os.path.join(
+            folder, entry.get("filepath", ""), entry["filename"]
+        )
         if not os.path.exists(path):
             raise errors.DatasetError(
                 f"Missing image {path}, listed in {DATASETS[name]}. The image "
                 f"folder must hold every image of the split file; get "
-                f"{HOW_TO_GET[name]}.")
+                f"{HOW_TO_GET[name]}."
+            )
         if not looks_complete(path):
             bad.append(path)
             continue
@@ -173,16 +192,25 @@ def checked_split(name, split, data_dir, captions_per_image=5,
                 f"whole val and test splits; replace the file(s) with the "
                 f"originals ({HOW_TO_GET[name]}), or set "
                 "load_examples.on_bad_image = 'skip' to score without "
-                "them.")
-        print(f"{name} {split}: skipped {len(bad)} of {len(entries)} images "
-              f"that are not whole JPEG or PNG files ({listed}).")
+                "them."
+            )
+        print(
+            f"{name} {split}: skipped {len(bad)} of {len(entries)} images "
+            f"that are not whole JPEG or PNG files ({listed})."
+        )
     return paths, captions, ids
 
 
 @gin.configurable
-def load_examples(name, split, data_dir=None, image_size=256,
-                  captions_per_image=5, on_bad_image=None,
-                  captions_only=False):
+def load_examples(
+    name,
+    split,
+    data_dir=None,
+    image_size=256,
+    captions_per_image=5,
+    on_bad_image=None,
+    captions_only=False,
+):
     """Per-image examples of one split of a Karpathy-format dataset.
 
     Args:
@@ -201,26 +229,39 @@ def load_examples(name, split, data_dir=None, image_size=256,
         strings read from the split file: a vocabulary needs no image
         decoded.
     """
-    errors.check_choice("load_examples.on_bad_image", on_bad_image,
-                        (None, *BAD_IMAGE_POLICIES))
+    errors.check_choice(
+        "load_examples.on_bad_image", on_bad_image, (None, *BAD_IMAGE_POLICIES)
+    )
     if on_bad_image is None:
         on_bad_image = "skip" if split == "train" else "error"
     if captions_only:
         return tf.data.Dataset.from_tensor_slices(
-            [s["raw"] for entry in split_entries(name, split, data_dir)
-             for s in entry.get("sentences", [])[:captions_per_image]])
-    paths, captions, ids = checked_split(name, split, data_dir,
-                                         captions_per_image, on_bad_image)
+            [
+                s["raw"]
+                for entry in split_entries(name, split, data_dir)
+                for s in entry.get("sentences", [])[:captions_per_image]
+            ]
+        )
+    paths, captions, ids = checked_split(
+        name, split, data_dir, captions_per_image, on_bad_image
+    )
 
     def decode(path, caption_list, image_id):
-        pixels = images.decode_and_resize(tf.io.read_file(path), image_size,
-                                          name=path)
+        pixels = images.decode_and_resize(
+            tf.io.read_file(path), image_size, name=path
+        )
         # uint8 like every other source: a cache of decoded images takes a
         # quarter of the memory of float32.
-        return {"image": tf.cast(tf.round(pixels), tf.uint8),
-                "captions": caption_list, "image_id": image_id}
+        return {
+            "image": tf.cast(tf.round(pixels), tf.uint8),
+            "captions": caption_list,
+            "image_id": image_id,
+        }
 
     return tf.data.Dataset.from_tensor_slices(
-        (paths, np.array(captions, dtype=object).astype(str),
-         np.array(ids, np.int64))).map(
-             decode, num_parallel_calls=tf.data.AUTOTUNE)
+        (
+            paths,
+            np.array(captions, dtype=object).astype(str),
+            np.array(ids, np.int64),
+        )
+    ).map(decode, num_parallel_calls=tf.data.AUTOTUNE)

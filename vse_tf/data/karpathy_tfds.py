@@ -39,24 +39,31 @@ class KarpathyCaptions(tfds.core.GeneratorBasedBuilder):
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {"1.0.0": "First release."}
     BUILDER_CONFIGS = [
-        KarpathyConfig(name=name, dataset=name,
-                       description=f"{name}, from {karpathy.DATASETS[name]}")
+        KarpathyConfig(
+            name=name,
+            dataset=name,
+            description=f"{name}, from {karpathy.DATASETS[name]}",
+        )
         for name in ("flickr30k", "flickr8k", "coco")
     ]
     MANUAL_DOWNLOAD_INSTRUCTIONS = (
         "Put Karpathy's split file and the images in the manual folder, e.g. "
         "for Flickr30K: dataset_flickr30k.json and flickr30k-images/ "
-        "(vse_tf passes DATA_DIR/<dataset>/ as the manual folder).")
+        "(vse_tf passes DATA_DIR/<dataset>/ as the manual folder)."
+    )
 
     def _info(self):
         return self.dataset_info_from_configs(
             description=__doc__,
-            features=tfds.features.FeaturesDict({
-                "image": tfds.features.Image(shape=(None, None, 3)),
-                "captions": tfds.features.Sequence(tfds.features.Text(),
-                                                   length=5),
-                "image_id": np.int64,
-            }),
+            features=tfds.features.FeaturesDict(
+                {
+                    "image": tfds.features.Image(shape=(None, None, 3)),
+                    "captions": tfds.features.Sequence(
+                        tfds.features.Text(), length=5
+                    ),
+                    "image_id": np.int64,
+                }
+            ),
             supervised_keys=None,
             # The split file's order: COCO 1K cuts the test split into
             # folds in that order.
@@ -65,21 +72,27 @@ class KarpathyCaptions(tfds.core.GeneratorBasedBuilder):
 
     def _split_generators(self, dl_manager):
         manual_dir = str(dl_manager.manual_dir)
-        return {split: self._generate_examples(split, manual_dir)
-                for split in karpathy.SPLITS}
+        return {
+            split: self._generate_examples(split, manual_dir)
+            for split in karpathy.SPLITS
+        }
 
     def _generate_examples(self, split, folder):
         name = self.builder_config.dataset
-        paths, captions, ids = karpathy.checked_split(name, split, None,
-                                                      folder=folder)
+        paths, captions, ids = karpathy.checked_split(
+            name, split, None, folder=folder
+        )
         for path, texts, image_id in zip(paths, captions, ids):
-            yield int(image_id), {"image": path, "captions": texts,
-                                  "image_id": image_id}
+            yield (
+                int(image_id),
+                {"image": path, "captions": texts, "image_id": image_id},
+            )
 
 
 @gin.configurable
-def karpathy_captions(name, split, data_dir=None, image_size=256,
-                      captions_only=False):
+def karpathy_captions(
+    name, split, data_dir=None, image_size=256, captions_only=False
+):
     """Per-image examples of one split, prepared on first use.
 
     Args:
@@ -99,19 +112,26 @@ def karpathy_captions(name, split, data_dir=None, image_size=256,
         karpathy.image_folder(name, data_dir)
         print(f"Preparing {NAME}/{name} from {manual_dir} (once).")
         builder.download_and_prepare(
-            download_config=tfds.download.DownloadConfig(
-                manual_dir=manual_dir))
+            download_config=tfds.download.DownloadConfig(manual_dir=manual_dir)
+        )
     if captions_only:
-        return builder.as_dataset(
-            split=split, decoders=tfds.decode.PartialDecoding(
-                {"captions": True})).map(
-                    lambda example: example["captions"]).unbatch()
+        return (
+            builder.as_dataset(
+                split=split,
+                decoders=tfds.decode.PartialDecoding({"captions": True}),
+            )
+            .map(lambda example: example["captions"])
+            .unbatch()
+        )
 
     def to_example(example):
         pixels = images.resize_and_crop(example["image"], image_size)
-        return {"image": tf.cast(tf.round(pixels), tf.uint8),
-                "captions": example["captions"],
-                "image_id": example["image_id"]}
+        return {
+            "image": tf.cast(tf.round(pixels), tf.uint8),
+            "captions": example["captions"],
+            "image_id": example["image_id"],
+        }
 
     return builder.as_dataset(split=split, shuffle_files=False).map(
-        to_example, num_parallel_calls=tf.data.AUTOTUNE)
+        to_example, num_parallel_calls=tf.data.AUTOTUNE
+    )

@@ -7,7 +7,6 @@ across images; evaluation keeps the image order with captions in order, so
 caption j belongs to image j // C.
 """
 
-
 import numpy as np
 import tensorflow as tf
 
@@ -47,8 +46,7 @@ def load_captions(dataset, split, data_dir=None):
 
 
 def _load(dataset, split, data_dir, captions_only):
-    return sources.find(dataset).load(dataset, split, data_dir,
-                                      captions_only)
+    return sources.find(dataset).load(dataset, split, data_dir, captions_only)
 
 
 def _pixels(image):
@@ -60,8 +58,10 @@ def example_bytes(examples):
     total = 0
     for spec in tf.nest.flatten(examples.element_spec):
         size = _STRING_BYTES if spec.dtype == tf.string else spec.dtype.size
-        total += int(np.prod([_UNKNOWN_DIM if d is None else d
-                              for d in spec.shape])) * size
+        total += (
+            int(np.prod([_UNKNOWN_DIM if d is None else d for d in spec.shape]))
+            * size
+        )
     return total
 
 
@@ -71,9 +71,17 @@ def fits_in_memory(examples, budget=CACHE_BUDGET_BYTES):
     return count < 0 or example_bytes(examples) * count <= budget
 
 
-def training_pairs(examples, batch_size, image_shuffle_buffer=20_000,
-                   pair_shuffle_buffer=8192, seed=None, cache=None,
-                   steps_per_epoch=None, first_epoch=0, epochs=None):
+def training_pairs(
+    examples,
+    batch_size,
+    image_shuffle_buffer=20_000,
+    pair_shuffle_buffer=8192,
+    seed=None,
+    cache=None,
+    steps_per_epoch=None,
+    first_epoch=0,
+    epochs=None,
+):
     """Shuffled batches of (inputs, image_id), one pair per caption, epoch
     `first_epoch` to `epochs` - 1.
 
@@ -93,16 +101,24 @@ def training_pairs(examples, batch_size, image_shuffle_buffer=20_000,
     if cache:
         examples = examples.cache()
     else:
-        image_shuffle_buffer = max(1, min(
-            image_shuffle_buffer,
-            SHUFFLE_BUDGET_BYTES // example_bytes(examples)))
+        image_shuffle_buffer = max(
+            1,
+            min(
+                image_shuffle_buffer,
+                SHUFFLE_BUDGET_BYTES // example_bytes(examples),
+            ),
+        )
 
     def to_pairs(example):
         captions = example["captions"]
         count = tf.shape(captions)[0]
-        return tf.data.Dataset.from_tensor_slices((
-            tf.repeat(example["image"][None], count, axis=0), captions,
-            tf.repeat(example["image_id"], count)))
+        return tf.data.Dataset.from_tensor_slices(
+            (
+                tf.repeat(example["image"][None], count, axis=0),
+                captions,
+                tf.repeat(example["image_id"], count),
+            )
+        )
 
     def epoch_batches(epoch):
         # Python integers: deterministic ops refuse a seed that is a tensor.
@@ -120,20 +136,28 @@ def training_pairs(examples, batch_size, image_shuffle_buffer=20_000,
         batches = batches.concatenate(epoch_batches(epoch))
     batches = batches.map(
         lambda image, caption, image_id: (
-            {"image": _pixels(image), "caption": caption}, image_id),
-        num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+            {"image": _pixels(image), "caption": caption},
+            image_id,
+        ),
+        num_parallel_calls=tf.data.AUTOTUNE,
+    ).prefetch(tf.data.AUTOTUNE)
     # Across workers, split each global batch rather than the source files:
     # worker k takes the k-th slice of every batch one process would make,
     # so a multi-worker run trains on the very batches of a single one.
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = (
-        tf.data.experimental.AutoShardPolicy.DATA)
+        tf.data.experimental.AutoShardPolicy.DATA
+    )
     return batches.with_options(options)
 
 
 def evaluation_batches(examples, batch_size=250):
     """Batches of (pixels [b, H, W, 3], captions [b, C]) in dataset order."""
-    return examples.map(
-        lambda example: (_pixels(example["image"]), example["captions"]),
-        num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size).prefetch(
-            tf.data.AUTOTUNE)
+    return (
+        examples.map(
+            lambda example: (_pixels(example["image"]), example["captions"]),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
+        .batch(batch_size)
+        .prefetch(tf.data.AUTOTUNE)
+    )

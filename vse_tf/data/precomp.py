@@ -37,7 +37,8 @@ FILE_SPLITS = {
 HOW_TO_GET = (
     "the precomputed features of SCAN (Lee et al., 2018; "
     "https://github.com/kuanghuei/SCAN, data/{name}) or VSE++ "
-    "(https://github.com/fartashf/vsepp, 'data.tar')")
+    "(https://github.com/fartashf/vsepp, 'data.tar')"
+)
 # Image ids stay unique across splits and below 2**24, where float32 (the
 # dtype Keras gives a loss target) is exact.
 _ID_OFFSET = {"train": 0, "val": 1_000_000, "test": 2_000_000}
@@ -48,19 +49,24 @@ def split_files(name, split, data_dir, features=True):
     """(features path, captions path) of a split, or a DatasetError naming
     those missing (the features only if `features`)."""
     folder = os.path.join(
-        os.path.expanduser(data_dir or "~/tensorflow_datasets"), name)
+        os.path.expanduser(data_dir or "~/tensorflow_datasets"), name
+    )
     stem = FILE_SPLITS[name][split]
-    paths = (os.path.join(folder, f"{stem}_ims.npy"),
-             os.path.join(folder, f"{stem}_caps.txt"))
-    missing = [p for p in paths[0 if features else 1:]
-               if not os.path.exists(p)]
+    paths = (
+        os.path.join(folder, f"{stem}_ims.npy"),
+        os.path.join(folder, f"{stem}_caps.txt"),
+    )
+    missing = [
+        p for p in paths[0 if features else 1 :] if not os.path.exists(p)
+    ]
     if missing:
         raise errors.DatasetError(
             f"{name} is not under --data_dir: {', '.join(missing)} "
             f"{'does' if len(missing) == 1 else 'do'} not exist. Put "
             f"{HOW_TO_GET.format(name=name)} in {folder}/ ({stem}_ims.npy "
             f"and {stem}_caps.txt for the {split!r} split; see "
-            "docs/data.md) and pass the parent folder as --data_dir.")
+            "docs/data.md) and pass the parent folder as --data_dir."
+        )
     return paths
 
 
@@ -71,13 +77,16 @@ def open_features(path):
     except (ValueError, OSError) as error:
         raise errors.DatasetError(
             f"{path} is not a NumPy .npy array ({error}); expected N x 36 x "
-            "2048 region or N x 2048 global features.") from error
-    if features.ndim not in (2, 3) or not np.issubdtype(features.dtype,
-                                                        np.floating):
+            "2048 region or N x 2048 global features."
+        ) from error
+    if features.ndim not in (2, 3) or not np.issubdtype(
+        features.dtype, np.floating
+    ):
         raise errors.DatasetError(
             f"{path} holds a {features.dtype} array of shape "
             f"{features.shape}; expected floats, N x regions x dim or N x "
-            "dim.")
+            "dim."
+        )
     return features
 
 
@@ -86,8 +95,9 @@ def read_captions(path):
         return [line.strip() for line in f if line.strip()]
 
 
-def load_examples(name, split, data_dir=None, captions_per_image=5,
-                  captions_only=False):
+def load_examples(
+    name, split, data_dir=None, captions_per_image=5, captions_only=False
+):
     """Per-image examples of one split of a precomputed-feature dataset.
 
     Args:
@@ -100,7 +110,8 @@ def load_examples(name, split, data_dir=None, captions_per_image=5,
         strings: a vocabulary needs no features read.
     """
     features_path, captions_path = split_files(
-        name, split, data_dir, features=not captions_only)
+        name, split, data_dir, features=not captions_only
+    )
     captions = read_captions(captions_path)
     if captions_only:
         return tf.data.Dataset.from_tensor_slices(captions)
@@ -111,7 +122,8 @@ def load_examples(name, split, data_dir=None, captions_per_image=5,
             f"{captions_path} has {len(captions)} captions, not a multiple "
             f"of {captions_per_image} (captions per image): the file is "
             "incomplete. Get it again with its features "
-            f"({HOW_TO_GET.format(name=name)}).")
+            f"({HOW_TO_GET.format(name=name)})."
+        )
     num_images = len(captions) // captions_per_image
     if rows == num_images:
         stride = 1
@@ -122,7 +134,8 @@ def load_examples(name, split, data_dir=None, captions_per_image=5,
             f"{features_path} has {rows} rows but {captions_path} has "
             f"{len(captions)} captions; expected {num_images} rows (one per "
             f"image, {captions_per_image} captions each) or {len(captions)} "
-            "(one per caption). The two files are not from one release.")
+            "(one per caption). The two files are not from one release."
+        )
     feature_shape = features.shape[1:]
 
     def read_rows(indices):
@@ -133,22 +146,31 @@ def load_examples(name, split, data_dir=None, captions_per_image=5,
         rows[order] = features[indices[order] * stride]
         return rows
 
-    table = tf.constant(np.array(captions, dtype=object).astype(str).reshape(
-        num_images, captions_per_image))
+    table = tf.constant(
+        np.array(captions, dtype=object)
+        .astype(str)
+        .reshape(num_images, captions_per_image)
+    )
 
     def read(indices):
-        rows = tf.numpy_function(read_rows, [indices], tf.float32,
-                                 stateful=False)
+        rows = tf.numpy_function(
+            read_rows, [indices], tf.float32, stateful=False
+        )
         rows.set_shape([None, *feature_shape])
-        return {"image": rows, "captions": tf.gather(table, indices),
-                "image_id": indices + _ID_OFFSET[split]}
+        return {
+            "image": rows,
+            "captions": tf.gather(table, indices),
+            "image_id": indices + _ID_OFFSET[split],
+        }
 
     indices = tf.data.Dataset.range(num_images)
     if split == "train":
         # A fresh order on each pass, drawn from indices: the rows never
         # need a shuffle buffer.
         indices = indices.shuffle(num_images, reshuffle_each_iteration=True)
-    examples = indices.batch(_READ_BATCH).map(
-        read, num_parallel_calls=tf.data.AUTOTUNE).unbatch()
+    examples = (
+        indices.batch(_READ_BATCH)
+        .map(read, num_parallel_calls=tf.data.AUTOTUNE)
+        .unbatch()
+    )
     return examples.apply(tf.data.experimental.assert_cardinality(num_images))
-

@@ -54,12 +54,19 @@ def sample_scene(rng, image_size=64, max_objects=4):
         radius = image_size * (0.08 if size == "small" else 0.15)
         radius *= rng.uniform(0.9, 1.1)
         x, y = rng.uniform(radius + 1, image_size - radius - 1, size=2)
-        if all(np.hypot(x - o.x, y - o.y) > radius + o.radius + 2
-               for o in objects):
-            objects.append(SceneObject(
-                colour=list(COLOURS)[rng.integers(len(COLOURS))],
-                shape=SHAPES[rng.integers(len(SHAPES))], size=size,
-                x=float(x), y=float(y), radius=float(radius)))
+        if all(
+            np.hypot(x - o.x, y - o.y) > radius + o.radius + 2 for o in objects
+        ):
+            objects.append(
+                SceneObject(
+                    colour=list(COLOURS)[rng.integers(len(COLOURS))],
+                    shape=SHAPES[rng.integers(len(SHAPES))],
+                    size=size,
+                    x=float(x),
+                    y=float(y),
+                    radius=float(radius),
+                )
+            )
     return objects
 
 
@@ -77,7 +84,8 @@ def _shape_mask(obj, xs, ys):
     if obj.shape == "cross":
         bar = 0.35 * r
         return ((np.abs(dx) <= bar) & (np.abs(dy) <= r)) | (
-            (np.abs(dy) <= bar) & (np.abs(dx) <= r))
+            (np.abs(dy) <= bar) & (np.abs(dx) <= r)
+        )
     raise ValueError(f"Unknown shape {obj.shape!r}.")
 
 
@@ -86,7 +94,8 @@ def render_scene(objects, rng, image_size=64):
     ys, xs = np.mgrid[0:image_size, 0:image_size].astype(np.float32) + 0.5
     background = rng.integers(10, 50, size=3)
     image = np.broadcast_to(background, (image_size, image_size, 3)).astype(
-        np.float32)
+        np.float32
+    )
     image = image + rng.normal(0, 4, size=image.shape)
     for obj in objects:
         colour = np.asarray(COLOURS[obj.colour]) + rng.integers(-15, 16, 3)
@@ -143,15 +152,24 @@ def _place(obj, image_size):
 
 def _caption_every_object(objects, rng, image_size):
     del image_size
-    intro = _pick(rng, ("", "a picture of ", "an image with ", "there is ",
-                        f"{_count_phrase(len(objects), rng)}: "))
+    intro = _pick(
+        rng,
+        (
+            "",
+            "a picture of ",
+            "an image with ",
+            "there is ",
+            f"{_count_phrase(len(objects), rng)}: ",
+        ),
+    )
     return intro + _join([_noun_phrase(o, rng) for o in objects])
 
 
 def _caption_relation(objects, rng, image_size):
     if len(objects) == 1:
-        return (f"{_noun_phrase(objects[0], rng)} "
-                f"{_place(objects[0], image_size)}")
+        return (
+            f"{_noun_phrase(objects[0], rng)} {_place(objects[0], image_size)}"
+        )
     i, j = rng.choice(len(objects), size=2, replace=False)
     a, b = objects[i], objects[j]
     verb = _pick(rng, (" ", " is ", " sits "))
@@ -173,8 +191,9 @@ def _caption_colours(objects, rng, image_size):
     del image_size
     # Sorted before the shuffle: a set's order follows str hashes, which
     # differ from process to process (PYTHONHASHSEED), and the data must not.
-    colours = sorted(sorted({o.colour for o in objects}),
-                     key=lambda _: rng.random())
+    colours = sorted(
+        sorted({o.colour for o in objects}), key=lambda _: rng.random()
+    )
     if rng.random() < 0.5:
         return _join([f"something {c}" for c in colours])
     noun = _pick(rng, _OBJECT_WORDS) if len(objects) > 1 else "shape"
@@ -191,8 +210,13 @@ def _caption_some_objects(objects, rng, image_size):
     return _pick(rng, ("just ", "only ")) + _join(phrases)
 
 
-CAPTION_STYLES = (_caption_every_object, _caption_relation, _caption_count,
-                  _caption_colours, _caption_some_objects)
+CAPTION_STYLES = (
+    _caption_every_object,
+    _caption_relation,
+    _caption_count,
+    _caption_colours,
+    _caption_some_objects,
+)
 
 
 def describe_scene(objects, rng, image_size=64):

@@ -38,47 +38,69 @@ class Shapes(tfds.core.GeneratorBasedBuilder):
     RELEASE_NOTES = {
         "1.0.0": "First release.",
         "1.1.0": "The colours caption no longer follows the process's str "
-                 "hash order: every generation gives the same captions.",
+        "hash order: every generation gives the same captions.",
     }
     BUILDER_CONFIGS = [
-        ShapesConfig(name="default",
-                     description="64x64 images; 10,000 / 1,000 / 1,000."),
-        ShapesConfig(name="tiny", image_size=32, num_train=256, num_val=40,
-                     num_test=40, description="32x32 images for tests."),
+        ShapesConfig(
+            name="default", description="64x64 images; 10,000 / 1,000 / 1,000."
+        ),
+        ShapesConfig(
+            name="tiny",
+            image_size=32,
+            num_train=256,
+            num_val=40,
+            num_test=40,
+            description="32x32 images for tests.",
+        ),
     ]
 
     def _info(self):
         size = self.builder_config.image_size
         return self.dataset_info_from_configs(
             description=__doc__,
-            features=tfds.features.FeaturesDict({
-                "image": tfds.features.Image(shape=(size, size, 3)),
-                "captions": tfds.features.Sequence(
-                    tfds.features.Text(), length=scenes.CAPTIONS_PER_IMAGE),
-                "image_id": np.int64,
-            }),
+            features=tfds.features.FeaturesDict(
+                {
+                    "image": tfds.features.Image(shape=(size, size, 3)),
+                    "captions": tfds.features.Sequence(
+                        tfds.features.Text(), length=scenes.CAPTIONS_PER_IMAGE
+                    ),
+                    "image_id": np.int64,
+                }
+            ),
             supervised_keys=None,
         )
 
     def _split_generators(self, dl_manager):
         del dl_manager  # nothing to download: the data is drawn here
         config = self.builder_config
-        sizes = {"train": config.num_train, "val": config.num_val,
-                 "test": config.num_test}
-        return {split: self._generate_examples(split, size)
-                for split, size in sizes.items()}
+        sizes = {
+            "train": config.num_train,
+            "val": config.num_val,
+            "test": config.num_test,
+        }
+        return {
+            split: self._generate_examples(split, size)
+            for split, size in sizes.items()
+        }
 
     def _generate_examples(self, split, size):
         config = self.builder_config
         split_index = SPLIT_INDEX[split]
         for index in range(size):
             image, captions, _ = scenes.make_example(
-                config.seed, split_index, index, config.image_size)
+                config.seed, split_index, index, config.image_size
+            )
             # Ids are unique across splits and stay below 2**24, where
             # float32 (the dtype Keras gives a loss target) is exact.
             image_id = split_index * 1_000_000 + index
-            yield image_id, {"image": _png(image), "captions": captions,
-                             "image_id": image_id}
+            yield (
+                image_id,
+                {
+                    "image": _png(image),
+                    "captions": captions,
+                    "image_id": image_id,
+                },
+            )
 
 
 def _png(image):

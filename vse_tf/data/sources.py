@@ -28,15 +28,21 @@ class Source:
       handles: dataset name -> whether this source loads it.
       load: (dataset, split, data_dir, captions_only) -> tf.data.Dataset.
     """
+
     name: str
     handles: Callable
     load: Callable
 
 
 # What `train.dataset` may name, for the suggestion on a near miss.
-NAMES = (*karpathy.DATASETS, *precomp.DATASETS, coco.NAME,
-         *(f"{karpathy_tfds.NAME}/{name}" for name in karpathy.DATASETS),
-         "shapes", "shapes/tiny")
+NAMES = (
+    *karpathy.DATASETS,
+    *precomp.DATASETS,
+    coco.NAME,
+    *(f"{karpathy_tfds.NAME}/{name}" for name in karpathy.DATASETS),
+    "shapes",
+    "shapes/tiny",
+)
 
 
 def _tfds(dataset, split, data_dir, captions_only):
@@ -52,26 +58,39 @@ def _tfds(dataset, split, data_dir, captions_only):
 
 
 SOURCES = [
-    Source("raw photos with Karpathy's split files",
-           lambda dataset: dataset in karpathy.DATASETS,
-           lambda dataset, split, data_dir, captions_only:
-           karpathy.load_examples(dataset, split, data_dir,
-                                  captions_only=captions_only)),
-    Source("precomputed features",
-           lambda dataset: dataset in precomp.DATASETS,
-           lambda dataset, split, data_dir, captions_only:
-           precomp.load_examples(dataset, split, data_dir,
-                                 captions_only=captions_only)),
-    Source("TFDS coco_captions",
-           lambda dataset: dataset == coco.NAME,
-           lambda dataset, split, data_dir, captions_only:
-           coco.coco_captions(split, data_dir, captions_only=captions_only)),
-    Source("TFDS records of Karpathy's split files",
-           lambda dataset: dataset.startswith(karpathy_tfds.NAME + "/"),
-           lambda dataset, split, data_dir, captions_only:
-           karpathy_tfds.karpathy_captions(
-               dataset.split("/")[1], split, data_dir,
-               captions_only=captions_only)),
+    Source(
+        "raw photos with Karpathy's split files",
+        lambda dataset: dataset in karpathy.DATASETS,
+        lambda dataset, split, data_dir, captions_only: karpathy.load_examples(
+            dataset, split, data_dir, captions_only=captions_only
+        ),
+    ),
+    Source(
+        "precomputed features",
+        lambda dataset: dataset in precomp.DATASETS,
+        lambda dataset, split, data_dir, captions_only: precomp.load_examples(
+            dataset, split, data_dir, captions_only=captions_only
+        ),
+    ),
+    Source(
+        "TFDS coco_captions",
+        lambda dataset: dataset == coco.NAME,
+        lambda dataset, split, data_dir, captions_only: coco.coco_captions(
+            split, data_dir, captions_only=captions_only
+        ),
+    ),
+    Source(
+        "TFDS records of Karpathy's split files",
+        lambda dataset: dataset.startswith(karpathy_tfds.NAME + "/"),
+        lambda dataset, split, data_dir, captions_only: (
+            karpathy_tfds.karpathy_captions(
+                dataset.split("/")[1],
+                split,
+                data_dir,
+                captions_only=captions_only,
+            )
+        ),
+    ),
     # Last: any other name is a TFDS dataset ("shapes", "shapes/tiny").
     Source("a TFDS dataset", lambda dataset: True, _tfds),
 ]
@@ -84,4 +103,3 @@ def register(source):
 
 def find(dataset):
     return next(source for source in SOURCES if source.handles(dataset))
-

@@ -22,15 +22,21 @@ def load(dataset, split, data_dir, captions_only):
             f"Dataset {dataset!r} is not prepared under "
             f"{builder.data_dir_root}. Prepare it with "
             f"`tfds build {dataset} --data_dir={builder.data_dir_root}` "
-            "(see docs/data.md) and pass the same --data_dir.")
+            "(see docs/data.md) and pass the same --data_dir."
+        )
     if split not in builder.info.splits:
         raise DatasetError(
             f"Dataset {dataset!r} has no split {split!r}; it has "
-            f"{sorted(builder.info.splits)}.")
+            f"{sorted(builder.info.splits)}."
+        )
     if captions_only:
-        return builder.as_dataset(
-            split=split, decoders={"image": tfds.decode.SkipDecoding()}).map(
-                lambda example: example["captions"]).unbatch()
+        return (
+            builder.as_dataset(
+                split=split, decoders={"image": tfds.decode.SkipDecoding()}
+            )
+            .map(lambda example: example["captions"])
+            .unbatch()
+        )
     return builder.as_dataset(split=split, shuffle_files=False)
 
 
@@ -46,12 +52,15 @@ def _builder(dataset, data_dir):
             raise
         name = dataset.split(":")[0]
         builder = tfds.builder_cls(name.split("/")[0])
-        versions = [str(builder.VERSION), *(
-            str(v) for v in builder.SUPPORTED_VERSIONS)]
+        versions = [
+            str(builder.VERSION),
+            *(str(v) for v in builder.SUPPORTED_VERSIONS),
+        ]
         raise DatasetError(
             f"train.dataset = {dataset!r} names a version that {name!r} "
             f"does not have; it has {', '.join(versions)}. Use "
-            f"'{name}:{versions[0]}', or {name!r} for the newest.") from error
+            f"'{name}:{versions[0]}', or {name!r} for the newest."
+        ) from error
 
 
 class NotFound(DatasetError):

@@ -14,12 +14,17 @@ _EMBED_FNS = weakref.WeakKeyDictionary()
 
 def _embed_fn(model):
     if model not in _EMBED_FNS:
+
         @tf.function(reduce_retracing=True)
         def embed(pixels, captions):
-            return (model.image_tower(pixels, training=False),
-                    model.text_tower(tf.reshape(
-                        captions, [-1, *captions.shape[2:]]),
-                        training=False))
+            return (
+                model.image_tower(pixels, training=False),
+                model.text_tower(
+                    tf.reshape(captions, [-1, *captions.shape[2:]]),
+                    training=False,
+                ),
+            )
+
         _EMBED_FNS[model] = embed
     return _EMBED_FNS[model]
 
@@ -37,16 +42,19 @@ def embed_examples(model, examples, batch_size=250):
     return np.concatenate(images), np.concatenate(texts), captions_per_image
 
 
-def evaluate_model(model, examples, folds=1, batch_size=250,
-                   correction=None):
+def evaluate_model(model, examples, folds=1, batch_size=250, correction=None):
     """Retrieval metrics of the split; with a fitted
     `hubness.HubnessCorrection`, those of its corrected scores, and the
     plain cosine ones under "cosine"."""
-    images, texts, captions_per_image = embed_examples(model, examples,
-                                                       batch_size)
-    metrics = evaluation.retrieval_metrics(images, texts, captions_per_image,
-                                           folds=folds)
+    images, texts, captions_per_image = embed_examples(
+        model, examples, batch_size
+    )
+    metrics = evaluation.retrieval_metrics(
+        images, texts, captions_per_image, folds=folds
+    )
     if correction is None:
         return metrics
-    return {**correction.metrics(images, texts, captions_per_image, folds),
-            "cosine": metrics}
+    return {
+        **correction.metrics(images, texts, captions_per_image, folds),
+        "cosine": metrics,
+    }

@@ -22,7 +22,6 @@ the exact rank counting of `vse_tf.evaluation` and search's one matrix
 product are used unchanged.
 """
 
-
 import gin
 import numpy as np
 import tensorflow as tf
@@ -43,12 +42,15 @@ class HubnessCorrection:
         2 * cos; gin/flickr8k.gin's 0.6 was picked on Flickr8k val).
     """
 
-    def __init__(self, neighbours=30, weight=0.5, image_bank=None,
-                 text_bank=None):
-        errors.check_number("HubnessCorrection.neighbours", neighbours,
-                            minimum=1, integer=True)
-        errors.check_number("HubnessCorrection.weight", weight, minimum=0,
-                            maximum=1)
+    def __init__(
+        self, neighbours=30, weight=0.5, image_bank=None, text_bank=None
+    ):
+        errors.check_number(
+            "HubnessCorrection.neighbours", neighbours, minimum=1, integer=True
+        )
+        errors.check_number(
+            "HubnessCorrection.weight", weight, minimum=0, maximum=1
+        )
         self.neighbours = int(neighbours)
         self.weight = float(weight)
         self.image_bank = image_bank
@@ -58,7 +60,8 @@ class HubnessCorrection:
         """Banks from `model`'s embeddings of the train split: each image,
         and the first caption of each image."""
         images, texts, captions_per_image = embedding.embed_examples(
-            model, train_examples)
+            model, train_examples
+        )
         self.check_bank_size(len(images))
         self.image_bank = images
         self.text_bank = texts[::captions_per_image]
@@ -71,7 +74,8 @@ class HubnessCorrection:
                 f"The train split has {train_images} images, fewer than the "
                 f"hubness correction's {self.neighbours} neighbours; lower "
                 "HubnessCorrection.neighbours (or set "
-                "train.hubness_correction = None).")
+                "train.hubness_correction = None)."
+            )
 
     def image_hubness(self, image_embeddings):
         """h_i [N] of image embeddings (against the caption bank)."""
@@ -83,40 +87,61 @@ class HubnessCorrection:
 
     def _hubness(self, embeddings, bank):
         # A chunk of rows at a time: a [chunk, bank] score matrix at most.
-        chunks = [hubness(embeddings[start:start + 1024], bank,
-                          self.neighbours, self.weight).numpy()
-                  for start in range(0, len(embeddings), 1024)]
+        chunks = [
+            hubness(
+                embeddings[start : start + 1024],
+                bank,
+                self.neighbours,
+                self.weight,
+            ).numpy()
+            for start in range(0, len(embeddings), 1024)
+        ]
         return np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
 
-    def metrics(self, image_embeddings, text_embeddings, captions_per_image=5,
-                folds=1):
+    def metrics(
+        self, image_embeddings, text_embeddings, captions_per_image=5, folds=1
+    ):
         """`evaluation.retrieval_metrics` of the corrected scores."""
         return evaluation.retrieval_metrics(
-            image_scoring(image_embeddings,
-                          self.image_hubness(image_embeddings)),
+            image_scoring(
+                image_embeddings, self.image_hubness(image_embeddings)
+            ),
             text_scoring(text_embeddings, self.text_hubness(text_embeddings)),
-            captions_per_image, folds=folds)
+            captions_per_image,
+            folds=folds,
+        )
 
     def save(self, path):
         with io_utils.atomic_path(path) as tmp:
             with open(tmp, "wb") as f:
-                np.savez(f, neighbours=self.neighbours, weight=self.weight,
-                         image_bank=self.image_bank,
-                         text_bank=self.text_bank)
+                np.savez(
+                    f,
+                    neighbours=self.neighbours,
+                    weight=self.weight,
+                    image_bank=self.image_bank,
+                    text_bank=self.text_bank,
+                )
 
     @classmethod
     def load(cls, path):
         with np.load(path) as stored:
-            return cls(int(stored["neighbours"]), float(stored["weight"]),
-                       stored["image_bank"], stored["text_bank"])
+            return cls(
+                int(stored["neighbours"]),
+                float(stored["weight"]),
+                stored["image_bank"],
+                stored["text_bank"],
+            )
 
 
 def hubness(embeddings, bank, neighbours, weight):
     """weight * mean of each embedding's `neighbours` highest cosines to
     `bank` rows: [N, D], [M, D] -> [N] (TensorFlow, also inside a serving
     signature)."""
-    scores = tf.matmul(tf.cast(embeddings, tf.float32),
-                       tf.cast(bank, tf.float32), transpose_b=True)
+    scores = tf.matmul(
+        tf.cast(embeddings, tf.float32),
+        tf.cast(bank, tf.float32),
+        transpose_b=True,
+    )
     top = tf.math.top_k(scores, k=neighbours, sorted=False).values
     return weight * tf.reduce_mean(top, axis=1)
 
@@ -125,15 +150,27 @@ def image_scoring(image_embeddings, image_hubness):
     """[e, -h_i, 1]: its dot product with `text_scoring`'s [t, 1, -h_t] is
     e . t - h_i - h_t."""
     images = np.asarray(image_embeddings, np.float32)
-    return np.concatenate([images, -np.reshape(image_hubness, (-1, 1)),
-                           np.ones((len(images), 1), np.float32)], axis=1)
+    return np.concatenate(
+        [
+            images,
+            -np.reshape(image_hubness, (-1, 1)),
+            np.ones((len(images), 1), np.float32),
+        ],
+        axis=1,
+    )
 
 
 def text_scoring(text_embeddings, text_hubness):
     """[t, 1, -h_t] (see `image_scoring`)."""
     texts = np.asarray(text_embeddings, np.float32)
-    return np.concatenate([texts, np.ones((len(texts), 1), np.float32),
-                           -np.reshape(text_hubness, (-1, 1))], axis=1)
+    return np.concatenate(
+        [
+            texts,
+            np.ones((len(texts), 1), np.float32),
+            -np.reshape(text_hubness, (-1, 1)),
+        ],
+        axis=1,
+    )
 
 
 def served_image_scoring(outputs):

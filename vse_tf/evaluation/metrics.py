@@ -36,16 +36,30 @@ import collections
 import numpy as np
 
 METRIC_NAMES = (
-    "i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "rsum",
-    "i2t_medr", "i2t_meanr", "t2i_medr", "t2i_meanr")
+    "i2t_r1",
+    "i2t_r5",
+    "i2t_r10",
+    "t2i_r1",
+    "t2i_r5",
+    "t2i_r10",
+    "rsum",
+    "i2t_medr",
+    "i2t_meanr",
+    "t2i_medr",
+    "t2i_meanr",
+)
 RECALL_AT = (1, 5, 10)
-TIE_TOLERANCE = 2.0 ** -20
+TIE_TOLERANCE = 2.0**-20
 
 Protocol = collections.namedtuple("Protocol", "split folds images summary")
 # The field's test protocols (Karpathy splits).
 PROTOCOLS = {
-    "coco1k": Protocol("test", 5, 5000, "MS-COCO 1K: the mean over five "
-                       "folds of 1,000 test images"),
+    "coco1k": Protocol(
+        "test",
+        5,
+        5000,
+        "MS-COCO 1K: the mean over five folds of 1,000 test images",
+    ),
     "coco5k": Protocol("test", 1, 5000, "MS-COCO 5K: all 5,000 test images"),
     "f30k": Protocol("test", 1, 1000, "Flickr30K: the 1,000 test images"),
 }
@@ -54,8 +68,9 @@ PROTOCOLS = {
 def check_protocol(name, num_images):
     """The protocol called `name`, if it applies to `num_images` images."""
     if name not in PROTOCOLS:
-        raise ValueError(f"Unknown protocol {name!r}; use one of "
-                         f"{', '.join(PROTOCOLS)}.")
+        raise ValueError(
+            f"Unknown protocol {name!r}; use one of {', '.join(PROTOCOLS)}."
+        )
     protocol = PROTOCOLS[name]
     if num_images != protocol.images:
         raise ValueError(
@@ -63,7 +78,8 @@ def check_protocol(name, num_images):
             f"{protocol.images} {protocol.split} images; this dataset's "
             f"{protocol.split} split has {num_images}. Score it with "
             "--split and --folds instead, or evaluate the dataset the "
-            "protocol is for.")
+            "protocol is for."
+        )
     return protocol
 
 
@@ -80,11 +96,13 @@ def check_finite(embeddings, what):
         raise NonFiniteEmbeddings(
             f"{bad} of {len(embeddings)} {what} embeddings are not finite "
             "(NaN or infinity), so they cannot be ranked. A model whose "
-            "training diverged produces them; score an earlier checkpoint.")
+            "training diverged produces them; score an earlier checkpoint."
+        )
 
 
-def retrieval_ranks(image_embeddings, text_embeddings, captions_per_image=5,
-                    chunk_size=512):
+def retrieval_ranks(
+    image_embeddings, text_embeddings, captions_per_image=5, chunk_size=512
+):
     """0-based ranks, ties against the truth: (i2t [N], t2i [cpi * N])."""
     images = np.ascontiguousarray(image_embeddings, dtype=np.float32)
     texts = np.ascontiguousarray(text_embeddings, dtype=np.float32)
@@ -93,16 +111,20 @@ def retrieval_ranks(image_embeddings, text_embeddings, captions_per_image=5,
         raise ValueError(
             f"Expected {captions_per_image} captions per image, i.e. "
             f"{captions_per_image * num_images} caption embeddings for "
-            f"{num_images} images; got {texts.shape[0]}.")
+            f"{num_images} images; got {texts.shape[0]}."
+        )
     check_finite(images, "image")
     check_finite(texts, "caption")
     if num_images == 0:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
     tolerance = TIE_TOLERANCE * np.sqrt(
-        np.einsum("id,id->i", images, images).max() *
-        np.einsum("jd,jd->j", texts, texts).max())
-    chunks = [(start, min(start + chunk_size, num_images))
-              for start in range(0, num_images, chunk_size)]
+        np.einsum("id,id->i", images, images).max()
+        * np.einsum("jd,jd->j", texts, texts).max()
+    )
+    chunks = [
+        (start, min(start + chunk_size, num_images))
+        for start in range(0, num_images, chunk_size)
+    ]
 
     def own_scores(scores, start, stop, first_image):
         """[stop - start, captions_per_image]: images start to stop - 1
@@ -110,14 +132,25 @@ def retrieval_ranks(image_embeddings, text_embeddings, captions_per_image=5,
         of the images from `first_image` on."""
         rows = np.arange(stop - start)
         return scores.reshape(stop - start, -1, captions_per_image)[
-            rows, rows + start - first_image]
+            rows, rows + start - first_image
+        ]
 
     # Each caption's score with its own image, and what a candidate must
     # reach to rank above it or tie it.
-    positive = np.concatenate([own_scores(
-        images[start:stop] @ texts[start * captions_per_image:
-                                   stop * captions_per_image].T,
-        start, stop, start) for start, stop in chunks])
+    positive = np.concatenate(
+        [
+            own_scores(
+                images[start:stop]
+                @ texts[
+                    start * captions_per_image : stop * captions_per_image
+                ].T,
+                start,
+                stop,
+                start,
+            )
+            for start, stop in chunks
+        ]
+    )
     t2i_bar = (positive - tolerance).reshape(-1)
     i2t_bar = positive.max(axis=1) - tolerance
     i2t = np.empty(num_images, dtype=np.int64)
@@ -128,12 +161,14 @@ def retrieval_ranks(image_embeddings, text_embeddings, captions_per_image=5,
         # Own captions are no competitors, nor is an image for its own
         # captions: count all, then take out what they added.
         bar = i2t_bar[start:stop, None]
-        i2t[start:stop] = (np.count_nonzero(scores >= bar, axis=1) -
-                           np.count_nonzero(own >= bar, axis=1))
+        i2t[start:stop] = np.count_nonzero(
+            scores >= bar, axis=1
+        ) - np.count_nonzero(own >= bar, axis=1)
         t2i += np.count_nonzero(scores >= t2i_bar, axis=0)
-        own_columns = slice(start * captions_per_image,
-                            stop * captions_per_image)
-        t2i[own_columns] -= (own.reshape(-1) >= t2i_bar[own_columns])
+        own_columns = slice(
+            start * captions_per_image, stop * captions_per_image
+        )
+        t2i[own_columns] -= own.reshape(-1) >= t2i_bar[own_columns]
     return i2t, t2i
 
 
@@ -145,13 +180,15 @@ def metrics_from_ranks(i2t_ranks, t2i_ranks):
             metrics[f"{direction}_r{k}"] = 100.0 * float(np.mean(ranks < k))
         metrics[f"{direction}_medr"] = float(np.floor(np.median(ranks))) + 1
         metrics[f"{direction}_meanr"] = float(np.mean(ranks)) + 1
-    metrics["rsum"] = sum(metrics[f"{d}_r{k}"] for d in ("i2t", "t2i")
-                          for k in RECALL_AT)
+    metrics["rsum"] = sum(
+        metrics[f"{d}_r{k}"] for d in ("i2t", "t2i") for k in RECALL_AT
+    )
     return {name: metrics[name] for name in METRIC_NAMES}
 
 
-def retrieval_metrics(image_embeddings, text_embeddings, captions_per_image=5,
-                      folds=1):
+def retrieval_metrics(
+    image_embeddings, text_embeddings, captions_per_image=5, folds=1
+):
     """Metrics of `METRIC_NAMES`; folds=5 on 5,000 images is COCO 1K.
 
     With folds > 1 the images (and their captions) are cut into equal
@@ -161,30 +198,41 @@ def retrieval_metrics(image_embeddings, text_embeddings, captions_per_image=5,
     num_images = len(image_embeddings)
     if folds < 1 or num_images % folds:
         raise ValueError(
-            f"Cannot cut {num_images} images into {folds} equal folds.")
+            f"Cannot cut {num_images} images into {folds} equal folds."
+        )
     fold_size = num_images // folds
     per_fold = []
     for fold in range(folds):
-        images = image_embeddings[fold * fold_size:(fold + 1) * fold_size]
-        texts = text_embeddings[fold * fold_size * captions_per_image:
-                                (fold + 1) * fold_size * captions_per_image]
-        per_fold.append(metrics_from_ranks(
-            *retrieval_ranks(images, texts, captions_per_image)))
-    return {name: float(np.mean([m[name] for m in per_fold]))
-            for name in METRIC_NAMES}
+        images = image_embeddings[fold * fold_size : (fold + 1) * fold_size]
+        texts = text_embeddings[
+            fold * fold_size * captions_per_image : (fold + 1)
+            * fold_size
+            * captions_per_image
+        ]
+        per_fold.append(
+            metrics_from_ranks(
+                *retrieval_ranks(images, texts, captions_per_image)
+            )
+        )
+    return {
+        name: float(np.mean([m[name] for m in per_fold]))
+        for name in METRIC_NAMES
+    }
 
 
 def format_table(metrics, title=None):
     """The papers' layout: R@1 R@5 R@10 medr per direction, then rsum."""
     lines = [title] if title else []
-    lines.append(f"{'':14}{'R@1':>8}{'R@5':>8}{'R@10':>8}{'medr':>8}"
-                 f"{'meanr':>9}")
+    lines.append(
+        f"{'':14}{'R@1':>8}{'R@5':>8}{'R@10':>8}{'medr':>8}{'meanr':>9}"
+    )
     for direction, label in (("i2t", "image->text"), ("t2i", "text->image")):
         lines.append(
-            f"{label:14}" + "".join(
-                f"{metrics[f'{direction}_r{k}']:8.1f}" for k in RECALL_AT) +
-            f"{metrics[f'{direction}_medr']:8.0f}"
-            f"{metrics[f'{direction}_meanr']:9.1f}")
+            f"{label:14}"
+            + "".join(f"{metrics[f'{direction}_r{k}']:8.1f}" for k in RECALL_AT)
+            + f"{metrics[f'{direction}_medr']:8.0f}"
+            f"{metrics[f'{direction}_meanr']:9.1f}"
+        )
     lines.append(f"{'rsum':14}{metrics['rsum']:8.1f}")
     return "\n".join(lines)
 
@@ -192,10 +240,17 @@ def format_table(metrics, title=None):
 def format_paper_row(metrics, label):
     """One line in the layout of the papers' tables: R@1 R@5 R@10 image to
     text, the same text to image, then rsum; with its header."""
-    header = (f"{'':12}{'image -> text':^21}  {'text -> image':^21}\n"
-              f"{'':12}" + f"{'R@1':>7}{'R@5':>7}{'R@10':>7}" * 2 +
-              f"{'rsum':>9}")
-    row = f"{label:12}" + "".join(
-        f"{metrics[f'{d}_r{k}']:7.1f}" for d in ("i2t", "t2i")
-        for k in RECALL_AT) + f"{metrics['rsum']:9.1f}"
+    header = (
+        f"{'':12}{'image -> text':^21}  {'text -> image':^21}\n"
+        f"{'':12}" + f"{'R@1':>7}{'R@5':>7}{'R@10':>7}" * 2 + f"{'rsum':>9}"
+    )
+    row = (
+        f"{label:12}"
+        + "".join(
+            f"{metrics[f'{d}_r{k}']:7.1f}"
+            for d in ("i2t", "t2i")
+            for k in RECALL_AT
+        )
+        + f"{metrics['rsum']:9.1f}"
+    )
     return f"{header}\n{row}"

@@ -28,14 +28,19 @@ from vse_tf.models.pretrained_towers import BACKBONE
 from vse_tf.models.pretrained_towers import check_head
 from vse_tf.models.pretrained_towers import projection_head
 
-RESNETS = {"resnet50": keras.applications.ResNet50,
-           "resnet101": keras.applications.ResNet101,
-           "resnet152": keras.applications.ResNet152}
+RESNETS = {
+    "resnet50": keras.applications.ResNet50,
+    "resnet101": keras.applications.ResNet101,
+    "resnet152": keras.applications.ResNet152,
+}
 # The Keras ImageNet weights of each, as keras.applications names them.
-RESNET_FILES = {name: f"{name}_weights_tf_dim_ordering_tf_kernels_notop.h5"
-                for name in RESNETS}
-RESNET_URL = ("https://storage.googleapis.com/tensorflow/keras-applications/"
-              "resnet/")
+RESNET_FILES = {
+    name: f"{name}_weights_tf_dim_ordering_tf_kernels_notop.h5"
+    for name in RESNETS
+}
+RESNET_URL = (
+    "https://storage.googleapis.com/tensorflow/keras-applications/resnet/"
+)
 
 
 def crop_and_resize(images, boxes, size):
@@ -56,13 +61,17 @@ def crop_and_resize(images, boxes, size):
         # (extent - 1) / (size - 1); the box's centre for one pixel.
         extent = tf.cast(extent - 1, tf.float32)
         if size > 1:
-            points = (start[:, None] + fraction[None] *
-                      (end - start)[:, None]) * extent
+            points = (
+                start[:, None] + fraction[None] * (end - start)[:, None]
+            ) * extent
         else:
             points = 0.5 * (start + end)[:, None] * extent
         low = tf.floor(points)
-        return (tf.cast(low, tf.int32), tf.cast(tf.math.ceil(points),
-                                                tf.int32), points - low)
+        return (
+            tf.cast(low, tf.int32),
+            tf.cast(tf.math.ceil(points), tf.int32),
+            points - low,
+        )
 
     top, bottom, y_weight = sample_points(boxes[:, 0], boxes[:, 2], shape[1])
     left, right, x_weight = sample_points(boxes[:, 1], boxes[:, 3], shape[2])
@@ -90,8 +99,9 @@ class RandomResizedCrop(keras.layers.Layer):
     then falls back to a centre crop).
     """
 
-    def __init__(self, size, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3),
-                 seed=None, **kwargs):
+    def __init__(
+        self, size, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), seed=None, **kwargs
+    ):
         super().__init__(**kwargs)
         self.size = size
         self.scale = tuple(scale)
@@ -103,22 +113,23 @@ class RandomResizedCrop(keras.layers.Layer):
         if not training:
             height, width = images.shape[1], images.shape[2]
             top, left = (height - self.size) // 2, (width - self.size) // 2
-            return images[:, top:top + self.size, left:left + self.size]
+            return images[:, top : top + self.size, left : left + self.size]
         batch = tf.shape(images)[0]
 
         def uniform(low, high):
-            return keras.random.uniform([batch], low, high,
-                                        seed=self.generator)
+            return keras.random.uniform([batch], low, high, seed=self.generator)
 
         area = uniform(*self.scale)
-        aspect = tf.exp(uniform(math.log(self.ratio[0]),
-                                math.log(self.ratio[1])))
+        aspect = tf.exp(
+            uniform(math.log(self.ratio[0]), math.log(self.ratio[1]))
+        )
         box_width = tf.minimum(tf.sqrt(area * aspect), 1.0)
         box_height = tf.minimum(tf.sqrt(area / aspect), 1.0)
         top = uniform(0.0, 1.0) * (1.0 - box_height)
         left = uniform(0.0, 1.0) * (1.0 - box_width)
-        boxes = tf.stack([top, left, top + box_height, left + box_width],
-                         axis=1)
+        boxes = tf.stack(
+            [top, left, top + box_height, left + box_width], axis=1
+        )
         crops = crop_and_resize(images, boxes, self.size)
         flip = uniform(0.0, 1.0) < 0.5
         crops = tf.where(flip[:, None, None, None], crops[:, :, ::-1], crops)
@@ -128,8 +139,13 @@ class RandomResizedCrop(keras.layers.Layer):
         return (input_shape[0], self.size, self.size, input_shape[3])
 
     def get_config(self):
-        return {**super().get_config(), "size": self.size,
-                "scale": self.scale, "ratio": self.ratio, "seed": self.seed}
+        return {
+            **super().get_config(),
+            "size": self.size,
+            "scale": self.scale,
+            "ratio": self.ratio,
+            "seed": self.seed,
+        }
 
 
 @keras.saving.register_keras_serializable(package="vse_tf")
@@ -149,15 +165,19 @@ def _resnet(backbone, weights, crop_size):
     elif not weights or not os.path.exists(weights):
         raise WeightsError(
             f"The {backbone} ImageNet weights are "
-            + (f"not at {weights!r}" if weights else "not set") +
-            f". Download {RESNET_FILES[backbone]} from {RESNET_URL} and set "
+            + (f"not at {weights!r}" if weights else "not set")
+            + f". Download {RESNET_FILES[backbone]} from {RESNET_URL} and set "
             f"build_backbone_tower.weights to its path, or set it to "
             "'random' to train from scratch (nothing is downloaded at run "
-            "time).")
+            "time)."
+        )
     try:
-        model = RESNETS[backbone](include_top=False, weights=weights,
-                                  input_shape=(crop_size, crop_size, 3),
-                                  pooling="avg")
+        model = RESNETS[backbone](
+            include_top=False,
+            weights=weights,
+            input_shape=(crop_size, crop_size, 3),
+            pooling="avg",
+        )
     except (OSError, ValueError) as error:
         raise WeightsError(
             f"Cannot read the {backbone} weights {weights!r} "
@@ -169,33 +189,40 @@ def _resnet(backbone, weights, crop_size):
 
 def _keras_hub(folder, weights):
     import keras_hub
+
     if not os.path.exists(os.path.join(folder, "config.json")):
         raise WeightsError(
             f"{folder!r} is not a keras-hub preset folder (it has no "
             "config.json). Save one with `Backbone.save_to_preset(folder)`, "
-            "or download a preset's files (e.g. from Kaggle Models) there.")
+            "or download a preset's files (e.g. from Kaggle Models) there."
+        )
     if weights not in ("pretrained", "random"):
-        raise errors.UserError(f"With a preset folder, build_backbone_tower."
-                         f"weights must be 'pretrained' or 'random', got "
-                         f"{weights!r}.")
+        raise errors.UserError(
+            f"With a preset folder, build_backbone_tower."
+            f"weights must be 'pretrained' or 'random', got "
+            f"{weights!r}."
+        )
     model = keras_hub.models.Backbone.from_preset(
-        folder, load_weights=weights == "pretrained")
+        folder, load_weights=weights == "pretrained"
+    )
     converter = keras_hub.layers.ImageConverter.from_preset(folder)
     converter.image_size = None  # the crop has made the size already
     return converter, model
 
 
 @gin.configurable
-def build_backbone_tower(backbone="resnet152",
-                         weights=None,
-                         input_size=256,
-                         crop_size=224,
-                         hidden_units=None,
-                         embedding_dim=1024,
-                         dropout=0.0,
-                         trainable_backbone=False,
-                         head_units=None,
-                         name="image_tower"):
+def build_backbone_tower(
+    backbone="resnet152",
+    weights=None,
+    input_size=256,
+    crop_size=224,
+    hidden_units=None,
+    embedding_dim=1024,
+    dropout=0.0,
+    trainable_backbone=False,
+    head_units=None,
+    name="image_tower",
+):
     """An ImageNet backbone on raw pixels, then a projection head.
 
     Args:
@@ -219,14 +246,30 @@ def build_backbone_tower(backbone="resnet152",
         projection (`pooling.convse_head`), as the precomputed and text
         towers have it.
     """
-    check_head("build_backbone_tower", hidden_units, embedding_dim, dropout,
-               1, none=True)
-    errors.check_number("build_backbone_tower.head_units", head_units,
-                        minimum=1, integer=True, none=True)
-    errors.check_number("build_backbone_tower.crop_size", crop_size,
-                        minimum=32, integer=True)
-    errors.check_number("build_backbone_tower.input_size", input_size,
-                        minimum=crop_size, integer=True)
+    check_head(
+        "build_backbone_tower",
+        hidden_units,
+        embedding_dim,
+        dropout,
+        1,
+        none=True,
+    )
+    errors.check_number(
+        "build_backbone_tower.head_units",
+        head_units,
+        minimum=1,
+        integer=True,
+        none=True,
+    )
+    errors.check_number(
+        "build_backbone_tower.crop_size", crop_size, minimum=32, integer=True
+    )
+    errors.check_number(
+        "build_backbone_tower.input_size",
+        input_size,
+        minimum=crop_size,
+        integer=True,
+    )
     if backbone in RESNETS:
         normalize, model = _resnet(backbone, weights, crop_size)
     else:
@@ -241,7 +284,9 @@ def build_backbone_tower(backbone="resnet152",
         x = x[:, 0]
     features = keras.Model(pixels, x, name=BACKBONE)
     features.trainable = trainable_backbone
-    head = projection_head(x.shape[-1], hidden_units, embedding_dim, dropout,
-                           head_units=head_units)
-    return towers.Tower(pixels, head(features(pixels)), name=name,
-                        backbone=features, head=head)
+    head = projection_head(
+        x.shape[-1], hidden_units, embedding_dim, dropout, head_units=head_units
+    )
+    return towers.Tower(
+        pixels, head(features(pixels)), name=name, backbone=features, head=head
+    )

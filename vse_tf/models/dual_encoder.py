@@ -30,8 +30,15 @@ class DualEncoder(compat.BuildOnlyTheOptimizer, keras.Model):
         [log(min_temperature), log(max_temperature)].
     """
 
-    def __init__(self, image_tower, text_tower, learnable_temperature=None,
-                 min_temperature=0.01, max_temperature=1.0, **kwargs):
+    def __init__(
+        self,
+        image_tower,
+        text_tower,
+        learnable_temperature=None,
+        min_temperature=0.01,
+        max_temperature=1.0,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.image_tower = image_tower
         self.text_tower = text_tower
@@ -41,9 +48,12 @@ class DualEncoder(compat.BuildOnlyTheOptimizer, keras.Model):
         self.log_temperature = None
         if learnable_temperature is not None:
             self.log_temperature = self.add_weight(
-                shape=(), name="log_temperature",
+                shape=(),
+                name="log_temperature",
                 initializer=keras.initializers.Constant(
-                    math.log(learnable_temperature)))
+                    math.log(learnable_temperature)
+                ),
+            )
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.xla_step = False
 
@@ -62,14 +72,17 @@ class DualEncoder(compat.BuildOnlyTheOptimizer, keras.Model):
             raise ValueError(
                 "jit_compile needs one replica: XLA cannot compile the "
                 "cross-replica gather of the losses under "
-                f"{type(self.distribute_strategy).__name__}.")
+                f"{type(self.distribute_strategy).__name__}."
+            )
         # A training option, not part of the architecture or the config.
         self.xla_step = bool(jit_compile)
 
     def _loss_and_gradients(self, pixels, tokens, image_ids):
         with tf.GradientTape() as tape:
-            outputs = {"image": self.image_tower(pixels, training=True),
-                       "text": self.text_encoder(tokens, training=True)}
+            outputs = {
+                "image": self.image_tower(pixels, training=True),
+                "text": self.text_encoder(tokens, training=True),
+            }
             if self.log_temperature is not None:
                 outputs["temperature"] = self.temperature()
             # A replica's value is scaled by 1/replicas (Keras's reduction),
@@ -96,8 +109,11 @@ class DualEncoder(compat.BuildOnlyTheOptimizer, keras.Model):
 
     def backbones(self):
         """The towers' pretrained parts (see `towers.Tower`)."""
-        return [tower.backbone for tower in self.both_towers()
-                if getattr(tower, "backbone", None) is not None]
+        return [
+            tower.backbone
+            for tower in self.both_towers()
+            if getattr(tower, "backbone", None) is not None
+        ]
 
     def retrace_step(self):
         """Traces the training step anew at its next call: after a change
@@ -110,8 +126,10 @@ class DualEncoder(compat.BuildOnlyTheOptimizer, keras.Model):
         the temperature: it trains on features of frozen backbones (towers of
         `pretrained_towers`), and what it learns is this model's."""
         if len(self.backbones()) < 2:
-            raise ValueError("Both towers need a backbone and a head to "
-                             "train on cached features.")
+            raise ValueError(
+                "Both towers need a backbone and a head to "
+                "train on cached features."
+            )
         heads = [tower.head for tower in self.both_towers()]
         view = DualEncoder(*heads, name=f"{self.name}_heads")
         view.learnable_temperature = self.learnable_temperature
@@ -129,18 +147,26 @@ class DualEncoder(compat.BuildOnlyTheOptimizer, keras.Model):
 
     def dummy_inputs(self):
         """One all-zero example: calling the model on it creates weights."""
+
         def zeros(tower):
             spec = tower.inputs[0]
             if spec.dtype == "string":
                 return tf.constant([""])
             return tf.zeros([1, *spec.shape[1:]], spec.dtype)
-        return {"image": zeros(self.image_tower),
-                "caption": zeros(self.text_tower)}
+
+        return {
+            "image": zeros(self.image_tower),
+            "caption": zeros(self.text_tower),
+        }
 
     def temperature(self):
-        return tf.exp(tf.clip_by_value(
-            self.log_temperature, math.log(self.min_temperature),
-            math.log(self.max_temperature)))
+        return tf.exp(
+            tf.clip_by_value(
+                self.log_temperature,
+                math.log(self.min_temperature),
+                math.log(self.max_temperature),
+            )
+        )
 
     @property
     def metrics(self):
@@ -149,8 +175,11 @@ class DualEncoder(compat.BuildOnlyTheOptimizer, keras.Model):
     def train_step(self, data):
         inputs, image_ids = data
         # Strings stay out of the compiled part of the step.
-        tokens = (self.tokenizer(inputs["caption"]) if self.tokenizer else
-                  inputs["caption"])
+        tokens = (
+            self.tokenizer(inputs["caption"])
+            if self.tokenizer
+            else inputs["caption"]
+        )
         step = _xla_step(self) if self.xla_step else self._loss_and_gradients
         loss, gradients = step(inputs["image"], tokens, image_ids)
         self.optimizer.apply_gradients(zip(gradients, self.trainable_weights))
@@ -170,12 +199,15 @@ class DualEncoder(compat.BuildOnlyTheOptimizer, keras.Model):
         logs = {"loss": self.loss_tracker.result()}
         if self.log_temperature is not None:
             logs["temperature"] = self.temperature()
-        if isinstance(tf.distribute.get_strategy(),
-                      tf.distribute.MultiWorkerMirroredStrategy):
+        if isinstance(
+            tf.distribute.get_strategy(),
+            tf.distribute.MultiWorkerMirroredStrategy,
+        ):
             # Keras 3.15 reduces multi-worker logs with a MEAN along axis 0,
             # which fails on scalars; as [1] vectors they reduce to scalars.
-            logs = {name: tf.reshape(value, [1])
-                    for name, value in logs.items()}
+            logs = {
+                name: tf.reshape(value, [1]) for name, value in logs.items()
+            }
         return logs
 
     def get_config(self):
@@ -205,14 +237,18 @@ def _xla_step(model):
         # A weak reference: the cached function must not keep its key alive.
         ref = weakref.ref(model)
         _XLA_STEPS[model] = tf.function(
-            lambda *args: ref()._loss_and_gradients(*args), jit_compile=True)
+            lambda *args: ref()._loss_and_gradients(*args), jit_compile=True
+        )
     return _XLA_STEPS[model]
 
 
 @gin.configurable
-def build_dual_encoder(vocabulary, learnable_temperature=None,
-                       image_tower_fn=image_towers.build_image_tower,
-                       text_tower_fn=text_towers.build_text_tower):
+def build_dual_encoder(
+    vocabulary,
+    learnable_temperature=None,
+    image_tower_fn=image_towers.build_image_tower,
+    text_tower_fn=text_towers.build_text_tower,
+):
     """Both towers as gin configures them, joined.
 
     Args:
@@ -224,9 +260,16 @@ def build_dual_encoder(vocabulary, learnable_temperature=None,
       text_tower_fn: factory of the text tower, called with the vocabulary,
         e.g. `@build_minilm_tower`.
     """
-    errors.check_number("build_dual_encoder.learnable_temperature",
-                        learnable_temperature, minimum=0, above=True,
-                        none=True)
+    errors.check_number(
+        "build_dual_encoder.learnable_temperature",
+        learnable_temperature,
+        minimum=0,
+        above=True,
+        none=True,
+    )
     return DualEncoder(
-        image_tower_fn(), text_tower_fn(vocabulary),
-        learnable_temperature=learnable_temperature, name="dual_encoder")
+        image_tower_fn(),
+        text_tower_fn(vocabulary),
+        learnable_temperature=learnable_temperature,
+        name="dual_encoder",
+    )

@@ -30,18 +30,20 @@ FINE_TUNED = "fine_tuned"  # names the networks' parts inside heads
 
 
 @gin.configurable
-def build_efficientnet_tower(variant="lite0",
-                             image_size=224,
-                             hidden_units=1024,
-                             embedding_dim=1024,
-                             dropout=0.0,
-                             weights="imagenet",
-                             trainable_backbone=False,
-                             pooled_stages=(),
-                             mirror_view=False,
-                             fine_tuned_stages=0,
-                             projection_heads=1,
-                             name="image_tower"):
+def build_efficientnet_tower(
+    variant="lite0",
+    image_size=224,
+    hidden_units=1024,
+    embedding_dim=1024,
+    dropout=0.0,
+    weights="imagenet",
+    trainable_backbone=False,
+    pooled_stages=(),
+    mirror_view=False,
+    fine_tuned_stages=0,
+    projection_heads=1,
+    name="image_tower",
+):
     """EfficientNet-Lite features, then a projection head.
 
     Args:
@@ -69,76 +71,131 @@ def build_efficientnet_tower(variant="lite0",
       projection_heads: heads joined into one embedding (see
         `projection_head`).
     """
-    check_head("build_efficientnet_tower", hidden_units, embedding_dim,
-               dropout, projection_heads)
-    errors.check_number("build_efficientnet_tower.image_size", image_size,
-                        minimum=32, integer=True)
+    check_head(
+        "build_efficientnet_tower",
+        hidden_units,
+        embedding_dim,
+        dropout,
+        projection_heads,
+    )
+    errors.check_number(
+        "build_efficientnet_tower.image_size",
+        image_size,
+        minimum=32,
+        integer=True,
+    )
     variants = (variant,) if isinstance(variant, str) else tuple(variant)
     unknown = [v for v in variants if v not in efficientnet_lite.VARIANTS]
     if unknown or not variants:
         raise errors.UserError(
             f"build_efficientnet_tower.variant must be one or more of "
-            f"{sorted(efficientnet_lite.VARIANTS)}, got {variant!r}.")
-    errors.check_choice("build_efficientnet_tower.weights", weights,
-                        ("imagenet", "random"))
-    tuned = ((fine_tuned_stages,) * len(variants)
-             if isinstance(fine_tuned_stages, int) else
-             tuple(fine_tuned_stages))
+            f"{sorted(efficientnet_lite.VARIANTS)}, got {variant!r}."
+        )
+    errors.check_choice(
+        "build_efficientnet_tower.weights", weights, ("imagenet", "random")
+    )
+    tuned = (
+        (fine_tuned_stages,) * len(variants)
+        if isinstance(fine_tuned_stages, int)
+        else tuple(fine_tuned_stages)
+    )
     stages = len(efficientnet_lite.STAGES)
-    if len(tuned) != len(variants) or not all(
-            0 <= k < stages for k in tuned):
+    if len(tuned) != len(variants) or not all(0 <= k < stages for k in tuned):
         raise errors.UserError(
             f"build_efficientnet_tower.fine_tuned_stages must be 0 to "
             f"{stages - 1}, one number or one per variant {variants}, got "
-            f"{fine_tuned_stages!r}.")
+            f"{fine_tuned_stages!r}."
+        )
     if any(tuned) and trainable_backbone:
         raise errors.UserError(
             "build_efficientnet_tower.fine_tuned_stages fine-tunes the last "
             "stages with a frozen backbone below them; with "
             "trainable_backbone = True the whole network trains already. "
-            "Set one of them.")
+            "Set one of them."
+        )
     # One whole network, one view: the network itself is the backbone.
     alone = len(variants) == 1 and not mirror_view and not any(tuned)
-    networks = [_Network(v, image_size if len(variants) == 1 else None, k,
-                         pooled_stages, weights, trainable_backbone, alone)
-                for v, k in zip(variants, tuned)]
-    backbone = networks[0].frozen if alone else efficientnet_backbone(
-        networks, image_size, trainable_backbone, mirror_view)
+    networks = [
+        _Network(
+            v,
+            image_size if len(variants) == 1 else None,
+            k,
+            pooled_stages,
+            weights,
+            trainable_backbone,
+            alone,
+        )
+        for v, k in zip(variants, tuned)
+    ]
+    backbone = (
+        networks[0].frozen
+        if alone
+        else efficientnet_backbone(
+            networks, image_size, trainable_backbone, mirror_view
+        )
+    )
     fine_tuned = []  # the networks' last stages, built inside the head
     head = projection_head(
-        sum(n.backbone_dim for n in networks), hidden_units, embedding_dim,
-        dropout, views=2 if mirror_view else 1,
-        features_fn=(lambda x: _fine_tuned_features(x, networks, weights,
-                                                    fine_tuned))
-        if any(tuned) else None, projection_heads=projection_heads)
+        sum(n.backbone_dim for n in networks),
+        hidden_units,
+        embedding_dim,
+        dropout,
+        views=2 if mirror_view else 1,
+        features_fn=(
+            lambda x: _fine_tuned_features(x, networks, weights, fine_tuned)
+        )
+        if any(tuned)
+        else None,
+        projection_heads=projection_heads,
+    )
     pixels = keras.Input((image_size, image_size, 3), name="pixels")
-    return towers.Tower(pixels, head(backbone(pixels)), name=name,
-                        backbone=backbone, head=head, fine_tuned=fine_tuned,
-                        projection_heads=projection_heads)
+    return towers.Tower(
+        pixels,
+        head(backbone(pixels)),
+        name=name,
+        backbone=backbone,
+        head=head,
+        fine_tuned=fine_tuned,
+        projection_heads=projection_heads,
+    )
 
 
 class _Network:
     """One EfficientNet-Lite of a tower: its resolution, and its frozen
     part (the whole network, or its stages up to the fine-tuned ones)."""
 
-    def __init__(self, variant, size, fine_tuned_stages, pooled_stages,
-                 weights, trainable, alone):
+    def __init__(
+        self,
+        variant,
+        size,
+        fine_tuned_stages,
+        pooled_stages,
+        weights,
+        trainable,
+        alone,
+    ):
         self.variant = variant
         self.size = size or efficientnet_lite.VARIANTS[variant][2]
         self.fine_tuned_stages = fine_tuned_stages
         self.pooled_stages = pooled_stages
-        self.last_frozen_stage = (len(efficientnet_lite.STAGES) -
-                                  fine_tuned_stages)
+        self.last_frozen_stage = (
+            len(efficientnet_lite.STAGES) - fine_tuned_stages
+        )
         # Alone, the network itself is the backbone, as weights and
         # checkpoints have it.
         self.frozen = efficientnet_lite.build_efficientnet_lite(
-            variant, include_top=False, image_size=self.size,
+            variant,
+            include_top=False,
+            image_size=self.size,
             name=BACKBONE if alone else f"efficientnet_{variant}",
-            folded_batch_norm=not trainable, pooled_stages=pooled_stages,
-            last_stage=self.last_frozen_stage if fine_tuned_stages else None)
+            folded_batch_norm=not trainable,
+            pooled_stages=pooled_stages,
+            last_stage=self.last_frozen_stage if fine_tuned_stages else None,
+        )
         if weights == "imagenet":
             efficientnet_lite.load_pretrained(
-                self.frozen, variant, part=bool(fine_tuned_stages))
+                self.frozen, variant, part=bool(fine_tuned_stages)
+            )
         self.frozen.trainable = trainable
 
     @property
@@ -155,18 +212,29 @@ def efficientnet_backbone(networks, image_size, trainable, mirror_view):
     """Pixels -> the networks' joined features ([B, F]; [B, 2, F] with the
     mirror image's); a fine-tuned network's feature map, flattened."""
     pixels = keras.Input((image_size, image_size, 3), name="pixels")
-    x = views_lib.MirrorViews(name="mirror_views")(pixels) if (
-        mirror_view) else pixels
+    x = (
+        views_lib.MirrorViews(name="mirror_views")(pixels)
+        if (mirror_view)
+        else pixels
+    )
     features = []
     for network in networks:
-        resized = x if network.size == image_size else keras.layers.Resizing(
-            network.size, network.size, name=f"resize_{network.size}")(x)
+        resized = (
+            x
+            if network.size == image_size
+            else keras.layers.Resizing(
+                network.size, network.size, name=f"resize_{network.size}"
+            )(x)
+        )
         y = network.frozen(resized)
         if network.fine_tuned_stages:
             y = keras.layers.Flatten(name=f"flatten_{network.variant}")(y)
         features.append(y)
-    x = features[0] if len(features) == 1 else keras.layers.Concatenate(
-        name="ensemble")(features)
+    x = (
+        features[0]
+        if len(features) == 1
+        else keras.layers.Concatenate(name="ensemble")(features)
+    )
     if mirror_view:
         x = views_lib.StackViews(name="stack_views")(x)
     backbone = keras.Model(pixels, x, name=BACKBONE)
@@ -179,19 +247,30 @@ def _fine_tuned_features(x, networks, weights, fine_tuned):
     stages run here on its feature map (and added to `fine_tuned`)."""
     features, start = [], 0
     for network in networks:
-        part = x[:, start:start + network.backbone_dim]
+        part = x[:, start : start + network.backbone_dim]
         start += network.backbone_dim
         if network.fine_tuned_stages:
             top = efficientnet_lite.build_efficientnet_lite_top(
-                network.variant, network.last_frozen_stage + 1,
-                network.map_shape, name=f"{FINE_TUNED}_{network.variant}",
-                folded_batch_norm=True, pooled_stages=network.pooled_stages)
+                network.variant,
+                network.last_frozen_stage + 1,
+                network.map_shape,
+                name=f"{FINE_TUNED}_{network.variant}",
+                folded_batch_norm=True,
+                pooled_stages=network.pooled_stages,
+            )
             if weights == "imagenet":
-                efficientnet_lite.load_pretrained(top, network.variant,
-                                                  part=True)
+                efficientnet_lite.load_pretrained(
+                    top, network.variant, part=True
+                )
             fine_tuned.append(top)
-            part = top(keras.layers.Reshape(
-                network.map_shape, name=f"map_{network.variant}")(part))
+            part = top(
+                keras.layers.Reshape(
+                    network.map_shape, name=f"map_{network.variant}"
+                )(part)
+            )
         features.append(part)
-    return features[0] if len(features) == 1 else keras.layers.Concatenate(
-        name="joined_features")(features)
+    return (
+        features[0]
+        if len(features) == 1
+        else keras.layers.Concatenate(name="joined_features")(features)
+    )

@@ -28,8 +28,9 @@ class AddCoordinates(keras.layers.Layer):
         ys = ops.linspace(-1.0, 1.0, height)
         xs = ops.linspace(-1.0, 1.0, width)
         grid = ops.stack(ops.meshgrid(xs, ys), axis=-1)  # [H, W, 2]
-        grid = ops.broadcast_to(ops.cast(grid, images.dtype)[None],
-                                (shape[0], height, width, 2))
+        grid = ops.broadcast_to(
+            ops.cast(grid, images.dtype)[None], (shape[0], height, width, 2)
+        )
         return ops.concatenate([images, grid], axis=-1)
 
     def compute_output_shape(self, input_shape):
@@ -37,11 +38,13 @@ class AddCoordinates(keras.layers.Layer):
 
 
 @gin.configurable
-def build_image_tower(image_size=64,
-                      conv_layers=((32, 4, 4), (64, 3, 1), (128, 3, 2)),
-                      hidden_units=512,
-                      embedding_dim=256,
-                      name="image_tower"):
+def build_image_tower(
+    image_size=64,
+    conv_layers=((32, 4, 4), (64, 3, 1), (128, 3, 2)),
+    hidden_units=512,
+    embedding_dim=256,
+    name="image_tower",
+):
     """A small CNN for the built-in data, ending in a projection.
 
     Takes float32 pixels in [0, 255], [B, image_size, image_size, 3].
@@ -58,45 +61,61 @@ def build_image_tower(image_size=64,
     "red circle" wherever it stands; coordinate channels keep "where".
     """
     factory = "build_image_tower"
-    errors.check_number(f"{factory}.embedding_dim", embedding_dim, minimum=1,
-                        integer=True)
-    errors.check_number(f"{factory}.hidden_units", hidden_units, minimum=1,
-                        integer=True)
+    errors.check_number(
+        f"{factory}.embedding_dim", embedding_dim, minimum=1, integer=True
+    )
+    errors.check_number(
+        f"{factory}.hidden_units", hidden_units, minimum=1, integer=True
+    )
     for layer in conv_layers:
-        if len(layer) != 3 or not all(isinstance(v, int) and v >= 1
-                                      for v in layer):
+        if len(layer) != 3 or not all(
+            isinstance(v, int) and v >= 1 for v in layer
+        ):
             raise errors.UserError(
                 f"{factory}.conv_layers = {conv_layers!r} is not allowed: "
                 "each layer is (filters, kernel size, stride), integers "
-                ">= 1.")
+                ">= 1."
+            )
     smallest = math.prod(stride for _, _, stride in conv_layers)
-    errors.check_number(f"{factory}.image_size", image_size, minimum=smallest,
-                        integer=True)
+    errors.check_number(
+        f"{factory}.image_size", image_size, minimum=smallest, integer=True
+    )
     pixels = keras.Input((image_size, image_size, 3), name="pixels")
     x = keras.layers.Rescaling(1.0 / 255, name="rescale")(pixels)
     x = AddCoordinates(name="coordinates")(x)
     for index, (filters, kernel_size, strides) in enumerate(conv_layers):
-        x = keras.layers.Conv2D(filters, kernel_size, strides=strides,
-                                padding="same", activation="relu",
-                                name=f"conv{index}")(x)
-    x = keras.layers.Concatenate(name="pool")([
-        keras.layers.GlobalMaxPooling2D(name="max_pool")(x),
-        keras.layers.GlobalAveragePooling2D(name="mean_pool")(x)])
+        x = keras.layers.Conv2D(
+            filters,
+            kernel_size,
+            strides=strides,
+            padding="same",
+            activation="relu",
+            name=f"conv{index}",
+        )(x)
+    x = keras.layers.Concatenate(name="pool")(
+        [
+            keras.layers.GlobalMaxPooling2D(name="max_pool")(x),
+            keras.layers.GlobalAveragePooling2D(name="mean_pool")(x),
+        ]
+    )
     x = keras.layers.Dense(hidden_units, activation="relu", name="hidden")(x)
     x = keras.layers.Dense(embedding_dim, name="projection")(x)
     # float32 under a mixed-precision policy too (see text_towers).
     embedding = keras.layers.UnitNormalization(
-        name="l2_normalize", dtype="float32")(x)
+        name="l2_normalize", dtype="float32"
+    )(x)
     return towers.Tower(pixels, embedding, name=name)
 
 
 @gin.configurable
-def build_precomputed_tower(feature_dim=2048,
-                            regions=None,
-                            embedding_dim=1024,
-                            pooling="mean",
-                            head_units=None,
-                            name="image_tower"):
+def build_precomputed_tower(
+    feature_dim=2048,
+    regions=None,
+    embedding_dim=1024,
+    pooling="mean",
+    head_units=None,
+    name="image_tower",
+):
     """Precomputed CNN features (the VSE++ / SCAN "precomp" data) in: each
     feature vector projected linearly (VSE++'s EncoderImagePrecomp), the
     regions pooled, L2-normalized.
@@ -115,14 +134,18 @@ def build_precomputed_tower(feature_dim=2048,
         pooled projection (see `pooling.convse_head`).
     """
     factory = "build_precomputed_tower"
-    errors.check_number(f"{factory}.feature_dim", feature_dim, minimum=1,
-                        integer=True)
-    errors.check_number(f"{factory}.regions", regions, minimum=1, integer=True,
-                        none=True)
-    errors.check_number(f"{factory}.embedding_dim", embedding_dim, minimum=1,
-                        integer=True)
-    errors.check_number(f"{factory}.head_units", head_units, minimum=1,
-                        integer=True, none=True)
+    errors.check_number(
+        f"{factory}.feature_dim", feature_dim, minimum=1, integer=True
+    )
+    errors.check_number(
+        f"{factory}.regions", regions, minimum=1, integer=True, none=True
+    )
+    errors.check_number(
+        f"{factory}.embedding_dim", embedding_dim, minimum=1, integer=True
+    )
+    errors.check_number(
+        f"{factory}.head_units", head_units, minimum=1, integer=True, none=True
+    )
     errors.check_choice(f"{factory}.pooling", pooling, POOLINGS)
     shape = (feature_dim,) if regions is None else (regions, feature_dim)
     features = keras.Input(shape, name="features")
@@ -133,5 +156,6 @@ def build_precomputed_tower(feature_dim=2048,
         x = pooling_layers.GeneralizedPooling(name="gpo")(x)
     x = pooling_layers.convse_head(x, head_units, embedding_dim)
     embedding = keras.layers.UnitNormalization(
-        name="l2_normalize", dtype="float32")(x)
+        name="l2_normalize", dtype="float32"
+    )(x)
     return towers.Tower(features, embedding, name=name)

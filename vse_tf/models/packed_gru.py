@@ -31,30 +31,42 @@ class PackedGRU(keras.layers.GRU):
 
     def _packable(self, mask):
         cell = self.cell
-        return (mask is not None and not self.return_sequences
-                and not self.go_backwards and not self.dropout
-                and not self.recurrent_dropout and cell.reset_after
-                and cell.use_bias
-                and cell.activation is keras.activations.tanh
-                and cell.recurrent_activation is keras.activations.sigmoid
-                and not tf.config.list_logical_devices("GPU")
-                # XLA needs static shapes: the masked loop of Keras.
-                and not compat.in_xla_context())
+        return (
+            mask is not None
+            and not self.return_sequences
+            and not self.go_backwards
+            and not self.dropout
+            and not self.recurrent_dropout
+            and cell.reset_after
+            and cell.use_bias
+            and cell.activation is keras.activations.tanh
+            and cell.recurrent_activation is keras.activations.sigmoid
+            and not tf.config.list_logical_devices("GPU")
+            # XLA needs static shapes: the masked loop of Keras.
+            and not compat.in_xla_context()
+        )
 
     def inner_loop(self, sequences, initial_state, mask, training=False):
-        state = initial_state[0] if isinstance(initial_state, (list, tuple)) \
+        state = (
+            initial_state[0]
+            if isinstance(initial_state, (list, tuple))
             else initial_state
+        )
         if isinstance(mask, (list, tuple)):
             mask = mask[0]
         if not self._packable(mask):
-            return super().inner_loop(sequences, initial_state, mask,
-                                      training=training)
+            return super().inner_loop(
+                sequences, initial_state, mask, training=training
+            )
         dtype = sequences.dtype
-        last = packed_gru(sequences, tf.reduce_sum(tf.cast(mask, tf.int32),
-                                                   axis=1),
-                          state, tf.cast(self.cell.kernel, dtype),
-                          tf.cast(self.cell.recurrent_kernel, dtype),
-                          tf.cast(self.cell.bias, dtype))
+        last = packed_gru(
+            sequences,
+            tf.reduce_sum(tf.cast(mask, tf.int32), axis=1),
+            state,
+            tf.cast(self.cell.kernel, dtype),
+            tf.cast(self.cell.recurrent_kernel, dtype),
+            tf.cast(self.cell.bias, dtype),
+        )
         return last, last[:, None], [last]
 
 
@@ -73,13 +85,21 @@ def packed_gru(sequences, lengths, state, kernel, recurrent_kernel, bias):
     # Longest first: the sequences still running at step t are the rows
     # [0, running[t]).
     order = tf.argsort(lengths, direction="DESCENDING", stable=True)
-    running = tf.reduce_sum(tf.cast(
-        lengths[None, :] > tf.range(tf.shape(sequences)[1])[:, None],
-        tf.int32), axis=1)
-    final = _packed_loop(tf.gather(sequences, order), running,
-                         tf.gather(state, order), tf.convert_to_tensor(kernel),
-                         tf.convert_to_tensor(recurrent_kernel),
-                         tf.convert_to_tensor(bias))
+    running = tf.reduce_sum(
+        tf.cast(
+            lengths[None, :] > tf.range(tf.shape(sequences)[1])[:, None],
+            tf.int32,
+        ),
+        axis=1,
+    )
+    final = _packed_loop(
+        tf.gather(sequences, order),
+        running,
+        tf.gather(state, order),
+        tf.convert_to_tensor(kernel),
+        tf.convert_to_tensor(recurrent_kernel),
+        tf.convert_to_tensor(bias),
+    )
     return tf.gather(final, tf.math.invert_permutation(order))
 
 
@@ -114,20 +134,31 @@ def _packed_loop(sequences, running, state, kernel, recurrent_kernel, bias):
         active = h[:n]
         x_z, x_r, x_h = tf.split(inputs[t, :n], 3, axis=-1)
         h_z, h_r, h_h = tf.split(
-            tf.matmul(active, recurrent_kernel) + bias[1], 3, axis=-1)
+            tf.matmul(active, recurrent_kernel) + bias[1], 3, axis=-1
+        )
         z = tf.sigmoid(x_z + h_z)
         r = tf.sigmoid(x_r + h_r)
         candidate = tf.tanh(x_h + r * h_h)
         updated = z * active + (1.0 - z) * candidate
-        saved = [array.write(t, _padded(value, batch)) for array, value
-                 in zip(saved, (active, z, r, candidate, h_h))]
-        return (t + 1, tf.ensure_shape(tf.concat([updated, h[n:]], axis=0),
-                                       h.shape), saved)
+        saved = [
+            array.write(t, _padded(value, batch))
+            for array, value in zip(saved, (active, z, r, candidate, h_h))
+        ]
+        return (
+            t + 1,
+            tf.ensure_shape(tf.concat([updated, h[n:]], axis=0), h.shape),
+            saved,
+        )
 
     _, final, saved = tf.while_loop(
-        lambda t, h, saved: t < steps, step,
-        (tf.constant(0), state,
-         [_steps_array(sequences.dtype, steps) for _ in range(5)]))
+        lambda t, h, saved: t < steps,
+        step,
+        (
+            tf.constant(0),
+            state,
+            [_steps_array(sequences.dtype, steps) for _ in range(5)],
+        ),
+    )
 
     def gradient(d_final):
         d_final = tf.convert_to_tensor(d_final)  # a gather's IndexedSlices
@@ -141,33 +172,54 @@ def _packed_loop(sequences, running, state, kernel, recurrent_kernel, bias):
             d_r = d_candidate * h_h * r * (1.0 - r)
             d_gates_inner = tf.concat([d_z, d_r, d_candidate * r], axis=-1)
             d_previous = d_active * z + tf.matmul(
-                d_gates_inner, recurrent_kernel, transpose_b=True)
-            return (t - 1, tf.ensure_shape(
-                        tf.concat([d_previous, d_h[n:]], axis=0), d_h.shape),
-                    d_inputs.write(t, _padded(tf.concat(
-                        [d_z, d_r, d_candidate], axis=-1), batch)),
-                    d_inner.write(t, _padded(d_gates_inner, batch)))
+                d_gates_inner, recurrent_kernel, transpose_b=True
+            )
+            return (
+                t - 1,
+                tf.ensure_shape(
+                    tf.concat([d_previous, d_h[n:]], axis=0), d_h.shape
+                ),
+                d_inputs.write(
+                    t,
+                    _padded(tf.concat([d_z, d_r, d_candidate], axis=-1), batch),
+                ),
+                d_inner.write(t, _padded(d_gates_inner, batch)),
+            )
 
         _, d_state, d_inputs, d_inner = tf.while_loop(
-            lambda t, *_: t >= 0, back,
-            (steps - 1, d_final,
-             _steps_array(sequences.dtype, steps),
-             _steps_array(sequences.dtype, steps)))
+            lambda t, *_: t >= 0,
+            back,
+            (
+                steps - 1,
+                d_final,
+                _steps_array(sequences.dtype, steps),
+                _steps_array(sequences.dtype, steps),
+            ),
+        )
         # The running rows of all steps, (t, b) each, padding left out.
-        positions = tf.where(tf.range(batch)[None, :] <
-                             running[:steps, None])
+        positions = tf.where(tf.range(batch)[None, :] < running[:steps, None])
         d_inputs, d_inner, previous = (
             tf.gather_nd(array.stack(), positions)
-            for array in (d_inputs, d_inner, saved[0]))
+            for array in (d_inputs, d_inner, saved[0])
+        )
         rows_in = tf.gather_nd(sequences, tf.reverse(positions, [1]))
         d_sequences = tf.scatter_nd(
             tf.reverse(positions, [1]),
             tf.matmul(d_inputs, kernel, transpose_b=True),
-            tf.shape(sequences, out_type=tf.int64))
-        return (d_sequences, None, d_state,
-                tf.matmul(rows_in, d_inputs, transpose_a=True),
-                tf.matmul(previous, d_inner, transpose_a=True),
-                tf.stack([tf.reduce_sum(d_inputs, axis=0),
-                          tf.reduce_sum(d_inner, axis=0)]))
+            tf.shape(sequences, out_type=tf.int64),
+        )
+        return (
+            d_sequences,
+            None,
+            d_state,
+            tf.matmul(rows_in, d_inputs, transpose_a=True),
+            tf.matmul(previous, d_inner, transpose_a=True),
+            tf.stack(
+                [
+                    tf.reduce_sum(d_inputs, axis=0),
+                    tf.reduce_sum(d_inner, axis=0),
+                ]
+            ),
+        )
 
     return final, gradient

@@ -14,8 +14,9 @@ def positional_encoding(length, dim):
     if dim % 2:
         raise ValueError(f"A sinusoidal encoding needs an even dim, got {dim}.")
     position = np.arange(length, dtype=np.float32)[:, None]
-    frequency = np.exp(np.arange(0, dim, 2, dtype=np.float32) *
-                       -(math.log(10000.0) / dim))
+    frequency = np.exp(
+        np.arange(0, dim, 2, dtype=np.float32) * -(math.log(10000.0) / dim)
+    )
     encoding = np.zeros((length, dim), np.float32)
     encoding[:, 0::2] = np.sin(position * frequency)
     encoding[:, 1::2] = np.cos(position * frequency)
@@ -46,15 +47,16 @@ class GeneralizedPooling(keras.layers.Layer):
     output [B, D].
     """
 
-    def __init__(self, encoding_dim=32, units=32, temperature=0.1,
-                 **kwargs):
+    def __init__(self, encoding_dim=32, units=32, temperature=0.1, **kwargs):
         super().__init__(**kwargs)
         self.encoding_dim = encoding_dim
         self.units = units
         self.temperature = temperature
         self.gru = keras.layers.Bidirectional(
-            keras.layers.GRU(units, return_sequences=True), merge_mode="ave",
-            name="bigru")
+            keras.layers.GRU(units, return_sequences=True),
+            merge_mode="ave",
+            name="bigru",
+        )
         self.score = keras.layers.Dense(1, use_bias=False, name="score")
 
     def build(self, input_shape):
@@ -65,23 +67,28 @@ class GeneralizedPooling(keras.layers.Layer):
     def pool_weights(self, count):
         """theta, the weight of each rank, [count], summing to one."""
         encoding = ops.convert_to_tensor(
-            positional_encoding(count, self.encoding_dim))[None]
+            positional_encoding(count, self.encoding_dim)
+        )[None]
         scores = self.score(self.gru(encoding))[0, :, 0]
         return ops.softmax(ops.cast(scores, "float32") / self.temperature)
 
     def call(self, features):
-        weights = ops.cast(self.pool_weights(features.shape[1]),
-                           features.dtype)
-        ranked = ops.flip(ops.sort(ops.moveaxis(features, 1, -1), axis=-1),
-                          axis=-1)  # [B, D, K], largest first
+        weights = ops.cast(self.pool_weights(features.shape[1]), features.dtype)
+        ranked = ops.flip(
+            ops.sort(ops.moveaxis(features, 1, -1), axis=-1), axis=-1
+        )  # [B, D, K], largest first
         return ops.einsum("bdk,k->bd", ranked, weights)
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], input_shape[2])
 
     def get_config(self):
-        return {**super().get_config(), "encoding_dim": self.encoding_dim,
-                "units": self.units, "temperature": self.temperature}
+        return {
+            **super().get_config(),
+            "encoding_dim": self.encoding_dim,
+            "units": self.units,
+            "temperature": self.temperature,
+        }
 
 
 def convse_head(x, hidden_units, embedding_dim, suffix=""):
@@ -90,6 +97,7 @@ def convse_head(x, hidden_units, embedding_dim, suffix=""):
     hidden_units is None."""
     if not hidden_units:
         return x
-    x = keras.layers.Dense(hidden_units, activation="relu",
-                           name="head_hidden" + suffix)(x)
+    x = keras.layers.Dense(
+        hidden_units, activation="relu", name="head_hidden" + suffix
+    )(x)
     return keras.layers.Dense(embedding_dim, name="head_output" + suffix)(x)

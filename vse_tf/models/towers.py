@@ -37,17 +37,32 @@ class Tower(keras.Model):
       projection_heads: heads the embedding joins.
     """
 
-    def __init__(self, inputs, outputs, name=None, *, tokenizer=None,
-                 backbone=None, head=None, fine_tuned=(), projection_heads=1,
-                 **kwargs):
+    def __init__(
+        self,
+        inputs,
+        outputs,
+        name=None,
+        *,
+        tokenizer=None,
+        backbone=None,
+        head=None,
+        fine_tuned=(),
+        projection_heads=1,
+        **kwargs,
+    ):
         if tokenizer is not None and (backbone is not None or head is None):
-            raise ValueError("A tower with a tokenizer has a head (from "
-                             "token ids) and no backbone.")
+            raise ValueError(
+                "A tower with a tokenizer has a head (from "
+                "token ids) and no backbone."
+            )
         super().__init__(inputs, outputs, name=name, **kwargs)
         # Layers of the graph already; set without tracking them again.
-        for part, layer in (("tokenizer", tokenizer), ("backbone", backbone),
-                            ("head", head),
-                            ("fine_tuned", tuple(fine_tuned))):
+        for part, layer in (
+            ("tokenizer", tokenizer),
+            ("backbone", backbone),
+            ("head", head),
+            ("fine_tuned", tuple(fine_tuned)),
+        ):
             object.__setattr__(self, part, layer)
         self.projection_heads = projection_heads
 
@@ -62,12 +77,16 @@ class Tower(keras.Model):
 
     def get_config(self):
         # The functional graph, plus each part by its layer's name in it.
-        return {**super().get_config(),
-                "parts": {part: getattr(self, part).name
-                          for part in ("tokenizer", "backbone", "head")
-                          if getattr(self, part) is not None},
-                "fine_tuned": [layer.name for layer in self.fine_tuned],
-                "projection_heads": self.projection_heads}
+        return {
+            **super().get_config(),
+            "parts": {
+                part: getattr(self, part).name
+                for part in ("tokenizer", "backbone", "head")
+                if getattr(self, part) is not None
+            },
+            "fine_tuned": [layer.name for layer in self.fine_tuned],
+            "projection_heads": self.projection_heads,
+        }
 
     @classmethod
     def from_config(cls, config, custom_objects=None):
@@ -77,10 +96,14 @@ class Tower(keras.Model):
         projection_heads = config.pop("projection_heads", 1)
         graph = keras.Model.from_config(config, custom_objects)
         layers = {layer.name: layer for layer in graph.layers}
-        return cls(graph.inputs, graph.outputs, name=graph.name,
-                   **{part: layers[name] for part, name in parts.items()},
-                   fine_tuned=[_find(graph, name) for name in fine_tuned],
-                   projection_heads=projection_heads)
+        return cls(
+            graph.inputs,
+            graph.outputs,
+            name=graph.name,
+            **{part: layers[name] for part, name in parts.items()},
+            fine_tuned=[_find(graph, name) for name in fine_tuned],
+            projection_heads=projection_heads,
+        )
 
 
 def walk_layers(layer):

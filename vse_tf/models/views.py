@@ -62,22 +62,29 @@ class EachView(keras.layers.Layer):
         shape = tf.shape(views)
         if training:
             drawn = keras.random.randint(
-                (shape[0],), 0, shape[1], seed=self.seed_generator)
-            return self.inner(tf.gather(views, drawn, axis=1, batch_dims=1),
-                              training=True)
+                (shape[0],), 0, shape[1], seed=self.seed_generator
+            )
+            return self.inner(
+                tf.gather(views, drawn, axis=1, batch_dims=1), training=True
+            )
         flat = tf.reshape(views, tf.concat([[-1], shape[2:]], axis=0))
         embeddings = self.inner(flat, training=False)
         embeddings = tf.reshape(embeddings, [shape[0], shape[1], -1])
-        return tf.math.l2_normalize(tf.reduce_mean(
-            tf.cast(embeddings, tf.float32), axis=1), axis=-1)
+        return tf.math.l2_normalize(
+            tf.reduce_mean(tf.cast(embeddings, tf.float32), axis=1), axis=-1
+        )
 
     def compute_output_shape(self, input_shape):
         return self.inner.compute_output_shape(
-            (input_shape[0], *input_shape[2:]))
+            (input_shape[0], *input_shape[2:])
+        )
 
     def get_config(self):
-        return {**super().get_config(), "seed": self.seed,
-                "inner": keras.layers.serialize(self.inner)}
+        return {
+            **super().get_config(),
+            "seed": self.seed,
+            "inner": keras.layers.serialize(self.inner),
+        }
 
     @classmethod
     def from_config(cls, config):

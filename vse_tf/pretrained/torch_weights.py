@@ -26,10 +26,15 @@ from vse_tf import errors
 
 _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 _STORAGE_DTYPES = {
-    "FloatStorage": np.float32, "DoubleStorage": np.float64,
-    "HalfStorage": np.float16, "LongStorage": np.int64,
-    "IntStorage": np.int32, "ShortStorage": np.int16,
-    "CharStorage": np.int8, "ByteStorage": np.uint8, "BoolStorage": np.bool_,
+    "FloatStorage": np.float32,
+    "DoubleStorage": np.float64,
+    "HalfStorage": np.float16,
+    "LongStorage": np.int64,
+    "IntStorage": np.int32,
+    "ShortStorage": np.int16,
+    "CharStorage": np.int8,
+    "ByteStorage": np.uint8,
+    "BoolStorage": np.bool_,
     "BFloat16Storage": None,
 }
 
@@ -67,8 +72,10 @@ class _Unpickler(pickle.Unpickler):
     def find_class(self, module, name):
         if module == "collections" and name == "OrderedDict":
             return collections.OrderedDict
-        if module == "torch._utils" and name in ("_rebuild_tensor_v2",
-                                                 "_rebuild_tensor"):
+        if module == "torch._utils" and name in (
+            "_rebuild_tensor_v2",
+            "_rebuild_tensor",
+        ):
             return _rebuild_tensor
         if module == "torch._utils" and name == "_rebuild_parameter":
             return _rebuild_parameter
@@ -76,14 +83,18 @@ class _Unpickler(pickle.Unpickler):
             return _StorageType(name)
         raise WeightsError(
             f"{self.path} holds a {module}.{name}, not only tensors; refusing "
-            "to unpickle it.")
+            "to unpickle it."
+        )
 
     def persistent_load(self, saved_id):
         kind, storage_type, key, _, numel = saved_id[:5]
         if kind != "storage":
             raise WeightsError(f"{self.path}: unknown record {kind!r}.")
-        name = storage_type.name if isinstance(storage_type, _StorageType) \
+        name = (
+            storage_type.name
+            if isinstance(storage_type, _StorageType)
             else str(storage_type)
+        )
         dtype = _STORAGE_DTYPES.get(name)
         if dtype is None:
             raise WeightsError(f"{self.path}: unsupported storage {name}.")
@@ -97,11 +108,14 @@ def _materialize(obj):
         _, storage, offset, size, stride = obj
         itemsize = storage.dtype.itemsize
         return np.lib.stride_tricks.as_strided(
-            storage.array[offset:], shape=size,
-            strides=[s * itemsize for s in stride]).copy()
+            storage.array[offset:],
+            shape=size,
+            strides=[s * itemsize for s in stride],
+        ).copy()
     if isinstance(obj, dict):
         return collections.OrderedDict(
-            (key, _materialize(value)) for key, value in obj.items())
+            (key, _materialize(value)) for key, value in obj.items()
+        )
     if isinstance(obj, list):
         return [_materialize(value) for value in obj]
     return obj
@@ -113,23 +127,33 @@ def load_state_dict(path):
         if zipfile.is_zipfile(path):
             return _load_zip(path)
         return _load_legacy(path)
-    except (OSError, EOFError, pickle.UnpicklingError, struct.error,
-            ValueError, KeyError) as error:
-        raise WeightsError(f"Cannot read the PyTorch weights {path}: "
-                           f"{error}.") from error
+    except (
+        OSError,
+        EOFError,
+        pickle.UnpicklingError,
+        struct.error,
+        ValueError,
+        KeyError,
+    ) as error:
+        raise WeightsError(
+            f"Cannot read the PyTorch weights {path}: {error}."
+        ) from error
 
 
 def _load_zip(path):
     storages = {}
     with zipfile.ZipFile(path) as archive:
-        pickle_name = next(n for n in archive.namelist()
-                           if n.endswith("/data.pkl"))
-        prefix = pickle_name[:-len("data.pkl")]
-        obj = _Unpickler(io.BytesIO(archive.read(pickle_name)), storages,
-                         path).load()
+        pickle_name = next(
+            n for n in archive.namelist() if n.endswith("/data.pkl")
+        )
+        prefix = pickle_name[: -len("data.pkl")]
+        obj = _Unpickler(
+            io.BytesIO(archive.read(pickle_name)), storages, path
+        ).load()
         for key, storage in storages.items():
             storage.array = np.frombuffer(
-                archive.read(f"{prefix}data/{key}"), dtype=storage.dtype)
+                archive.read(f"{prefix}data/{key}"), dtype=storage.dtype
+            )
     return _materialize(obj)
 
 
@@ -145,5 +169,6 @@ def _load_legacy(path):
             storage = storages[key]
             (numel,) = struct.unpack("<q", f.read(8))
             storage.array = np.frombuffer(
-                f.read(numel * storage.dtype.itemsize), dtype=storage.dtype)
+                f.read(numel * storage.dtype.itemsize), dtype=storage.dtype
+            )
     return _materialize(obj)

@@ -26,16 +26,23 @@ def write(path, chunks, max_rows, progress=None):
     written = 0
     with io_utils.atomic_path(path) as tmp:
         rows = None
-        for chunk in tqdm(chunks, desc=progress, unit="chunk",
-                          disable=True if progress is None else None):
+        for chunk in tqdm(
+            chunks,
+            desc=progress,
+            unit="chunk",
+            disable=True if progress is None else None,
+        ):
             chunk = np.asarray(chunk, dtype=np.float32)
             if rows is None:
                 rows = np.lib.format.open_memmap(
-                    tmp, mode="w+", dtype=np.float32,
-                    shape=(max_rows, chunk.shape[1]))
+                    tmp,
+                    mode="w+",
+                    dtype=np.float32,
+                    shape=(max_rows, chunk.shape[1]),
+                )
             if written + len(chunk) > max_rows:
                 raise ValueError(f"More than max_rows={max_rows} rows.")
-            rows[written:written + len(chunk)] = chunk
+            rows[written : written + len(chunk)] = chunk
             written += len(chunk)
         if rows is None:
             raise ValueError(f"No rows to write to {path!r}.")
@@ -50,7 +57,8 @@ def _shrink(path, rows, count):
     """Replaces the file at `path` by its first `count` rows."""
     with io_utils.atomic_path(path) as tmp:
         exact = np.lib.format.open_memmap(
-            tmp, mode="w+", dtype=np.float32, shape=(count, rows.shape[1]))
+            tmp, mode="w+", dtype=np.float32, shape=(count, rows.shape[1])
+        )
         for start in range(0, count, COPY_ROWS):
             stop = min(start + COPY_ROWS, count)
             exact[start:stop] = rows[start:stop]
@@ -61,4 +69,3 @@ def _shrink(path, rows, count):
 def open_rows(path):
     """The rows of a file `write` made, memory-mapped read-only."""
     return np.load(path, mmap_mode="r")
-

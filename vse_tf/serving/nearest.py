@@ -22,30 +22,47 @@ QUERIES_PER_BATCH = 256
 NPROBE = 64  # recall@10 0.98 at 10^6 rows in tools/bench_search.py
 
 
-def top_k(queries, candidates, k, rows_per_chunk=ROWS_PER_CHUNK,
-          queries_per_batch=QUERIES_PER_BATCH):
+def top_k(
+    queries,
+    candidates,
+    k,
+    rows_per_chunk=ROWS_PER_CHUNK,
+    queries_per_batch=QUERIES_PER_BATCH,
+):
     """(indices [Q, k'], scores [Q, k']), best first, k' = min(k, N)."""
     queries = np.asarray(queries, dtype=np.float32)
-    batches = [_top_k_of_batch(queries[start:start + queries_per_batch],
-                               candidates, k, rows_per_chunk)
-               for start in range(0, len(queries), queries_per_batch)]
-    return (np.concatenate([indices for indices, _ in batches]),
-            np.concatenate([scores for _, scores in batches]))
+    batches = [
+        _top_k_of_batch(
+            queries[start : start + queries_per_batch],
+            candidates,
+            k,
+            rows_per_chunk,
+        )
+        for start in range(0, len(queries), queries_per_batch)
+    ]
+    return (
+        np.concatenate([indices for indices, _ in batches]),
+        np.concatenate([scores for _, scores in batches]),
+    )
 
 
 def _top_k_of_batch(queries, candidates, k, rows_per_chunk):
     best_indices = np.zeros((len(queries), 0), dtype=np.int64)
     best_scores = np.zeros((len(queries), 0), dtype=np.float32)
     for start in range(0, len(candidates), rows_per_chunk):
-        rows = np.asarray(candidates[start:start + rows_per_chunk],
-                          dtype=np.float32)
+        rows = np.asarray(
+            candidates[start : start + rows_per_chunk], dtype=np.float32
+        )
         scores = queries @ rows.T
         indices = np.broadcast_to(
-            np.arange(start, start + len(rows)), scores.shape)
+            np.arange(start, start + len(rows)), scores.shape
+        )
         indices, scores = _best(scores, indices, k)
         best_indices, best_scores = _best(
             np.concatenate([best_scores, scores], axis=1),
-            np.concatenate([best_indices, indices], axis=1), k)
+            np.concatenate([best_indices, indices], axis=1),
+            k,
+        )
     return best_indices, best_scores
 
 
@@ -58,15 +75,14 @@ def _best(scores, indices, k):
     k = min(k, scores.shape[1])
     if k == 0:
         return indices[:, :0], scores[:, :0]
-    kth = -np.partition(-scores, k - 1, axis=1)[:, k - 1:k]
+    kth = -np.partition(-scores, k - 1, axis=1)[:, k - 1 : k]
     rows, columns = np.nonzero(scores >= kth)
     kept_scores, kept_indices = scores[rows, columns], indices[rows, columns]
     order = np.lexsort((kept_indices, -kept_scores, rows))
     # Every row kept at least k entries; its first k, in order, are its best.
     firsts = np.searchsorted(rows[order], np.arange(len(scores)))
     take = order[(firsts[:, None] + np.arange(k)).ravel()]
-    return (kept_indices[take].reshape(-1, k),
-            kept_scores[take].reshape(-1, k))
+    return (kept_indices[take].reshape(-1, k), kept_scores[take].reshape(-1, k))
 
 
 class ApproximateIndex:
@@ -90,8 +106,15 @@ class ApproximateIndex:
         return self.index.nlist
 
     @classmethod
-    def build(cls, rows, lists=None, sample=None, seed=0,
-              rows_per_chunk=ROWS_PER_CHUNK, progress=None):
+    def build(
+        cls,
+        rows,
+        lists=None,
+        sample=None,
+        seed=0,
+        rows_per_chunk=ROWS_PER_CHUNK,
+        progress=None,
+    ):
         faiss = require_faiss()
         count, dim = rows.shape
         # 4 sqrt(N) lists, the usual start; faiss wants 39 points a
@@ -99,18 +122,29 @@ class ApproximateIndex:
         # list under 78 rows: the exact scan).
         lists = lists or max(1, min(int(4 * np.sqrt(count)), count // 39))
         sample = min(count, sample or 64 * lists)
-        chosen = np.sort(np.random.default_rng(seed).choice(
-            count, size=sample, replace=False))
+        chosen = np.sort(
+            np.random.default_rng(seed).choice(
+                count, size=sample, replace=False
+            )
+        )
         quantizer = faiss.IndexFlatIP(dim)
-        index = faiss.IndexIVFFlat(quantizer, dim, lists,
-                                   faiss.METRIC_INNER_PRODUCT)
+        index = faiss.IndexIVFFlat(
+            quantizer, dim, lists, faiss.METRIC_INNER_PRODUCT
+        )
         index.cp.seed = seed
         index.train(np.ascontiguousarray(rows[chosen], dtype=np.float32))
         starts = range(0, count, rows_per_chunk)
-        for start in tqdm(starts, desc=progress, unit="chunk",
-                          disable=True if progress is None else None):
-            index.add(np.ascontiguousarray(
-                rows[start:start + rows_per_chunk], dtype=np.float32))
+        for start in tqdm(
+            starts,
+            desc=progress,
+            unit="chunk",
+            disable=True if progress is None else None,
+        ):
+            index.add(
+                np.ascontiguousarray(
+                    rows[start : start + rows_per_chunk], dtype=np.float32
+                )
+            )
         return cls(index)
 
     def top_k(self, queries, k, nprobe=NPROBE):
@@ -124,8 +158,7 @@ class ApproximateIndex:
         short = (indices < 0).any(axis=1)
         if short.any():
             self.index.nprobe = self.lists
-            scores[short], indices[short] = self.index.search(
-                queries[short], k)
+            scores[short], indices[short] = self.index.search(queries[short], k)
         return indices, scores
 
     def save(self, path):
@@ -143,7 +176,8 @@ def require_faiss():
         raise errors.UserError(
             "The approximate index needs faiss, which is not installed: "
             "pip install -e '.[faiss]' (or pip install faiss-cpu), or "
-            "search exactly.") from error
+            "search exactly."
+        ) from error
     return faiss
 
 

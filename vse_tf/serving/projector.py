@@ -48,15 +48,16 @@ def _sprite(images, num_points, size=THUMBNAIL):
     if per_side * size > _MAX_SPRITE_SIDE:
         raise errors.UserError(
             f"{num_points} points do not fit a projector sprite of "
-            f"{size}-pixel tiles; lower --max_images.")
+            f"{size}-pixel tiles; lower --max_images."
+        )
     thumbnails = tf.image.resize(images, (size, size), antialias=True)
-    thumbnails = np.clip(np.round(thumbnails.numpy()), 0, 255).astype(
-        np.uint8)
+    thumbnails = np.clip(np.round(thumbnails.numpy()), 0, 255).astype(np.uint8)
     tiles = np.full((per_side * per_side, size, size, 3), 240, np.uint8)
-    tiles[:len(thumbnails)] = thumbnails
+    tiles[: len(thumbnails)] = thumbnails
     grid = tiles.reshape(per_side, per_side, size, size, 3)
-    return grid.transpose(0, 2, 1, 3, 4).reshape(per_side * size,
-                                                 per_side * size, 3)
+    return grid.transpose(0, 2, 1, 3, 4).reshape(
+        per_side * size, per_side * size, 3
+    )
 
 
 def write_projector(model, examples, log_dir, max_images=500):
@@ -75,13 +76,16 @@ def write_projector(model, examples, log_dir, max_images=500):
     if not pictures:
         raise errors.UserError("The split has no images to project.")
     rows = ["modality\timage_id\ttext"]
-    rows += [f"image\t{i}\t{_clean(c[0])}"
-             for i, c in zip(image_ids, captions)]
-    rows += [f"caption\t{i}\t{_clean(caption)}"
-             for i, c in zip(image_ids, captions) for caption in c]
+    rows += [f"image\t{i}\t{_clean(c[0])}" for i, c in zip(image_ids, captions)]
+    rows += [
+        f"caption\t{i}\t{_clean(caption)}"
+        for i, c in zip(image_ids, captions)
+        for caption in c
+    ]
     sprite = _sprite(np.stack(pictures), len(rows) - 1)
-    image_embeddings, text_embeddings, _ = embedding.embed_examples(model,
-                                                                examples)
+    image_embeddings, text_embeddings, _ = embedding.embed_examples(
+        model, examples
+    )
     points = np.concatenate([image_embeddings, text_embeddings])
 
     config = projector_config_pb2.ProjectorConfig()
@@ -96,15 +100,18 @@ def write_projector(model, examples, log_dir, max_images=500):
     parent = os.path.dirname(log_dir)
     io_utils.ensure_writable_dir(parent, "projector dir")
     with io_utils.staging_dir(parent, "projector") as staging:
-        np.savetxt(os.path.join(staging, EMBEDDINGS), points, fmt="%.6g",
-                   delimiter="\t")
-        with open(os.path.join(staging, METADATA), "w",
-                  encoding="utf-8") as f:
+        np.savetxt(
+            os.path.join(staging, EMBEDDINGS),
+            points,
+            fmt="%.6g",
+            delimiter="\t",
+        )
+        with open(os.path.join(staging, METADATA), "w", encoding="utf-8") as f:
             f.write("\n".join(rows) + "\n")
-        tf.io.write_file(os.path.join(staging, SPRITE),
-                         tf.io.encode_png(sprite))
+        tf.io.write_file(
+            os.path.join(staging, SPRITE), tf.io.encode_png(sprite)
+        )
         with open(os.path.join(staging, CONFIG), "w") as f:
             f.write(text_format.MessageToString(config))
         io_utils.replace_dir(staging, log_dir)
     return len(points)
-

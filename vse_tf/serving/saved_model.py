@@ -46,8 +46,9 @@ def versions(export_dir, tower):
     base = os.path.join(export_dir, tower)
     if not os.path.isdir(base):
         return []
-    return sorted(int(name) for name in os.listdir(base)
-                  if re.fullmatch(r"\d+", name))
+    return sorted(
+        int(name) for name in os.listdir(base) if re.fullmatch(r"\d+", name)
+    )
 
 
 def latest_version_dir(export_dir, tower):
@@ -57,7 +58,8 @@ def latest_version_dir(export_dir, tower):
         raise errors.UserError(
             f"No exported {tower} in {export_dir!r}: expected numbered "
             f"version folders under {os.path.join(export_dir, tower)}. "
-            "Export a run with `python -m vse_tf.export --model_dir=DIR`.")
+            "Export a run with `python -m vse_tf.export --model_dir=DIR`."
+        )
     return os.path.join(export_dir, tower, str(found[-1]))
 
 
@@ -71,8 +73,9 @@ class _HubnessBank(tf.Module):
         self.weight = weight
 
     def __call__(self, embeddings):
-        return hubness.hubness(embeddings, self.bank, self.neighbours,
-                               self.weight)
+        return hubness.hubness(
+            embeddings, self.bank, self.neighbours, self.weight
+        )
 
 
 def _serving_outputs(tower, inputs, bank):
@@ -104,8 +107,11 @@ def _bank(archive, correction, tower_name):
     None without a correction."""
     if correction is None:
         return None
-    bank = (correction.text_bank if tower_name == IMAGE_TOWER
-            else correction.image_bank)
+    bank = (
+        correction.text_bank
+        if tower_name == IMAGE_TOWER
+        else correction.image_bank
+    )
     module = _HubnessBank(bank, correction.neighbours, correction.weight)
     archive.track(module)
     return module
@@ -129,27 +135,38 @@ def image_tower_archive(image_tower, correction=None):
         return _serving_outputs(image_tower, pixels, bank)
 
     archive.add_endpoint(
-        "serving_default", serve_bytes,
-        input_signature=[tf.TensorSpec([None], tf.string, "image_bytes")])
+        "serving_default",
+        serve_bytes,
+        input_signature=[tf.TensorSpec([None], tf.string, "image_bytes")],
+    )
     archive.add_endpoint(
-        "serving_pixels", serve_pixels,
-        input_signature=[tf.TensorSpec([None, height, width, channels],
-                                       tf.float32, "pixels")])
+        "serving_pixels",
+        serve_pixels,
+        input_signature=[
+            tf.TensorSpec([None, height, width, channels], tf.float32, "pixels")
+        ],
+    )
     return archive
 
 
 def features_tower_archive(image_tower, correction=None):
     """An image tower on precomputed features, which it takes as they are."""
-    return _one_signature_archive(image_tower, tf.TensorSpec(
-        image_tower.inputs[0].shape, tf.float32, "features"),
-        correction, IMAGE_TOWER)
+    return _one_signature_archive(
+        image_tower,
+        tf.TensorSpec(image_tower.inputs[0].shape, tf.float32, "features"),
+        correction,
+        IMAGE_TOWER,
+    )
 
 
 def text_tower_archive(text_tower, correction=None):
     """The text tower taking raw caption strings."""
     return _one_signature_archive(
-        text_tower, tf.TensorSpec([None], tf.string, "text"),
-        correction, TEXT_TOWER)
+        text_tower,
+        tf.TensorSpec([None], tf.string, "text"),
+        correction,
+        TEXT_TOWER,
+    )
 
 
 def _one_signature_archive(tower, input_spec, correction, tower_name):
@@ -159,8 +176,7 @@ def _one_signature_archive(tower, input_spec, correction, tower_name):
     def serve(inputs):
         return _serving_outputs(tower, inputs, bank)
 
-    archive.add_endpoint("serving_default", serve,
-                         input_signature=[input_spec])
+    archive.add_endpoint("serving_default", serve, input_signature=[input_spec])
     return archive
 
 
@@ -173,31 +189,45 @@ def export_towers(model, export_dir, version=None, correction=None):
       errors.UserError: `version` already exists for either tower.
     """
     if version is None:
-        version = 1 + max([0, *versions(export_dir, IMAGE_TOWER),
-                           *versions(export_dir, TEXT_TOWER)])
+        version = 1 + max(
+            [
+                0,
+                *versions(export_dir, IMAGE_TOWER),
+                *versions(export_dir, TEXT_TOWER),
+            ]
+        )
     if version < 1:
-        raise errors.UserError(f"--version must be a positive integer, not "
-                               f"{version}.")
+        raise errors.UserError(
+            f"--version must be a positive integer, not {version}."
+        )
     for tower in TOWERS:
         if version in versions(export_dir, tower):
             raise errors.UserError(
                 f"{os.path.join(export_dir, tower, str(version))} already "
                 "exists and is never overwritten: TF Serving may be serving "
-                "it. Pass another --version, or leave it out for the next.")
-    archives = {IMAGE_TOWER: image_tower_archive(model.image_tower,
-                                                 correction),
-                TEXT_TOWER: text_tower_archive(model.text_tower, correction)}
+                "it. Pass another --version, or leave it out for the next."
+            )
+    archives = {
+        IMAGE_TOWER: image_tower_archive(model.image_tower, correction),
+        TEXT_TOWER: text_tower_archive(model.text_tower, correction),
+    }
     io_utils.ensure_writable_dir(export_dir, "export dir")
     # Both towers are written in full before either is renamed into place.
     with io_utils.staging_dir(export_dir, "export") as staging:
         for tower, archive in archives.items():
             # Serving needs no gradients; the packed GRU's hand-written one
             # holds loop state a SavedModel cannot store.
-            archive.write_out(os.path.join(staging, tower), verbose=False,
-                              options=tf.saved_model.SaveOptions(
-                                  experimental_custom_gradients=False))
+            archive.write_out(
+                os.path.join(staging, tower),
+                verbose=False,
+                options=tf.saved_model.SaveOptions(
+                    experimental_custom_gradients=False
+                ),
+            )
         for tower in TOWERS:
             os.makedirs(os.path.join(export_dir, tower), exist_ok=True)
-            os.rename(os.path.join(staging, tower),
-                      os.path.join(export_dir, tower, str(version)))
+            os.rename(
+                os.path.join(staging, tower),
+                os.path.join(export_dir, tower, str(version)),
+            )
     return version

@@ -52,31 +52,40 @@ class RetrievalValidation(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         logs = logs if logs is not None else {}
         try:
-            metrics = embedding.evaluate_model(self.model, self.examples,
-                                               self.folds)
+            metrics = embedding.evaluate_model(
+                self.model, self.examples, self.folds
+            )
         except evaluation.NonFiniteEmbeddings as error:
             raise diverged(
                 f"at the end of epoch {epoch + 1} (step "
                 f"{int(self.model.optimizer.iterations.numpy())}), whose "
                 f"last update broke the model: {error}",
-                self.checkpoint_dir) from error
+                self.checkpoint_dir,
+            ) from error
         logs.update({f"val_{name}": value for name, value in metrics.items()})
-        logs["learning_rate"] = float(keras.ops.convert_to_numpy(
-            self.model.optimizer.learning_rate))
+        logs["learning_rate"] = float(
+            keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)
+        )
         if metrics["rsum"] > self.best_rsum:
             self.best_rsum = metrics["rsum"]
-            with io_utils.atomic_path(os.path.join(
-                    self.checkpoint_dir, BEST_WEIGHTS)) as tmp:
+            with io_utils.atomic_path(
+                os.path.join(self.checkpoint_dir, BEST_WEIGHTS)
+            ) as tmp:
                 self.model.save_weights(tmp)
             io_utils.write_json_atomic(
                 os.path.join(self.checkpoint_dir, BEST_STATE),
-                {"epoch": epoch + 1, **{f"val_{k}": v
-                                        for k, v in metrics.items()}})
+                {
+                    "epoch": epoch + 1,
+                    **{f"val_{k}": v for k, v in metrics.items()},
+                },
+            )
         # On a terminal, after the live progress bar's line.
         start = "\n" if progress_verbosity() == 1 else ""
-        print(f"{start}epoch {epoch + 1}: val rsum {metrics['rsum']:.1f} "
-              f"(i2t R@1 {metrics['i2t_r1']:.1f}, t2i R@1 "
-              f"{metrics['t2i_r1']:.1f}; best {self.best_rsum:.1f})")
+        print(
+            f"{start}epoch {epoch + 1}: val rsum {metrics['rsum']:.1f} "
+            f"(i2t R@1 {metrics['i2t_r1']:.1f}, t2i R@1 "
+            f"{metrics['t2i_r1']:.1f}; best {self.best_rsum:.1f})"
+        )
 
 
 class EpochHistory(keras.callbacks.Callback):
@@ -93,11 +102,18 @@ class EpochHistory(keras.callbacks.Callback):
         self.path = path
 
     def on_epoch_end(self, epoch, logs=None):
-        rows = [row for row in read_history(self.path)
-                if int(row["epoch"]) <= epoch]
-        rows.append({"epoch": epoch + 1, **{
-            name: float(value) for name, value in sorted((logs or {}).items())
-        }})
+        rows = [
+            row for row in read_history(self.path) if int(row["epoch"]) <= epoch
+        ]
+        rows.append(
+            {
+                "epoch": epoch + 1,
+                **{
+                    name: float(value)
+                    for name, value in sorted((logs or {}).items())
+                },
+            }
+        )
         columns = list(dict.fromkeys(name for row in rows for name in row))
         text = io.StringIO()
         writer = csv.DictWriter(text, columns, lineterminator="\n")
@@ -144,19 +160,24 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
         raise diverged(
             f"at step {int(self.model.optimizer.iterations.numpy())} (epoch "
             f"{self.epoch + 1}, batch {batch + 1}): the loss is "
-            f"{float(loss)}", self.checkpoint_dir)
+            f"{float(loss)}",
+            self.checkpoint_dir,
+        )
 
 
 def diverged(where, checkpoint_dir):
     """The TrainingDiverged error for a run that broke `where`."""
     state = os.path.join(checkpoint_dir, BEST_STATE)
-    kept = (f"The best checkpoint is unchanged: epoch "
-            f"{io_utils.read_json(state)['epoch']} in {checkpoint_dir}."
-            if os.path.exists(state) else
-            "No epoch finished, so there is no checkpoint.")
+    kept = (
+        f"The best checkpoint is unchanged: epoch "
+        f"{io_utils.read_json(state)['epoch']} in {checkpoint_dir}."
+        if os.path.exists(state)
+        else "No epoch finished, so there is no checkpoint."
+    )
     return TrainingDiverged(
         f"Training stopped {where}. {kept} Lower the learning rate, set "
-        "make_optimizer.global_clipnorm, or check the inputs of that step.")
+        "make_optimizer.global_clipnorm, or check the inputs of that step."
+    )
 
 
 class BackupAndRestore(keras.callbacks.Callback):
@@ -189,19 +210,28 @@ class BackupAndRestore(keras.callbacks.Callback):
         if model.optimizer is not None and not model.optimizer.built:
             with model.distribute_strategy.scope():
                 model.optimizer.build(model.trainable_variables)
-        legacy_weights.load(model, path, "backup",
-                            f"Remove {self.backup_dir} to train the run "
-                            "from its start.", optimizer_state=True)
+        legacy_weights.load(
+            model,
+            path,
+            "backup",
+            f"Remove {self.backup_dir} to train the run from its start.",
+            optimizer_state=True,
+        )
         step = int(model.optimizer.iterations.numpy())
         epoch = step // self.steps_per_epoch
         print(f"Resuming from {self.backup_dir}: epoch {epoch}, step {step}.")
         return epoch
 
     def on_epoch_end(self, epoch, logs=None):
-        with io_utils.atomic_path(os.path.join(
-                self.write_dir, BACKUP_WEIGHTS)) as tmp:
+        with io_utils.atomic_path(
+            os.path.join(self.write_dir, BACKUP_WEIGHTS)
+        ) as tmp:
             self.model.save_weights(tmp)
         io_utils.write_json_atomic(
             os.path.join(self.write_dir, BACKUP_STATE),
-            {"epoch": epoch + 1, "batch": 0,
-             "step": int(self.model.optimizer.iterations.numpy())})
+            {
+                "epoch": epoch + 1,
+                "batch": 0,
+                "step": int(self.model.optimizer.iterations.numpy()),
+            },
+        )

@@ -38,8 +38,10 @@ def cluster_config():
     raw = os.environ.get("TF_CONFIG", "").strip()
     if not raw:
         return None
-    example = ('\'{"cluster": {"worker": ["host1:port", "host2:port"]}, '
-               '"task": {"type": "worker", "index": 0}}\'')
+    example = (
+        '\'{"cluster": {"worker": ["host1:port", "host2:port"]}, '
+        '"task": {"type": "worker", "index": 0}}\''
+    )
     try:
         config = json.loads(raw)
     except json.JSONDecodeError as error:
@@ -47,26 +49,35 @@ def cluster_config():
             f"TF_CONFIG is not valid JSON ({error.msg} at character "
             f"{error.pos}). Set it on each machine to the cluster and this "
             f"machine's task, e.g. TF_CONFIG={example}, or unset it to train "
-            "on one machine.") from error
+            "on one machine."
+        ) from error
     cluster = config.get("cluster") if isinstance(config, dict) else None
     task = config.get("task") if isinstance(config, dict) else None
-    if not isinstance(cluster, dict) or not cluster or not all(
-            isinstance(hosts, list) and hosts for hosts in cluster.values()):
+    if (
+        not isinstance(cluster, dict)
+        or not cluster
+        or not all(
+            isinstance(hosts, list) and hosts for hosts in cluster.values()
+        )
+    ):
         raise errors.UserError(
-            "TF_CONFIG has no \"cluster\" mapping each task type to its list "
-            f"of \"host:port\" addresses; expected e.g. {example}.")
+            'TF_CONFIG has no "cluster" mapping each task type to its list '
+            f'of "host:port" addresses; expected e.g. {example}.'
+        )
     if not isinstance(task, dict) or task.get("type") not in cluster:
         raise errors.UserError(
-            f"TF_CONFIG's \"task\" is {task!r}, but its \"type\" must name "
+            f'TF_CONFIG\'s "task" is {task!r}, but its "type" must name '
             f"one of the cluster's task types {sorted(cluster)}; expected "
-            f"e.g. {example}.")
+            f"e.g. {example}."
+        )
     index = task.get("index")
     count = len(cluster[task["type"]])
     if not isinstance(index, int) or not 0 <= index < count:
         raise errors.UserError(
             f"TF_CONFIG names this machine {task['type']} {index!r}, but the "
             f"cluster lists {count} {task['type']} address(es), so the index "
-            f"must be one of 0..{count - 1}.")
+            f"must be one of 0..{count - 1}."
+        )
     return config
 
 
@@ -80,8 +91,9 @@ def get_strategy(kind="auto", tpu=None):
       tpu: a TPU's name or grpc:// address; "local" for a TPU VM.
     """
     if kind not in KINDS:
-        raise errors.UserError(f"Unknown strategy {kind!r}; choose one of "
-                               f"{', '.join(KINDS)}.")
+        raise errors.UserError(
+            f"Unknown strategy {kind!r}; choose one of {', '.join(KINDS)}."
+        )
     cluster = cluster_config()
     if kind == "auto":
         if cluster is not None:
@@ -94,8 +106,10 @@ def get_strategy(kind="auto", tpu=None):
             kind = "default"
     if kind == "multi_worker":
         if cluster is None:
-            raise errors.UserError("The multi_worker strategy needs TF_CONFIG "
-                                   "to describe the cluster.")
+            raise errors.UserError(
+                "The multi_worker strategy needs TF_CONFIG "
+                "to describe the cluster."
+            )
         return tf.distribute.MultiWorkerMirroredStrategy()
     if kind == "tpu":
         resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu)
@@ -115,8 +129,11 @@ def is_chief(strategy):
     if resolver.task_type == "chief":
         return True
     # Without a "chief" task, worker 0 plays the chief (Keras's convention).
-    return (resolver.task_type == "worker" and resolver.task_id == 0 and
-            "chief" not in resolver.cluster_spec().as_dict())
+    return (
+        resolver.task_type == "worker"
+        and resolver.task_id == 0
+        and "chief" not in resolver.cluster_spec().as_dict()
+    )
 
 
 class WorkerDir:
@@ -130,10 +147,13 @@ class WorkerDir:
         if not self.is_chief:
             resolver = strategy.cluster_resolver
             self.path = tempfile.mkdtemp(
-                prefix=f"vse_tf-{resolver.task_type}{resolver.task_id}-")
-            print(f"This is {resolver.task_type} {resolver.task_id}, not the "
-                  f"chief: it writes to {self.path}, removed at the end; "
-                  f"the chief writes {model_dir}.")
+                prefix=f"vse_tf-{resolver.task_type}{resolver.task_id}-"
+            )
+            print(
+                f"This is {resolver.task_type} {resolver.task_id}, not the "
+                f"chief: it writes to {self.path}, removed at the end; "
+                f"the chief writes {model_dir}."
+            )
 
     def __enter__(self):
         return self
@@ -150,4 +170,5 @@ def check_batch_size(batch_size, strategy):
             f"train.batch_size = {batch_size} does not split over "
             f"{replicas} replicas. The global batch is divided evenly, so "
             f"use a multiple of {replicas}, e.g. "
-            f"{max(batch_size // replicas, 1) * replicas}.")
+            f"{max(batch_size // replicas, 1) * replicas}."
+        )

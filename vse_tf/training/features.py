@@ -25,15 +25,19 @@ VERSION = 2
 
 def _backbones(model):
     towers = (model.image_tower, model.text_tower)
-    missing = [tower.name for tower in towers
-               if getattr(tower, "backbone", None) is None]
+    missing = [
+        tower.name
+        for tower in towers
+        if getattr(tower, "backbone", None) is None
+    ]
     if missing:
         raise errors.UserError(
             "train.cache_features = True trains the heads on the features "
             f"of both towers' frozen backbones, but {' and '.join(missing)} "
             "has none: use pretrained towers (e.g. build_efficientnet_"
             "tower, build_minilm_tower) or set train.cache_features = "
-            "False.")
+            "False."
+        )
     return [tower.backbone for tower in towers]
 
 
@@ -58,8 +62,9 @@ def backbone_signature(model):
     return digest.hexdigest()[:16]
 
 
-def compute_features(model, examples, batch_size=64, caption_batch_size=256,
-                     label=""):
+def compute_features(
+    model, examples, batch_size=64, caption_batch_size=256, label=""
+):
     """{"image": [N, F], "captions": [N, C, G], "image_id": [N]} arrays.
 
     The images go through their backbone in dataset order; the captions,
@@ -70,17 +75,27 @@ def compute_features(model, examples, batch_size=64, caption_batch_size=256,
     # Stored as float32 whatever the backbones compute in: NumPy has no
     # bfloat16 of its own, and np.load reads one back as raw bytes.
     embed_images = tf.function(
-        lambda pixels: tf.cast(image_backbone(pixels, training=False),
-                               tf.float32),
-        reduce_retracing=True)
+        lambda pixels: tf.cast(
+            image_backbone(pixels, training=False), tf.float32
+        ),
+        reduce_retracing=True,
+    )
     embed_texts = tf.function(
-        lambda texts: tf.cast(text_backbone(texts, training=False),
-                              tf.float32),
-        reduce_retracing=True)
-    batches = examples.map(
-        lambda e: (tf.cast(e["image"], tf.float32), e["captions"],
-                   e["image_id"]),
-        num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size).prefetch(2)
+        lambda texts: tf.cast(text_backbone(texts, training=False), tf.float32),
+        reduce_retracing=True,
+    )
+    batches = (
+        examples.map(
+            lambda e: (
+                tf.cast(e["image"], tf.float32),
+                e["captions"],
+                e["image_id"],
+            ),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
+        .batch(batch_size)
+        .prefetch(2)
+    )
     total = int(examples.cardinality())
     print(f"Backbone features for {label} ({total} images):")
     images, captions, ids = [], [], []
@@ -96,23 +111,26 @@ def compute_features(model, examples, batch_size=64, caption_batch_size=256,
     caption_features = None
     progress = _progress(len(flat), "caption")
     for start in range(0, len(flat), caption_batch_size):
-        rows = order[start:start + caption_batch_size]
+        rows = order[start : start + caption_batch_size]
         batch = embed_texts(tf.constant(flat[rows])).numpy()
         if caption_features is None:
-            caption_features = np.empty((len(flat), batch.shape[-1]),
-                                        batch.dtype)
+            caption_features = np.empty(
+                (len(flat), batch.shape[-1]), batch.dtype
+            )
         caption_features[rows] = batch
         progress.add(len(rows))
-    return {"image": np.concatenate(images),
-            "captions": caption_features.reshape(captions.shape + (-1,)),
-            "image_id": np.concatenate(ids)}
+    return {
+        "image": np.concatenate(images),
+        "captions": caption_features.reshape(captions.shape + (-1,)),
+        "image_id": np.concatenate(ids),
+    }
 
 
 def _progress(total, unit):
     # verbose=2: one line at the end, as fit's, for logs and tools.
     return keras.utils.Progbar(
-        total, unit_name=unit,
-        verbose=callbacks.progress_verbosity())
+        total, unit_name=unit, verbose=callbacks.progress_verbosity()
+    )
 
 
 def cached_examples(model, examples, split, cache_dir):
@@ -126,10 +144,12 @@ def cached_examples(model, examples, split, cache_dir):
     arrays = None
     if os.path.exists(path):
         with np.load(path) as stored:
-            if (str(stored["signature"]) == signature and
-                    len(stored["image_id"]) == int(examples.cardinality())):
-                arrays = {k: stored[k] for k in ("image", "captions",
-                                                 "image_id")}
+            if str(stored["signature"]) == signature and len(
+                stored["image_id"]
+            ) == int(examples.cardinality()):
+                arrays = {
+                    k: stored[k] for k in ("image", "captions", "image_id")
+                }
                 print(f"Backbone features for {split}: reusing {path}.")
     if arrays is None:
         arrays = compute_features(model, examples, label=split)

@@ -25,8 +25,9 @@ from vse_tf.training import optimizers
 
 
 @gin.configurable
-def fine_tune_backbones(model, cache_features=False,
-                        learning_rate_multiplier=1.0, frozen_epochs=0):
+def fine_tune_backbones(
+    model, cache_features=False, learning_rate_multiplier=1.0, frozen_epochs=0
+):
     """The callback that fine-tunes `model`'s trainable backbones, or None.
 
     Args:
@@ -45,25 +46,36 @@ def fine_tune_backbones(model, cache_features=False,
         raise errors.UserError(
             "fine_tune_backbones.learning_rate_multiplier and frozen_epochs "
             f"must be >= 0, got {learning_rate_multiplier} and "
-            f"{frozen_epochs}.")
+            f"{frozen_epochs}."
+        )
     # A backbone trains unless its features are cached; the last stages
     # that a head holds (build_efficientnet_tower.fine_tuned_stages) train
     # on cached features too.
-    backbones = [] if cache_features else [
-        b for b in model.backbones() if b.trainable]
-    backbones += [layer for tower in model.both_towers()
-                  for layer in getattr(tower, "fine_tuned", ())]
+    backbones = (
+        [] if cache_features else [b for b in model.backbones() if b.trainable]
+    )
+    backbones += [
+        layer
+        for tower in model.both_towers()
+        for layer in getattr(tower, "fine_tuned", ())
+    ]
     if not backbones:
         raise errors.UserError(
             "fine_tune_backbones is set, but no backbone trains in this run"
-            + (" (train.cache_features = True trains the heads only)"
-               if cache_features else "") + ". Set the tower's "
+            + (
+                " (train.cache_features = True trains the heads only)"
+                if cache_features
+                else ""
+            )
+            + ". Set the tower's "
             "trainable_backbone = True (e.g. build_backbone_tower."
             "trainable_backbone) and train.cache_features = False, or "
             "fine-tune the last stages in the head (build_efficientnet_tower"
-            ".fine_tuned_stages), or drop the fine_tune_backbones bindings.")
-    return BackboneFineTuning(backbones, learning_rate_multiplier,
-                              frozen_epochs)
+            ".fine_tuned_stages), or drop the fine_tune_backbones bindings."
+        )
+    return BackboneFineTuning(
+        backbones, learning_rate_multiplier, frozen_epochs
+    )
 
 
 class BackboneFineTuning(keras.callbacks.Callback):
@@ -88,7 +100,8 @@ class BackboneFineTuning(keras.callbacks.Callback):
         optimizers.multiply_learning_rate(
             self.model.optimizer,
             [v for b in self.backbones for v in b.trainable_weights],
-            self.learning_rate_multiplier)
+            self.learning_rate_multiplier,
+        )
 
     def on_epoch_begin(self, epoch, logs=None):
         frozen = epoch < self.frozen_epochs
@@ -97,9 +110,15 @@ class BackboneFineTuning(keras.callbacks.Callback):
         for backbone in self.backbones:
             backbone.trainable = not frozen
         self.model.retrace_step()
-        print(f"\nepoch {epoch + 1}: backbones "
-              + ("frozen" if frozen else "training, at "
-                 f"{self.learning_rate_multiplier:g}x the learning rate"))
+        print(
+            f"\nepoch {epoch + 1}: backbones "
+            + (
+                "frozen"
+                if frozen
+                else "training, at "
+                f"{self.learning_rate_multiplier:g}x the learning rate"
+            )
+        )
 
     def on_train_end(self, logs=None):
         # The model leaves fit as it was built: the backbones trainable.

@@ -31,7 +31,8 @@ def load(model, path, what, advice, optimizer_state=False):
     with warnings.catch_warnings():
         if not optimizer_state:
             warnings.filterwarnings(
-                "ignore", message="Skipping variable loading for optimizer")
+                "ignore", message="Skipping variable loading for optimizer"
+            )
         _load(model, path, what, advice)
 
 
@@ -54,7 +55,8 @@ def _load(model, path, what, advice):
                 pass
     raise errors.UserError(
         f"Cannot read the {what} {path} "
-        f"({str(failure).splitlines()[0]}). {advice}") from failure
+        f"({str(failure).splitlines()[0]}). {advice}"
+    ) from failure
 
 
 def weights_and_values(model, path):
@@ -62,8 +64,10 @@ def weights_and_values(model, path):
     writes them to `path` (the optimizer's state left out)."""
     model.save_weights(path)
     with h5py.File(path, "r") as stored:
-        return {name: stored[where][()]
-                for name, (where, _) in weights(path).items()}
+        return {
+            name: stored[where][()]
+            for name, (where, _) in weights(path).items()
+        }
 
 
 def weights(path):
@@ -73,8 +77,7 @@ def weights(path):
     found = {}
 
     def visit(name, item):
-        if isinstance(item, h5py.Dataset) and not name.startswith(
-                "optimizer/"):
+        if isinstance(item, h5py.Dataset) and not name.startswith("optimizer/"):
             found[renamed(name)] = (name, tuple(item.shape))
 
     with h5py.File(path, "r") as stored:
@@ -85,7 +88,7 @@ def weights(path):
 def renamed(name):
     """A weight's path in a file of the old layout, as it is now."""
     if name == OLD or name.startswith(OLD + "/"):
-        return NEW + name[len(OLD):]
+        return NEW + name[len(OLD) :]
     return name
 
 

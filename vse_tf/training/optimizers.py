@@ -32,27 +32,31 @@ class LearningRateMultipliers:
 
     def update_step(self, gradient, variable, learning_rate):
         factor = self.learning_rate_multipliers.get(
-            compat.variable_key(self, variable), 1.0)
+            compat.variable_key(self, variable), 1.0
+        )
         if factor != 1.0:
             learning_rate = learning_rate * factor
         return super().update_step(gradient, variable, learning_rate)
 
 
 @keras.saving.register_keras_serializable(package="vse_tf")
-class Adam(compat.ClipAfterReplicaSum, LearningRateMultipliers,
-           keras.optimizers.Adam):
+class Adam(
+    compat.ClipAfterReplicaSum, LearningRateMultipliers, keras.optimizers.Adam
+):
     pass
 
 
 @keras.saving.register_keras_serializable(package="vse_tf")
-class AdamW(compat.ClipAfterReplicaSum, LearningRateMultipliers,
-            keras.optimizers.AdamW):
+class AdamW(
+    compat.ClipAfterReplicaSum, LearningRateMultipliers, keras.optimizers.AdamW
+):
     pass
 
 
 @keras.saving.register_keras_serializable(package="vse_tf")
-class SGD(compat.ClipAfterReplicaSum, LearningRateMultipliers,
-          keras.optimizers.SGD):
+class SGD(
+    compat.ClipAfterReplicaSum, LearningRateMultipliers, keras.optimizers.SGD
+):
     pass
 
 
@@ -66,8 +70,13 @@ def multiply_learning_rate(optimizer, variables, factor):
     gradients through its inner optimizer's update step."""
     inner = getattr(optimizer, "inner_optimizer", optimizer)
     inner.multiply_learning_rate(variables, factor)
-SCALINGS = {None: lambda ratio: 1.0, "linear": lambda ratio: ratio,
-            "sqrt": math.sqrt}
+
+
+SCALINGS = {
+    None: lambda ratio: 1.0,
+    "linear": lambda ratio: ratio,
+    "sqrt": math.sqrt,
+}
 
 
 @keras.saving.register_keras_serializable(package="vse_tf")
@@ -82,13 +91,17 @@ class ScaledSchedule(keras.optimizers.schedules.LearningRateSchedule):
         return self.schedule(step) * self.factor
 
     def get_config(self):
-        return {"schedule": keras.optimizers.schedules.serialize(
-            self.schedule), "factor": self.factor}
+        return {
+            "schedule": keras.optimizers.schedules.serialize(self.schedule),
+            "factor": self.factor,
+        }
 
     @classmethod
     def from_config(cls, config):
-        return cls(keras.optimizers.schedules.deserialize(
-            config["schedule"]), config["factor"])
+        return cls(
+            keras.optimizers.schedules.deserialize(config["schedule"]),
+            config["factor"],
+        )
 
 
 @gin.configurable
@@ -105,39 +118,57 @@ class CosineDecayOverRun:
     """
 
     def __init__(self, initial_learning_rate=2e-4, alpha=0.0):
-        errors.check_number("CosineDecayOverRun.initial_learning_rate",
-                            initial_learning_rate, minimum=0)
-        errors.check_number("CosineDecayOverRun.alpha", alpha, minimum=0,
-                            maximum=1)
+        errors.check_number(
+            "CosineDecayOverRun.initial_learning_rate",
+            initial_learning_rate,
+            minimum=0,
+        )
+        errors.check_number(
+            "CosineDecayOverRun.alpha", alpha, minimum=0, maximum=1
+        )
         self.initial_learning_rate = initial_learning_rate
         self.alpha = alpha
 
     def schedule(self, total_steps):
         # Outside training (evaluate, export) nothing steps the optimizer.
         return keras.optimizers.schedules.CosineDecay(
-            self.initial_learning_rate, max(total_steps or 1, 1),
-            alpha=self.alpha)
+            self.initial_learning_rate,
+            max(total_steps or 1, 1),
+            alpha=self.alpha,
+        )
 
 
 def check_one_clip(**settings):
     """A UserError naming both when two of `global_clipnorm`, `clipnorm`
     and `clipvalue` are set: an optimizer clips one way."""
-    clips = [f"make_optimizer.{name}" for name in ("global_clipnorm",
-                                                   "clipnorm", "clipvalue")
-             if settings.get(name) is not None]
+    clips = [
+        f"make_optimizer.{name}"
+        for name in ("global_clipnorm", "clipnorm", "clipvalue")
+        if settings.get(name) is not None
+    ]
     if len(clips) > 1:
         values = " and ".join(
-            f"{clip} = {settings[clip.split('.')[1]]!r}" for clip in clips)
+            f"{clip} = {settings[clip.split('.')[1]]!r}" for clip in clips
+        )
         raise errors.UserError(
             f"{values} are both set, but an optimizer clips one way. Keep "
             f"one and bind the other to None (e.g. --gin_bindings="
-            f"'{clips[0]} = None').", parameters=clips)
+            f"'{clips[0]} = None').",
+            parameters=clips,
+        )
 
 
 @gin.configurable
-def make_optimizer(name="adam", learning_rate=2e-4, global_clipnorm=2.0,
-                   scale_learning_rate=None, base_batch_size=128,
-                   global_batch_size=None, total_steps=None, **kwargs):
+def make_optimizer(
+    name="adam",
+    learning_rate=2e-4,
+    global_clipnorm=2.0,
+    scale_learning_rate=None,
+    base_batch_size=128,
+    global_batch_size=None,
+    total_steps=None,
+    **kwargs,
+):
     """An optimizer from `OPTIMIZERS`.
 
     Args:
@@ -162,25 +193,45 @@ def make_optimizer(name="adam", learning_rate=2e-4, global_clipnorm=2.0,
     if isinstance(learning_rate, CosineDecayOverRun):
         learning_rate = learning_rate.schedule(total_steps)
     errors.check_choice("make_optimizer.name", name, sorted(OPTIMIZERS))
-    errors.check_choice("make_optimizer.scale_learning_rate",
-                        scale_learning_rate, list(SCALINGS))
+    errors.check_choice(
+        "make_optimizer.scale_learning_rate",
+        scale_learning_rate,
+        list(SCALINGS),
+    )
     if not callable(learning_rate):  # a schedule is checked by Keras
-        errors.check_number("make_optimizer.learning_rate", learning_rate,
-                            minimum=0)
-    errors.check_number("make_optimizer.global_clipnorm", global_clipnorm,
-                        minimum=0, above=True, none=True)
+        errors.check_number(
+            "make_optimizer.learning_rate", learning_rate, minimum=0
+        )
+    errors.check_number(
+        "make_optimizer.global_clipnorm",
+        global_clipnorm,
+        minimum=0,
+        above=True,
+        none=True,
+    )
     for clip in ("clipnorm", "clipvalue"):
-        errors.check_number(f"make_optimizer.{clip}", kwargs.get(clip),
-                            minimum=0, above=True, none=True)
+        errors.check_number(
+            f"make_optimizer.{clip}",
+            kwargs.get(clip),
+            minimum=0,
+            above=True,
+            none=True,
+        )
     check_one_clip(global_clipnorm=global_clipnorm, **kwargs)
-    errors.check_number("make_optimizer.base_batch_size", base_batch_size,
-                        minimum=1, integer=True)
+    errors.check_number(
+        "make_optimizer.base_batch_size",
+        base_batch_size,
+        minimum=1,
+        integer=True,
+    )
     if scale_learning_rate and global_batch_size:
         factor = SCALINGS[scale_learning_rate](
-            global_batch_size / base_batch_size)
+            global_batch_size / base_batch_size
+        )
         if callable(learning_rate):
             learning_rate = ScaledSchedule(learning_rate, factor)
         else:
             learning_rate = learning_rate * factor
-    return OPTIMIZERS[name](learning_rate=learning_rate,
-                            global_clipnorm=global_clipnorm, **kwargs)
+    return OPTIMIZERS[name](
+        learning_rate=learning_rate, global_clipnorm=global_clipnorm, **kwargs
+    )

@@ -27,8 +27,8 @@ CHOICES = (None, "auto", "float32", "mixed_float16", "mixed_bfloat16")
 
 @dataclasses.dataclass(frozen=True)
 class Choice:
-    policy: str   # a Keras dtype policy name
-    reason: str   # one sentence for the run's log
+    policy: str  # a Keras dtype policy name
+    reason: str  # one sentence for the run's log
 
 
 def cpu_info(path="/proc/cpuinfo"):
@@ -51,11 +51,16 @@ def cpu_info(path="/proc/cpuinfo"):
 def gpu_compute_capabilities():
     """[(name, (major, minor))] of the GPUs TensorFlow sees."""
     import tensorflow as tf
+
     found = []
     for gpu in tf.config.list_physical_devices("GPU"):
         details = tf.config.experimental.get_device_details(gpu)
-        found.append((details.get("device_name", gpu.name),
-                      tuple(details.get("compute_capability", (0, 0)))))
+        found.append(
+            (
+                details.get("device_name", gpu.name),
+                tuple(details.get("compute_capability", (0, 0))),
+            )
+        )
     return found
 
 
@@ -72,33 +77,46 @@ def choose(setting, cpu_flags=None, gpus=None):
     if gpus is None:
         gpus = gpu_compute_capabilities()
     if gpus:
-        older = [(name, cc) for name, cc in gpus
-                 if cc < GPU_BF16_COMPUTE_CAPABILITY]
+        older = [
+            (name, cc) for name, cc in gpus if cc < GPU_BF16_COMPUTE_CAPABILITY
+        ]
         name, capability = (older or gpus)[0]
         shown = ".".join(map(str, capability))
         if older:
-            return Choice("float32", f"'auto': float32, since {name} "
-                          f"(compute capability {shown}) has no bfloat16 "
-                          "units (8.0 or more has)")
-        return Choice("mixed_bfloat16", f"'auto': bfloat16, since {name} "
-                      f"(compute capability {shown}) computes it")
+            return Choice(
+                "float32",
+                f"'auto': float32, since {name} "
+                f"(compute capability {shown}) has no bfloat16 "
+                "units (8.0 or more has)",
+            )
+        return Choice(
+            "mixed_bfloat16",
+            f"'auto': bfloat16, since {name} "
+            f"(compute capability {shown}) computes it",
+        )
     if cpu_flags is None:
         cpu_flags = cpu_info()[1]
     if isinstance(cpu_flags, str):
         cpu_flags = set(cpu_flags.split())
     found = [flag for flag in CPU_BF16_FLAGS if flag in cpu_flags]
     if found:
-        return Choice("mixed_bfloat16", "'auto': bfloat16, since the CPU "
-                      f"computes it: {', '.join(found)}")
-    return Choice("float32", "'auto': float32, since the CPU has no "
-                  f"bfloat16 arithmetic (no {' or '.join(CPU_BF16_FLAGS)} "
-                  "flag), where bfloat16 would be emulated and slower")
+        return Choice(
+            "mixed_bfloat16",
+            f"'auto': bfloat16, since the CPU computes it: {', '.join(found)}",
+        )
+    return Choice(
+        "float32",
+        "'auto': float32, since the CPU has no "
+        f"bfloat16 arithmetic (no {' or '.join(CPU_BF16_FLAGS)} "
+        "flag), where bfloat16 would be emulated and slower",
+    )
 
 
 @contextlib.contextmanager
 def policy(name):
     """Keras's global dtype policy `name` for the models built inside."""
     import keras  # here: the tools that read the CPU flags need no Keras
+
     previous = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy(name)
     try:

@@ -37,28 +37,36 @@ def parse_bindings(config_text):
             bindings[name] = match.group(2).rstrip(" \\")
         elif line.strip() and not line.lstrip().startswith("#") and name:
             # A value over many lines.
-            bindings[name] = (bindings[name] + " " +
-                              line.strip().rstrip(" \\")).strip()
+            bindings[name] = (
+                bindings[name] + " " + line.strip().rstrip(" \\")
+            ).strip()
         else:
             name = None
     # A value may name a macro (%EMBEDDING_DIM): compare what it stands for.
-    return {name: re.sub(r"%(\w+)",
-                         lambda m: bindings.get(m.group(1), m.group(0)), value)
-            for name, value in bindings.items()}
+    return {
+        name: re.sub(
+            r"%(\w+)", lambda m: bindings.get(m.group(1), m.group(0)), value
+        )
+        for name, value in bindings.items()
+    }
 
 
 def differences(old_text, new_text):
     """[(binding, old value, new value)] of every binding that changed."""
     old, new = parse_bindings(old_text), parse_bindings(new_text)
-    return [(n, old.get(n, "(default)"), new.get(n, "(default)"))
-            for n in sorted(set(old) | set(new)) if old.get(n) != new.get(n)]
+    return [
+        (n, old.get(n, "(default)"), new.get(n, "(default)"))
+        for n in sorted(set(old) | set(new))
+        if old.get(n) != new.get(n)
+    ]
 
 
 def weight_shapes(path):
     """{weight's path: shape} of a Keras weights file, without the
     optimizer's state; a file of the old layout under the names of now."""
-    return {name: shape
-            for name, (_, shape) in legacy_weights.weights(path).items()}
+    return {
+        name: shape for name, (_, shape) in legacy_weights.weights(path).items()
+    }
 
 
 def model_weight_shapes(model):
@@ -79,21 +87,30 @@ def check_backup(run, model, dataset, cache_features=False):
     problems = []
     info = run.read_run_info()
     if info.get("dataset", dataset) != dataset:
-        problems.append(f"it trained on {info['dataset']!r}, this run is "
-                        f"configured for {dataset!r}")
+        problems.append(
+            f"it trained on {info['dataset']!r}, this run is "
+            f"configured for {dataset!r}"
+        )
     if info.get("cache_features", cache_features) != cache_features:
-        problems.append(f"it trained with train.cache_features = "
-                        f"{info['cache_features']}, this run sets "
-                        f"{cache_features}")
+        problems.append(
+            f"it trained with train.cache_features = "
+            f"{info['cache_features']}, this run sets "
+            f"{cache_features}"
+        )
     old, new = weight_shapes(backup), model_weight_shapes(model)
-    changed = sorted(name for name in set(old) | set(new)
-                     if old.get(name) != new.get(name))
+    changed = sorted(
+        name for name in set(old) | set(new) if old.get(name) != new.get(name)
+    )
     if changed:
-        shown = "; ".join(f"{name} {_shape(old.get(name))} -> "
-                          f"{_shape(new.get(name))}" for name in changed[:3])
+        shown = "; ".join(
+            f"{name} {_shape(old.get(name))} -> {_shape(new.get(name))}"
+            for name in changed[:3]
+        )
         more = f" and {len(changed) - 3} more" if len(changed) > 3 else ""
-        problems.append(f"{len(changed)} of its weights differ from this "
-                        f"model's ({shown}{more})")
+        problems.append(
+            f"{len(changed)} of its weights differ from this "
+            f"model's ({shown}{more})"
+        )
     if not problems:
         return
     why = ""
@@ -101,14 +118,20 @@ def check_backup(run, model, dataset, cache_features=False):
         with open(run.operative_config, encoding="utf-8") as f:
             bindings = differences(f.read(), gin.operative_config_str())
         if bindings:
-            why = " Bindings changed since the run: " + "; ".join(
-                f"{name} was {old_value}, now {new_value}"
-                for name, old_value, new_value in bindings) + "."
+            why = (
+                " Bindings changed since the run: "
+                + "; ".join(
+                    f"{name} was {old_value}, now {new_value}"
+                    for name, old_value, new_value in bindings
+                )
+                + "."
+            )
     raise errors.UserError(
         f"{run.path!r} holds a run of another model or data, so it cannot "
         f"be resumed: {'; '.join(problems)}.{why} Use a new --model_dir "
         "for the new configuration, or the run's own config "
-        f"(--gin_file={run.operative_config}) to continue it.")
+        f"(--gin_file={run.operative_config}) to continue it."
+    )
 
 
 def _shape(shape):

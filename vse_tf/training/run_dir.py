@@ -147,4 +147,5 @@ class RunDir:
             raise errors.UserError(
                 f"Cannot read {self.run_info!r} ({error}). It is written at "
                 "train time; rerun the training command to write it "
-                "again.") from error
+                "again."
+            ) from error

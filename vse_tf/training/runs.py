@@ -30,7 +30,8 @@ def run_fact(model_dir, name):
         raise errors.UserError(
             f"{model_dir!r} has no {run_dir.RUN_INFO} and its configuration "
             f"does not bind train.{name}: pass the run's own --gin_file, or "
-            f"--gin_bindings='train.{name} = ...'.") from None
+            f"--gin_bindings='train.{name} = ...'."
+        ) from None
 
 
 def load_trained_model(model_dir):
@@ -41,7 +42,8 @@ def load_trained_model(model_dir):
         raise errors.UserError(
             f"No trained model in {model_dir!r}: expected {checkpoint} and "
             f"{vocabulary}. Train one first with `python -m vse_tf.train "
-            f"--gin_file=... --model_dir={model_dir}`.")
+            f"--gin_file=... --model_dir={model_dir}`."
+        )
     model = trainer.build_model(text_towers.load_vocabulary(vocabulary))
     if run_fact(model_dir, "cache_features"):
         # The run trained the heads; the backbones are the pretrained ones.
@@ -59,13 +61,17 @@ def load_trained_model(model_dir):
 
 def _load(model, checkpoint):
     legacy_weights.load(
-        model, checkpoint, "checkpoint",
+        model,
+        checkpoint,
+        "checkpoint",
         "It is damaged, or was written by another model: train the run "
-        "again, or load it with the run's own operative_config.gin.")
+        "again, or load it with the run's own operative_config.gin.",
+    )
 
 
 def load_hubness_correction(model_dir):
     """The run's fitted hubness correction, or None if it trained without."""
     path = run_dir.RunDir(model_dir).hubness_banks
-    return hubness.HubnessCorrection.load(path) if os.path.exists(
-        path) else None
+    return (
+        hubness.HubnessCorrection.load(path) if os.path.exists(path) else None
+    )

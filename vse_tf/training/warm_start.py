@@ -33,7 +33,8 @@ def weights_file(init_from):
         raise errors.UserError(
             f"train.init_from = {init_from!r} names no weights: expected a "
             "run folder with checkpoints/best.weights.h5, or a .weights.h5 "
-            "file.")
+            "file."
+        )
     return path
 
 
@@ -41,6 +42,7 @@ def weights_file(init_from):
 class Report:
     """What a warm start loaded: `table` to print, and per tower
     {"loaded": weights taken from the base, "of": the tower's weights}."""
+
     table: str
     towers: dict
 
@@ -63,33 +65,39 @@ def warm_start(model, init_from):
         towers = _tower_weights(model, target)
         loaded, new, skipped, mismatched = _copy_matching(source, target)
         if mismatched:
-            shown = "; ".join(f"{name} {list(theirs)} in the base, "
-                              f"{list(ours)} here"
-                              for name, theirs, ours in mismatched[:SHOWN])
+            shown = "; ".join(
+                f"{name} {list(theirs)} in the base, {list(ours)} here"
+                for name, theirs, ours in mismatched[:SHOWN]
+            )
             raise errors.UserError(
                 f"train.init_from = {init_from!r}: {len(mismatched)} "
                 f"weight(s) have the same place but another shape ({shown})."
                 " The base was built with other sizes; warm-start from a "
-                "run whose towers have the sizes of this one.")
-        counts = {tower: {"loaded": len(names & set(loaded)),
-                          "of": len(names)}
-                  for tower, names in towers.items()}
+                "run whose towers have the sizes of this one."
+            )
+        counts = {
+            tower: {"loaded": len(names & set(loaded)), "of": len(names)}
+            for tower, names in towers.items()
+        }
         if not any(count["loaded"] for count in counts.values()):
-            shown = (f" (only {', '.join(loaded[:SHOWN])})" if loaded
-                     else "")
+            shown = f" (only {', '.join(loaded[:SHOWN])})" if loaded else ""
             raise errors.UserError(
                 f"train.init_from = {init_from!r}: no weight of {source} "
                 "has a place and shape of this model's towers, so no tower "
                 f"would start warm{shown}. Warm-start from a run of the "
-                "same towers (and the same train.cache_features).")
-        legacy_weights.load(model, target, "warm-start weights",
-                            "The base file is damaged.")
+                "same towers (and the same train.cache_features)."
+            )
+        legacy_weights.load(
+            model, target, "warm-start weights", "The base file is damaged."
+        )
     table = format_table(source, loaded, new, skipped)
     for tower, count in counts.items():
         if count["loaded"] < count["of"] / 2:
-            table += (f"\nWARNING: the {tower} takes only {count['loaded']} "
-                      f"of its {count['of']} weights from the base; the "
-                      "rest start from their initialization.")
+            table += (
+                f"\nWARNING: the {tower} takes only {count['loaded']} "
+                f"of its {count['of']} weights from the base; the "
+                "rest start from their initialization."
+            )
     return Report(table, counts)
 
 
@@ -105,15 +113,21 @@ def _tower_weights(model, path):
         originals = [weight.numpy() for weight in tower.weights]
         for weight, value in zip(tower.weights, originals):
             # Changes every finite value, zeros and large ones included.
-            weight.assign(np.where(value == 0, 1, 2 * value).astype(
-                value.dtype))
+            weight.assign(
+                np.where(value == 0, 1, 2 * value).astype(value.dtype)
+            )
         moved[tower.name] = legacy_weights.weights_and_values(model, path)
         for weight, value in zip(tower.weights, originals):
             weight.assign(value)
     baseline = legacy_weights.weights_and_values(model, path)
-    return {tower: {name for name, value in values.items()
-                    if not np.array_equal(value, baseline[name])}
-            for tower, values in moved.items()}
+    return {
+        tower: {
+            name
+            for name, value in values.items()
+            if not np.array_equal(value, baseline[name])
+        }
+        for tower, values in moved.items()
+    }
 
 
 def _copy_matching(source, target):
@@ -141,12 +155,15 @@ def _copy_matching(source, target):
 
 
 def format_table(source, loaded, new, skipped):
-    rows = [("loaded", loaded), ("new (initialized)", new),
-            ("skipped (base only)", skipped)]
+    rows = [
+        ("loaded", loaded),
+        ("new (initialized)", new),
+        ("skipped (base only)", skipped),
+    ]
     lines = [f"Warm start from {source}:"]
     for label, names in rows:
         shown = ", ".join(names[:SHOWN]) + (
-            f", ... ({len(names) - SHOWN} more)" if len(names) > SHOWN
-            else "")
+            f", ... ({len(names) - SHOWN} more)" if len(names) > SHOWN else ""
+        )
         lines.append(f"  {label:<20} {len(names):>5}  {shown}")
     return "\n".join(lines)
