@@ -23,7 +23,8 @@ def test_rows_are_compared_with_their_own_counterpart(tmp_path):
     result = subprocess.run(
         [
             sys.executable,
-            "tools/compare_features.py",
+            "-m",
+            "tools.compare_features",
             str(tmp_path / "a.npz"),
             str(tmp_path / "b.npz"),
         ],
@@ -51,7 +52,8 @@ def test_caches_of_other_images_are_refused(tmp_path):
     result = subprocess.run(
         [
             sys.executable,
-            "tools/compare_features.py",
+            "-m",
+            "tools.compare_features",
             str(tmp_path / "a.npz"),
             str(tmp_path / "b.npz"),
         ],

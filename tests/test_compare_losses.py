@@ -2,20 +2,13 @@
 hand-made metrics and curves."""
 
 import argparse
-import importlib.util
-import os
 import subprocess
 import sys
 
 import pytest
 
 from tests.conftest import REPO
-
-_spec = importlib.util.spec_from_file_location(
-    "compare_losses", os.path.join(REPO, "tools", "compare_losses.py")
-)
-compare_losses = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(compare_losses)
+from tools import compare_losses
 
 
 def _metrics(rsum, cosine=None):
@@ -130,7 +123,7 @@ def test_rows_train_in_stages_of_e_and_reuse_only_a_run_of_that_length(
 
 def test_two_stage_rows_need_the_stage_length():
     result = subprocess.run(
-        [sys.executable, "tools/compare_losses.py", "--rows", "vse_pp_base"],
+        [sys.executable, "-m", "tools.compare_losses", "--rows", "vse_pp_base"],
         cwd=REPO,
         capture_output=True,
         text=True,

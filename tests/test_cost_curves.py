@@ -27,7 +27,8 @@ def _run(*args):
 def test_search_curve(tmp_path):
     pytest.importorskip("faiss")
     _run(
-        "tools/bench_search.py",
+        "-m",
+        "tools.bench_search",
         "--sizes",
         "3000",
         "6000",
@@ -63,7 +64,8 @@ def test_search_curve(tmp_path):
 
 def test_evaluation_curve(tmp_path):
     _run(
-        "tools/bench_eval.py",
+        "-m",
+        "tools.bench_eval",
         "--curve",
         "200",
         "400",
@@ -86,7 +88,8 @@ def test_evaluation_curve(tmp_path):
 @pytest.mark.slow
 def test_step_curve(tmp_path):
     _run(
-        "tools/bench_batch.py",
+        "-m",
+        "tools.bench_batch",
         "--configs=precomp",
         "--batches",
         "4",

@@ -13,7 +13,7 @@ from tests.conftest import REPO
 @pytest.mark.slow
 def test_every_check_passes_on_the_cpu_and_is_reported(tmp_path):
     result = subprocess.run(
-        [sys.executable, "tools/gpu_check.py", f"--out_dir={tmp_path}"],
+        [sys.executable, "-m", "tools.gpu_check", f"--out_dir={tmp_path}"],
         cwd=REPO,
         capture_output=True,
         text=True,

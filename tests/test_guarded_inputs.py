@@ -42,8 +42,8 @@ def _fails_cleanly(result, *phrases):
             "must name one of the cluster's task types",
         ),
         (
-            '{"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", '
-            '"index": 2}}',
+            '{"cluster": {"worker": ["a:1", "b:2"]}, '
+            '"task": {"type": "worker", "index": 2}}',
             "must be one of 0..1",
         ),
     ],

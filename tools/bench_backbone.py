@@ -1,15 +1,15 @@
 """Times the frozen EfficientNet-Lite feature extraction, batch norms kept or
 folded into the convolutions.
 
-    python tools/bench_backbone.py                     # Lite0 at 224
-    python tools/bench_backbone.py --variant=lite2 --image_size=260
+    python -m tools.bench_backbone                     # Lite0 at 224
+    python -m tools.bench_backbone --variant=lite2 --image_size=260
 
 Both forms are built from the same random weights (the timing does not
 depend on them, and no weights package is needed), checked to compute the
 same features, and timed on the same batches after two warm-up calls.
 `--pooled_stages 6 7` adds the mid-level features of gin/flickr8k.gin.
 
-    python tools/bench_backbone.py --curve 1 4 16 64 --json=f.json \
+    python -m tools.bench_backbone --curve 1 4 16 64 --json=f.json \
         --plot=features.png
 
 --curve times the folded form as gin/flickr8k.gin extracts features
@@ -22,20 +22,16 @@ import argparse
 import os
 import platform
 import statistics
-import sys
 import time
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import curves  # noqa: E402
-import machine_info  # noqa: E402
-
-from vse_tf import io_utils  # noqa: E402
-from vse_tf.pretrained import efficientnet_lite  # noqa: E402
+from tools import curves
+from tools import machine_info
+from vse_tf import io_utils
+from vse_tf.pretrained import efficientnet_lite
 
 
 def folded_copy(model, variant, image_size, pooled_stages):

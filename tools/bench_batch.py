@@ -1,7 +1,7 @@
 """The training step against the batch size, and the loss's share of it.
 
-    python tools/bench_batch.py --json=batch.json --plot=batch.png
-    python tools/bench_batch.py --configs=precomp --batches 64 256 1024
+    python -m tools.bench_batch --json=batch.json --plot=batch.png
+    python -m tools.bench_batch --configs=precomp --batches 64 256 1024
 
 For each config of tools/bench_train.py (precomp: VSE++'s step on
 precomputed features, a GRU of 1024, D = 1024, the max of hinges;
@@ -16,17 +16,15 @@ its share grows with B: the plot's fitted exponents say how fast.
 import argparse
 import os
 import statistics
-import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import bench_train  # noqa: E402
-import curves  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import tensorflow as tf
 
-from vse_tf import io_utils  # noqa: E402
+from tools import bench_train
+from tools import curves
+from vse_tf import io_utils
 
 
 def loss_seconds(model, loss, batch, repeats=20):

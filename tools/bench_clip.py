@@ -1,6 +1,6 @@
 """What clipping a word-embedding gradient by its dense norm costs.
 
-    python tools/bench_clip.py --json=clip.json
+    python -m tools.bench_clip --json=clip.json
 
 A Keras `Embedding`'s gradient is `tf.IndexedSlices`, one row per token
 occurrence. VSE++ clips the dense gradient, so vse_tf sums the rows of one
@@ -16,17 +16,15 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import machine_info  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import numpy as np
+import tensorflow as tf
 
-from vse_tf import compat  # noqa: E402
+from tools import machine_info
+from vse_tf import compat
 
 
 def occurrences(rng, vocabulary, dim, captions):

@@ -1,8 +1,8 @@
 """Times Recall@K evaluation at COCO 5K size against its floor and a reference.
 
-    python tools/bench_eval.py                 # 5,000 images x 25,000 captions
-    python tools/bench_eval.py --images=1000 --json=eval.json
-    python tools/bench_eval.py --curve 1000 2000 5000 10000 25000 \
+    python -m tools.bench_eval                 # 5,000 images x 25,000 captions
+    python -m tools.bench_eval --images=1000 --json=eval.json
+    python -m tools.bench_eval --curve 1000 2000 5000 10000 25000 \
         --json=eval_curve.json --plot=eval_curve.png
 
 Three timings on the same random unit embeddings (float32, D = 1024):
@@ -36,13 +36,10 @@ import tracemalloc
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import curves  # noqa: E402
-import machine_info  # noqa: E402
-
-from vse_tf import evaluation  # noqa: E402
-from vse_tf import io_utils  # noqa: E402
+from tools import curves
+from tools import machine_info
+from vse_tf import evaluation
+from vse_tf import io_utils
 
 
 def reference_ranks(images, texts, captions_per_image=5):

@@ -1,6 +1,6 @@
 """The float32 matrix-product floor of this machine, at the shapes that matter.
 
-    python tools/bench_matmul.py --json=matmul.json
+    python -m tools.bench_matmul --json=matmul.json
 
 Throughput in GFLOP/s (2 m n k flops a product), the median of --repeats
 timed runs after one warm-up, for NumPy (its BLAS) and TensorFlow (oneDNN or
@@ -25,13 +25,12 @@ import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import machine_info  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import numpy as np
+import tensorflow as tf
 
-from vse_tf import io_utils  # noqa: E402
+from tools import machine_info
+from vse_tf import io_utils
 
 SHAPES = {
     "square 2048": (2048, 2048, 2048),

@@ -1,8 +1,8 @@
 """Search at 10^4 to 10^6 images: build time, memory and query latency of
 the exact memory-mapped index, and recall@10 and latency of the faiss one.
 
-    python tools/bench_search.py --json=search.json --plot=search.png
-    python tools/bench_search.py --sizes 10000 100000 --no-approximate
+    python -m tools.bench_search --json=search.json --plot=search.png
+    python -m tools.bench_search --sizes 10000 100000 --no-approximate
 
 The embeddings are synthetic, D = 512 (gin/flickr8k.gin's), drawn to look
 like the real ones: unit vectors from a Gaussian whose variances fall as
@@ -30,20 +30,16 @@ For each size:
 import argparse
 import os
 import statistics
-import sys
 import tempfile
 import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import curves  # noqa: E402
-import machine_info  # noqa: E402
-
-from vse_tf import io_utils  # noqa: E402
-from vse_tf.serving import embedding_file  # noqa: E402
-from vse_tf.serving import nearest  # noqa: E402
+from tools import curves
+from tools import machine_info
+from vse_tf import io_utils
+from vse_tf.serving import embedding_file
+from vse_tf.serving import nearest
 
 DIM = 512
 SPECTRUM_EXPONENT = 1.56  # variance of dimension i ~ i^-1.56

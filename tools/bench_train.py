@@ -1,7 +1,7 @@
 """Training-step and input-pipeline throughput.
 
-    python tools/bench_train.py                  # every row, a table
-    python tools/bench_train.py --configs=precomp --precisions=float32 \\
+    python -m tools.bench_train                  # every row, a table
+    python -m tools.bench_train --configs=precomp --precisions=float32 \\
         --json=t.json
 
 Rows, each timed after warm-up on one batch held in memory (so the step alone
@@ -28,24 +28,22 @@ demo's data path.
 import argparse
 import os
 import statistics
-import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import keras  # noqa: E402
-import machine_info  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import keras
+import numpy as np
+import tensorflow as tf
 
-from vse_tf import io_utils  # noqa: E402
-from vse_tf import losses  # noqa: E402
-from vse_tf.data import pipeline  # noqa: E402
-from vse_tf.data import shapes  # noqa: E402,F401  (registers the builder)
-from vse_tf.models import dual_encoder  # noqa: E402
-from vse_tf.models import image_towers  # noqa: E402
-from vse_tf.models import text_towers  # noqa: E402
+from tools import machine_info
+from vse_tf import io_utils
+from vse_tf import losses
+from vse_tf.data import pipeline
+from vse_tf.data import shapes  # noqa: F401  (registers the builder)
+from vse_tf.models import dual_encoder
+from vse_tf.models import image_towers
+from vse_tf.models import text_towers
 
 BATCH = 128
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -2,7 +2,7 @@
 
     # in an environment of its own; torch is not a vse_tf dependency
     pip install torch numpy
-    python tools/bench_vsepp_torch.py
+    python -m tools.bench_vsepp_torch
 
 The step of VSE++ (Faghri et al., 2018; github.com/fartashf/vsepp,
 model.py) on precomputed features, as its code runs it: EncoderImagePrecomp

@@ -1,6 +1,6 @@
 """Checks that vse_tf's imports point one way, without importing it.
 
-    python tools/check_imports.py
+    python -m tools.check_imports
 
 Reads every module of the package, builds the graph of its imports of
 one another (at any depth in the file, deferred imports too), and fails

@@ -1,6 +1,6 @@
 """How close two caches of backbone features are, e.g. bfloat16 to float32.
 
-    python tools/compare_features.py runs/f8k_fp32/features/val.npz \
+    python -m tools.compare_features runs/f8k_fp32/features/val.npz \
         runs/f8k_bf16/features/val.npz
 
 Prints, for the image features and the caption features, the cosine

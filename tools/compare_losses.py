@@ -1,7 +1,7 @@
 """Trains the objectives on the same data and budget, side by side.
 
-    python tools/compare_losses.py --gin_file=gin/demo.gin --out_dir=runs/losses
-    python tools/compare_losses.py --gin_file=gin/flickr8k.gin \\
+    python -m tools.compare_losses --gin_file=gin/demo.gin --out_dir=runs/losses
+    python -m tools.compare_losses --gin_file=gin/flickr8k.gin \\
         --data_dir=../shared/data --seeds 0 1 2 --out_dir=runs/f8k_losses \\
         --gin_bindings='HEADS = 1' --stage_epochs=5 \\
         --plot=docs/flickr8k_val_rsum.png --rows vse_pp_base \\
@@ -40,9 +40,7 @@ import subprocess
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from vse_tf import io_utils  # noqa: E402
+from vse_tf import io_utils
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,14 +1,11 @@
 """What the cost-curve benchmarks share: the process's memory as it runs,
 and a log-log plot written atomically."""
 
-import os
 import sys
 import threading
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from vse_tf import io_utils  # noqa: E402
+from vse_tf import io_utils
 
 
 def _rss_kib():

@@ -1,6 +1,6 @@
 """A GPU check, ready the day a GPU is: correctness and speed in one run.
 
-    python tools/gpu_check.py --out_dir=runs/gpu_check
+    python -m tools.gpu_check --out_dir=runs/gpu_check
 
 With an NVIDIA GPU it runs at full size in a few minutes (8 at most on one
 GPU); without one it runs the same code on the CPU at tiny sizes, which CI
@@ -33,9 +33,8 @@ import time
 import warnings
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import tensorflow as tf  # noqa: E402
+import tensorflow as tf
 
 # Logical devices are fixed before TensorFlow first touches the hardware.
 GPUS = tf.config.list_physical_devices("GPU")
@@ -71,11 +70,11 @@ else:
     )
 
 import keras  # noqa: E402
-import machine_info  # noqa: E402
 import numpy as np  # noqa: E402
-from bench_train import VOCABULARY  # noqa: E402
-from bench_train import random_captions  # noqa: E402
 
+from tools import machine_info  # noqa: E402
+from tools.bench_train import VOCABULARY  # noqa: E402
+from tools.bench_train import random_captions  # noqa: E402
 from vse_tf import evaluation  # noqa: E402
 from vse_tf import io_utils  # noqa: E402
 from vse_tf import losses  # noqa: E402

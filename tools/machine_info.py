@@ -2,11 +2,8 @@
 
 import os
 import platform
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from vse_tf.training import precision  # noqa: E402
+from vse_tf.training import precision
 
 # The flags of bfloat16 arithmetic, and AMX's tiles beside them.
 BF16_FLAGS = (*precision.CPU_BF16_FLAGS, "amx_tile")
