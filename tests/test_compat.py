@@ -108,3 +108,29 @@ def test_keras_clips_then_sums_in_every_apply():
         f"Keras now calls {calls}; vse_tf.compat.ClipAfterReplicaSum "
         "needs porting."
     )
+
+
+def test_keras_still_reduces_multi_worker_logs_along_axis_0():
+    # Why compat.reducible_logs reshapes: Keras reduces a multi-worker
+    # run's logs with a MEAN along axis 0, which a scalar does not have.
+    # When Keras stops doing so, the reshape can go.
+    from keras.src.backend.tensorflow import trainer
+
+    source = inspect.getsource(trainer.reduce_per_replica)
+    assert 'strategy.reduce("MEAN", v, axis=0)' in source, (
+        "Keras reduces multi-worker logs another way now; check whether "
+        "vse_tf.compat.reducible_logs is still needed."
+    )
+    import tensorflow as tf
+
+    strategy = tf.distribute.get_strategy()
+    with pytest.raises(ValueError, match="Invalid reduction dimension"):
+        strategy.reduce("MEAN", tf.constant(2.0), axis=0)
+    assert float(strategy.reduce("MEAN", tf.constant([2.0]), axis=0)) == 2.0
+
+
+def test_reducible_logs_reshape_only_under_multi_worker():
+    import tensorflow as tf
+
+    logs = {"loss": tf.constant(1.5)}
+    assert compat.reducible_logs(logs) is logs  # the default strategy

@@ -7,10 +7,10 @@ import tensorflow as tf
 
 from tests.conftest import assert_same_training
 from vse_tf import losses
+from vse_tf.modeling import optimizers
 from vse_tf.models import dual_encoder
 from vse_tf.models import image_towers
 from vse_tf.models import text_towers
-from vse_tf.training import optimizers
 
 VOCABULARY = ["a", "red", "blue", "circle", "square", "left", "of"]
 CAPTIONS = [

@@ -10,10 +10,10 @@ from tests.conftest import bindings
 from tests.conftest import run_tool
 from vse_tf import errors
 from vse_tf import losses
+from vse_tf.modeling import optimizers
 from vse_tf.models import dual_encoder
 from vse_tf.models import towers
 from vse_tf.training import fine_tuning
-from vse_tf.training import optimizers
 from vse_tf.training import precision
 
 

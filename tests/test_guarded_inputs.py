@@ -11,11 +11,11 @@ import tensorflow as tf
 from tests.conftest import bindings
 from tests.conftest import run_tool
 from vse_tf import errors
+from vse_tf.modeling import optimizers
 from vse_tf.models import dual_encoder
 from vse_tf.models import image_towers
 from vse_tf.models import text_towers
 from vse_tf.training import distribute
-from vse_tf.training import optimizers
 from vse_tf.training import resume
 from vse_tf.training import run_dir
 
@@ -216,7 +216,7 @@ def test_differences_name_every_changed_binding_and_follow_macros():
 def _backed_up_run(tmp_path, model, dataset="shapes"):
     run = run_dir.RunDir(str(tmp_path / "run"))
     os.makedirs(run.backup)
-    model.save_weights(os.path.join(run.backup, run_dir.BACKUP_WEIGHTS))
+    model.save_weights(run.backup_weights)
     run.write_run_info({"dataset": dataset})
     return run
 
@@ -365,7 +365,7 @@ def test_a_run_folder_of_the_old_weights_layout_loads_and_resumes(tmp_path):
 
     model = _precomputed_model("mean")
     run = _backed_up_run(tmp_path, model)
-    backup = os.path.join(run.backup, run_dir.BACKUP_WEIGHTS)
+    backup = run.backup_weights
     with h5py.File(backup, "r+") as stored:
         stored.move("layers/tower_1", "layers/functional_1")
     resume.check_backup(run, _precomputed_model("mean"), "shapes")

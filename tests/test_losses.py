@@ -352,10 +352,10 @@ def test_projection_heads_must_be_positive():
 
 
 def test_towers_and_loss_must_agree_on_projection_heads():
+    from vse_tf.modeling import building
     from vse_tf.models import dual_encoder
     from vse_tf.models import pretrained_towers
     from vse_tf.models import towers
-    from vse_tf.training import trainer
 
     def tower(heads):
         head = pretrained_towers.projection_head(
@@ -369,12 +369,12 @@ def test_towers_and_loss_must_agree_on_projection_heads():
     def model(heads):
         return dual_encoder.DualEncoder(tower(heads), tower(heads))
 
-    trainer.check_projection_heads(
+    building.check_projection_heads(
         model(2), losses.AllNegativesLoss(projection_heads=2)
     )
     assert model(2).image_tower.output_shape == (None, 8)
     with pytest.raises(errors.UserError, match="projection_heads"):
-        trainer.check_projection_heads(model(2), losses.AllNegativesLoss())
+        building.check_projection_heads(model(2), losses.AllNegativesLoss())
 
 
 def test_a_new_loss_needs_only_its_direction_rule():

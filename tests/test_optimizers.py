@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from vse_tf.training import optimizers
+from vse_tf.modeling import optimizers
 
 
 @pytest.mark.parametrize(

@@ -16,8 +16,8 @@ from tests.test_coco import TINY_COCO
 from tests.test_precomp import TINY_PRECOMP
 from tests.test_precomp import write_precomp
 from vse_tf.cli import config
+from vse_tf.modeling import building
 from vse_tf.training import run_dir
-from vse_tf.training import trainer
 from vse_tf.training import warm_start
 
 DATASETS = ["coco.gin", "flickr30k.gin", "coco_precomp.gin", "f30k_precomp.gin"]
@@ -163,7 +163,7 @@ def test_on_raw_photos_the_base_projection_loads_and_the_heads_are_new(
     tiny = [b for b in TINY_COCO if not b.startswith("HEAD_UNITS")]
     vocabulary = ["a", "dog", "runs"]
     _load(dataset, "base_embedding.gin", tiny)
-    base = trainer.build_model(vocabulary)
+    base = building.build_model(vocabulary)
     path = str(tmp_path / "base.weights.h5")
     base.save_weights(path)
     gin.clear_config()
@@ -172,7 +172,7 @@ def test_on_raw_photos_the_base_projection_loads_and_the_heads_are_new(
         "convsepp.gin",
         [*tiny, "HEAD_UNITS = 16", f"BASE_RUN = '{path}'"],
     )
-    stage = trainer.build_model(vocabulary)
+    stage = building.build_model(vocabulary)
     table = warm_start.warm_start(stage, path).table
     rows = {line.split()[0]: line.split() for line in table.splitlines()[1:]}
     assert rows["new"][2] == "8"  # 2 dense layers x 2 weights x 2 towers

@@ -21,7 +21,7 @@ import tensorflow as tf
 
 from tests.conftest import REPO
 from tests.conftest import run_tool
-from vse_tf.cli import serving_client
+from vse_tf.serving import client as serving_client
 
 grpc = pytest.importorskip("grpc")
 from tensorflow_serving.apis import predict_pb2  # noqa: E402

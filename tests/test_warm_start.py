@@ -11,10 +11,10 @@ import pytest
 from tests.conftest import bindings
 from tests.conftest import run_tool
 from vse_tf import errors
+from vse_tf.modeling import optimizers
 from vse_tf.models import dual_encoder
 from vse_tf.models import image_towers
 from vse_tf.models import text_towers
-from vse_tf.training import optimizers
 from vse_tf.training import warm_start
 
 

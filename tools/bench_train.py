@@ -102,12 +102,12 @@ def f8k_heads_model():
     import gin
 
     from vse_tf.cli import config
-    from vse_tf.training import optimizers
-    from vse_tf.training import trainer
+    from vse_tf.modeling import building
+    from vse_tf.modeling import optimizers
 
     config.load_gin([os.path.join(REPO, "gin", "flickr8k.gin")], [])
     try:
-        heads = trainer.build_model(["a"]).head_model()
+        heads = building.build_model(["a"]).head_model()
         # Both gin-configurable: the gin file's settings (3 heads, t, clip).
         return heads, optimizers.make_optimizer(), losses.AllNegativesLoss()
     finally:

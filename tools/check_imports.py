@@ -11,7 +11,7 @@ one another (at any depth in the file, deferred imports too), and fails
   vse_tf.<verb>` entry modules) that imports `vse_tf.cli`, absl's flags or
   gin's configuration loading;
 - a layer importing one above it: entry -> cli -> training/serving ->
-  evaluation -> models/data/losses -> pretrained -> errors/io/compat.
+  evaluation/modeling -> models/data/losses -> pretrained -> errors/io/compat.
 """
 
 import ast
@@ -31,6 +31,7 @@ LAYERS = {
     "vse_tf.models": 2,
     "vse_tf.losses": 2,
     "vse_tf.evaluation": 3,
+    "vse_tf.modeling": 3,
     "vse_tf.training": 4,
     "vse_tf.serving": 4,
     "vse_tf.cli": 5,

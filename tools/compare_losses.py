@@ -41,6 +41,7 @@ import sys
 import time
 
 from vse_tf import io_utils
+from vse_tf.training import run_dir
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,7 +104,7 @@ def epochs_label(name, args):
 
 
 def trained_epochs(model_dir):
-    with open(os.path.join(model_dir, "operative_config.gin")) as f:
+    with open(run_dir.RunDir(model_dir).operative_config) as f:
         found = re.search(r"^train\.epochs = (\d+)$", f.read(), re.M)
     return int(found.group(1)) if found else None
 
@@ -112,7 +113,7 @@ def train_one(name, seed, args):
     """The run's test metrics, training it first unless it exists."""
     row = ROWS[name]
     model_dir = run_folder(args, name, seed)
-    metrics_path = os.path.join(model_dir, "metrics.json")
+    metrics_path = run_dir.RunDir(model_dir).metrics
     epochs = epochs_of(name, args)
     if os.path.exists(metrics_path):
         if epochs is not None and trained_epochs(model_dir) != epochs:
@@ -171,7 +172,8 @@ def validation_rsum(model_dir):
     for path in sorted(
         glob.glob(
             os.path.join(
-                model_dir, "logs", "validation", "events.out.tfevents.*"
+                run_dir.RunDir(model_dir).validation_logs,
+                "events.out.tfevents.*",
             )
         )
     ):

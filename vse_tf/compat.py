@@ -138,6 +138,22 @@ def sum_repeated_rows(gradient):
     )
 
 
+def reducible_logs(logs):
+    """A train or test step's `logs`, in a shape Keras can reduce over the
+    workers of a multi-worker run.
+
+    Keras 3.15 reduces a multi-worker run's logs with `strategy.reduce(
+    "MEAN", value, axis=0)` (`reduce_per_replica`), which fails on a
+    scalar; as [1] vectors they reduce to scalars. Other strategies reduce
+    scalars, and take the logs as they are.
+    """
+    if not isinstance(
+        tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy
+    ):
+        return logs
+    return {name: tf.reshape(value, [1]) for name, value in logs.items()}
+
+
 class NoDefaultSaveSignature:
     """A model mixin: no default signature when a SavedModel holds it.
 

@@ -1,18 +1,19 @@
 """What every `python -m vse_tf.<verb>` shares: its flags and its exit on a
 user error.
 
-A user error (a typo in a binding, a missing file, an unwritable folder) ends
-the program with one paragraph on stderr and exit status 2, never a
-traceback.
+Every program parses its flags with argparse: the standard library's, so
+a program needs nothing but the package, and a bad flag exits 2 with
+usage, as a user error does. A user error (a typo in a binding, a missing
+file, an unwritable folder) ends the program with one paragraph on stderr
+and exit status 2, never a traceback.
 """
 
+import argparse
 import re
 import signal
 import sys
 import textwrap
 
-from absl import app
-from absl import flags
 from absl import logging as absl_logging
 
 from vse_tf import errors
@@ -20,21 +21,50 @@ from vse_tf.cli import config
 from vse_tf.cli.config import load_gin  # noqa: F401  (the programs' API)
 from vse_tf.cli.config import load_gin_for_run  # noqa: F401
 
-flags.DEFINE_multi_string(
-    "gin_file", [], "Gin config file(s), applied in order; later ones win."
-)
-flags.DEFINE_multi_string(
-    "gin_bindings",
-    [],
-    "Gin bindings applied after the files, e.g. 'train.epochs = 2'.",
-)
-flags.DEFINE_string("model_dir", None, "The run's folder.")
-flags.DEFINE_string(
-    "data_dir",
-    None,
-    "Root of the datasets (TFDS data dir); default ~/tensorflow_datasets.",
-)
-FLAGS = flags.FLAGS
+VERBOSITY = ("debug", "info", "warning", "error")
+
+
+def parser(program, doc):
+    """An ArgumentParser for `python -m vse_tf.<program>`: its --help
+    shows the module docstring `doc`, and --verbosity."""
+    parsed = argparse.ArgumentParser(
+        prog=f"python -m vse_tf.{program}",
+        description=doc,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parsed.add_argument(
+        "--verbosity",
+        choices=VERBOSITY,
+        help="log level of TensorFlow and TFDS (default: warning, and "
+        "TensorFlow's start-up lines dropped)",
+    )
+    return parsed
+
+
+def run_parser(program, doc):
+    """`parser`, with the flags of a program that configures a run by gin:
+    --gin_file, --gin_bindings, --model_dir and --data_dir."""
+    parsed = parser(program, doc)
+    parsed.add_argument(
+        "--gin_file",
+        action="append",
+        default=[],
+        help="gin config file (repeatable), applied in order; later ones win",
+    )
+    parsed.add_argument(
+        "--gin_bindings",
+        action="append",
+        default=[],
+        help="a gin binding applied after the files (repeatable), e.g. "
+        "'train.epochs = 2'",
+    )
+    parsed.add_argument("--model_dir", help="the run's folder")
+    parsed.add_argument(
+        "--data_dir",
+        help="root of the datasets (TFDS data dir); default "
+        "~/tensorflow_datasets",
+    )
+    return parsed
 
 
 class Stopped(BaseException):
@@ -47,42 +77,34 @@ def _stop_on_sigterm(signum, frame):
     raise Stopped()
 
 
-def run(main, on_stop=None):
-    """`absl.app.run(main)`, with user errors as one clean paragraph.
+def run(main, parsed, on_stop=None, argv=None):
+    """main(the flags `parsed` parses from `argv`, the command line when
+    None), with user errors as one clean paragraph.
 
-    `python -m vse_tf.<verb>` runs a two-line module that calls this; its
-    --help shows the docstring and flags of `main`'s module. Ctrl-C and
-    SIGTERM end the program with one line, `on_stop()`'s if given (what a
-    rerun does), and exit status 130 or 143.
+    `python -m vse_tf.<verb>` runs a two-line module that calls this. A bad
+    flag exits 2 with usage. Ctrl-C and SIGTERM end the program with one
+    line, `on_stop(flags)`'s if given (what a rerun does), and exit status
+    130 or 143.
     """
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
-    program = sys.modules[main.__module__]
-    sys.modules["__main__"].__doc__ = program.__doc__
-    for module in (program, sys.modules[__name__]):
-        for flag in FLAGS.get_key_flags_for_module(module):
-            FLAGS.register_key_flag_for_module(sys.argv[0], flag)
-
-    def guarded(argv):
-        if not FLAGS["verbosity"].present:
-            # TFDS and TensorFlow log every file they open at INFO; the
-            # progress bars and tables are what a user reads.
-            absl_logging.set_verbosity(absl_logging.WARNING)
-        try:
-            exit_on_user_error(main, argv)
-        except (KeyboardInterrupt, Stopped) as stop:
-            sent = (
-                ("SIGTERM", 143)
-                if isinstance(stop, Stopped)
-                else ("Ctrl-C (SIGINT)", 130)
-            )
-            print(
-                f"\nStopped by {sent[0]}."
-                + (f" {on_stop()}" if on_stop else ""),
-                file=sys.stderr,
-            )
-            sys.exit(sent[1])
-
-    app.run(guarded)
+    flags = parsed.parse_args(argv)
+    # TFDS and TensorFlow log every file they open at INFO; the progress
+    # bars and tables are what a user reads.
+    absl_logging.set_verbosity(flags.verbosity or "warning")
+    try:
+        exit_on_user_error(main, flags)
+    except (KeyboardInterrupt, Stopped) as stop:
+        sent = (
+            ("SIGTERM", 143)
+            if isinstance(stop, Stopped)
+            else ("Ctrl-C (SIGINT)", 130)
+        )
+        print(
+            f"\nStopped by {sent[0]}."
+            + (f" {on_stop(flags)}" if on_stop else ""),
+            file=sys.stderr,
+        )
+        sys.exit(sent[1])
 
 
 def exit_on_user_error(main, *args):

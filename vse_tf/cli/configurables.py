@@ -11,8 +11,10 @@ import keras
 
 from vse_tf import losses  # noqa: F401
 from vse_tf.data import coco  # noqa: F401
+from vse_tf.data import karpathy  # noqa: F401
 from vse_tf.data import karpathy_tfds  # noqa: F401
 from vse_tf.evaluation import hubness  # noqa: F401
+from vse_tf.modeling import optimizers  # noqa: F401
 from vse_tf.models import backbone_towers  # noqa: F401
 from vse_tf.models import dual_encoder  # noqa: F401
 from vse_tf.models import efficientnet_towers  # noqa: F401
@@ -20,8 +22,8 @@ from vse_tf.models import image_towers  # noqa: F401
 from vse_tf.models import pretrained_towers  # noqa: F401
 from vse_tf.models import text_towers  # noqa: F401
 from vse_tf.training import distribute  # noqa: F401
-from vse_tf.training import optimizers  # noqa: F401
-from vse_tf.training import trainer  # noqa: F401
+from vse_tf.training import fine_tuning  # noqa: F401
+from vse_tf.training import settings  # noqa: F401
 
 for _schedule in (
     keras.optimizers.schedules.PiecewiseConstantDecay,

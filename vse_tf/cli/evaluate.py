@@ -11,8 +11,6 @@ DIR/metrics_<protocol>.json for a protocol, DIR/metrics_<split>_<folds>fold
 
 import json
 
-from absl import flags
-
 from vse_tf import errors
 from vse_tf import evaluation
 from vse_tf import io_utils
@@ -22,42 +20,21 @@ from vse_tf.evaluation import embedding
 from vse_tf.training import run_dir
 from vse_tf.training import runs
 
-flags.DEFINE_enum(
-    "protocol",
-    None,
-    list(evaluation.PROTOCOLS),
-    "A standard protocol: "
-    + "; ".join(
-        f"{name} = {p.summary}" for name, p in evaluation.PROTOCOLS.items()
-    )
-    + ". Sets --split and --folds.",
-)
-flags.DEFINE_string("split", "test", "Split to score: train, val or test.")
-flags.DEFINE_integer(
-    "folds", 1, "Folds averaged (5 on 5,000 images is COCO 1K)."
-)
-flags.DEFINE_string("output", None, "Where to write the metrics JSON.")
-flags.DEFINE_bool(
-    "json", False, "Print the metrics as JSON on stdout instead of the table."
-)
-FLAGS = common.FLAGS
 
-
-def main(argv):
-    del argv
-    model = common.load_run(FLAGS)
-    dataset = runs.run_fact(FLAGS.model_dir, "dataset")
-    split, folds = FLAGS.split, FLAGS.folds
+def main(flags):
+    model = common.load_run(flags)
+    dataset = runs.run_fact(flags.model_dir, "dataset")
+    split, folds = flags.split, flags.folds
     if folds < 1:
         raise errors.UserError(f"--folds={folds}: at least 1 fold.")
-    if FLAGS.protocol:
-        split = evaluation.PROTOCOLS[FLAGS.protocol].split
-        folds = evaluation.PROTOCOLS[FLAGS.protocol].folds
-    examples = pipeline.load_examples(dataset, split, FLAGS.data_dir)
+    if flags.protocol:
+        split = evaluation.PROTOCOLS[flags.protocol].split
+        folds = evaluation.PROTOCOLS[flags.protocol].folds
+    examples = pipeline.load_examples(dataset, split, flags.data_dir)
     images = int(examples.cardinality())
-    if FLAGS.protocol:
+    if flags.protocol:
         try:
-            evaluation.check_protocol(FLAGS.protocol, images)
+            evaluation.check_protocol(flags.protocol, images)
         except ValueError as error:
             raise errors.UserError(f"{dataset}: {error}") from error
     elif images % folds:
@@ -72,24 +49,24 @@ def main(argv):
             model,
             examples,
             folds=folds,
-            correction=runs.load_hubness_correction(FLAGS.model_dir),
+            correction=runs.load_hubness_correction(flags.model_dir),
         )
     except evaluation.NonFiniteEmbeddings as error:
         raise errors.UserError(
-            f"Cannot score the best checkpoint of {FLAGS.model_dir} on the "
+            f"Cannot score the best checkpoint of {flags.model_dir} on the "
             f"{split} split: {error}"
         ) from error
-    if FLAGS.protocol:
-        table = evaluation.format_paper_row(metrics, FLAGS.protocol)
+    if flags.protocol:
+        table = evaluation.format_paper_row(metrics, flags.protocol)
     else:
         table = evaluation.format_table(
             metrics, title=f"{dataset} {split} ({folds} fold(s)):"
         )
-    output = FLAGS.output or run_dir.RunDir(FLAGS.model_dir).evaluation_metrics(
-        split, folds, FLAGS.protocol
+    output = flags.output or run_dir.RunDir(flags.model_dir).evaluation_metrics(
+        split, folds, flags.protocol
     )
     io_utils.write_json_atomic(output, metrics)
-    if FLAGS.json:
+    if flags.json:
         print(json.dumps(metrics, indent=2, sort_keys=True))
     else:
         print(table)
@@ -98,7 +75,32 @@ def main(argv):
 
 def run():
     """The program: `python -m vse_tf.evaluate`."""
-    common.run(main)
+    parsed = common.run_parser("evaluate", __doc__)
+    parsed.add_argument(
+        "--protocol",
+        choices=list(evaluation.PROTOCOLS),
+        help="a standard protocol: "
+        + "; ".join(
+            f"{name} = {p.summary}" for name, p in evaluation.PROTOCOLS.items()
+        )
+        + ". Sets --split and --folds.",
+    )
+    parsed.add_argument(
+        "--split", default="test", help="split to score: train, val or test"
+    )
+    parsed.add_argument(
+        "--folds",
+        type=int,
+        default=1,
+        help="folds averaged (5 on 5,000 images is COCO 1K)",
+    )
+    parsed.add_argument("--output", help="where to write the metrics JSON")
+    parsed.add_argument(
+        "--json",
+        action="store_true",
+        help="print the metrics as JSON on stdout instead of the table",
+    )
+    common.run(main, parsed)
 
 
 if __name__ == "__main__":

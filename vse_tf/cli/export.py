@@ -10,37 +10,26 @@ checkpoint (with its hubness correction, where the run fitted one); see
 
 import os
 
-from absl import flags
-
 from vse_tf import errors
 from vse_tf.cli import common
 from vse_tf.serving import saved_model
 from vse_tf.training import run_dir
 from vse_tf.training import runs
 
-flags.DEFINE_string(
-    "export_dir", None, "Where the towers go; default MODEL_DIR/export."
-)
-flags.DEFINE_integer(
-    "version", None, "Version number; default one above the newest there."
-)
-FLAGS = common.FLAGS
 
-
-def main(argv):
-    del argv
-    if FLAGS.version is not None and FLAGS.version < 1:
+def main(flags):
+    if flags.version is not None and flags.version < 1:
         raise errors.UserError(
-            f"--version={FLAGS.version} is not a version: "
+            f"--version={flags.version} is not a version: "
             "TF Serving numbers them from 1."
         )
-    model = common.load_run(FLAGS)
-    export_dir = FLAGS.export_dir or run_dir.RunDir(FLAGS.model_dir).export
+    model = common.load_run(flags)
+    export_dir = flags.export_dir or run_dir.RunDir(flags.model_dir).export
     version = saved_model.export_towers(
         model,
         export_dir,
-        FLAGS.version,
-        correction=runs.load_hubness_correction(FLAGS.model_dir),
+        flags.version,
+        correction=runs.load_hubness_correction(flags.model_dir),
     )
     for tower in saved_model.TOWERS:
         print(f"Exported {os.path.join(export_dir, tower, str(version))}")
@@ -48,7 +37,16 @@ def main(argv):
 
 def run():
     """The program: `python -m vse_tf.export`."""
-    common.run(main)
+    parsed = common.run_parser("export", __doc__)
+    parsed.add_argument(
+        "--export_dir", help="where the towers go; default MODEL_DIR/export"
+    )
+    parsed.add_argument(
+        "--version",
+        type=int,
+        help="version number; default one above the newest there",
+    )
+    common.run(main, parsed)
 
 
 if __name__ == "__main__":

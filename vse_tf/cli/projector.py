@@ -7,8 +7,6 @@ embeds the split's first images and their captions with the run's best
 checkpoint; see `vse_tf.serving.projector` for the files.
 """
 
-from absl import flags
-
 from vse_tf import errors
 from vse_tf.cli import common
 from vse_tf.data import pipeline
@@ -16,34 +14,20 @@ from vse_tf.serving import projector
 from vse_tf.training import run_dir
 from vse_tf.training import runs
 
-flags.DEFINE_string(
-    "split", "test", "Split whose images and captions are shown."
-)
-flags.DEFINE_integer(
-    "max_images", 500, "Images shown (each with its captions)."
-)
-flags.DEFINE_string(
-    "projector_dir",
-    None,
-    "Where the log dir goes; default MODEL_DIR/projector.",
-)
-FLAGS = common.FLAGS
 
-
-def main(argv):
-    del argv
-    if FLAGS.max_images < 1:
+def main(flags):
+    if flags.max_images < 1:
         raise errors.UserError(
-            f"--max_images={FLAGS.max_images}: the "
+            f"--max_images={flags.max_images}: the "
             "projector needs at least 1 image."
         )
-    model = common.load_run(FLAGS)
+    model = common.load_run(flags)
     examples = pipeline.load_examples(
-        runs.run_fact(FLAGS.model_dir, "dataset"), FLAGS.split, FLAGS.data_dir
+        runs.run_fact(flags.model_dir, "dataset"), flags.split, flags.data_dir
     )
-    log_dir = FLAGS.projector_dir or run_dir.RunDir(FLAGS.model_dir).projector
+    log_dir = flags.projector_dir or run_dir.RunDir(flags.model_dir).projector
     count = projector.write_projector(
-        model, examples, log_dir, FLAGS.max_images
+        model, examples, log_dir, flags.max_images
     )
     print(
         f"Wrote {count} points to {log_dir}; view them with "
@@ -53,7 +37,23 @@ def main(argv):
 
 def run():
     """The program: `python -m vse_tf.projector`."""
-    common.run(main)
+    parsed = common.run_parser("projector", __doc__)
+    parsed.add_argument(
+        "--split",
+        default="test",
+        help="split whose images and captions are shown",
+    )
+    parsed.add_argument(
+        "--max_images",
+        type=int,
+        default=500,
+        help="images shown (each with its captions)",
+    )
+    parsed.add_argument(
+        "--projector_dir",
+        help="where the log dir goes; default MODEL_DIR/projector",
+    )
+    common.run(main, parsed)
 
 
 if __name__ == "__main__":

@@ -15,12 +15,10 @@ rows of a faiss inverted file's nearest lists. --html writes a page of the
 top-k thumbnails per query.
 """
 
-import argparse
 import base64
 import html
 import io
 import os
-import sys
 
 import numpy as np
 import tensorflow as tf
@@ -237,38 +235,56 @@ def caption_image(args):
         print(f"  {rank:>2}. {score:6.3f}  {captions[index]}")
 
 
-def parse_args(argv):
-    parser = argparse.ArgumentParser(
-        prog="python -m vse_tf.search",
-        description=__doc__.split("\n")[0],
-        epilog="Examples:\n" + __doc__.split("\n\n")[1],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument(
+def flag_parser():
+    """The flags of `python -m vse_tf.search`."""
+    parsed = common.parser("search", __doc__)
+    parsed.add_argument(
         "--export_dir",
         required=True,
         help="folder holding image_tower/ and text_tower/",
     )
-    parser.add_argument(
+    parsed.add_argument(
         "--images",
         help="folder of JPEG/PNG images, or DATASET:SPLIT such as shapes:test",
     )
-    parser.add_argument(
+    parsed.add_argument(
         "--query",
         action="append",
         default=[],
         help="a caption to search for (repeatable)",
     )
-    parser.add_argument("--query_file", help="more queries, one a line")
-    parser.add_argument("--k", type=int, default=5, help="hits per query")
-    parser.add_argument("--html", help="write the hits as an HTML page here")
-    parser.add_argument("--png", help="write the hits as one PNG image here")
-    parser.add_argument(
+    parsed.add_argument("--query_file", help="more queries, one a line")
+    parsed.add_argument("--k", type=int, default=5, help="hits per query")
+    parsed.add_argument("--html", help="write the hits as an HTML page here")
+    parsed.add_argument("--png", help="write the hits as one PNG image here")
+    parsed.add_argument("--data_dir", help="TFDS data dir, for a split")
+    parsed.add_argument(
+        "--on_bad_image",
+        choices=("skip", "error"),
+        default="skip",
+        help="an image that cannot be "
+        "decoded is skipped, counted and named (default), "
+        "or stops the search naming it",
+    )
+    parsed.add_argument(
+        "--caption-for",
+        "--caption_for",
+        dest="caption_for",
+        metavar="IMAGE",
+        help="rank --captions for this image instead",
+    )
+    parsed.add_argument("--captions", help="candidate captions, one a line")
+    _add_index_flags(parsed)
+    return parsed
+
+
+def _add_index_flags(parsed):
+    parsed.add_argument(
         "--index_dir",
         help="where the image embeddings are "
         "cached (default EXPORT/search_index/...)",
     )
-    parser.add_argument(
+    parsed.add_argument(
         "--index",
         choices=("exact", "approximate"),
         default="exact",
@@ -278,39 +294,18 @@ def parse_args(argv):
         "for collections past a million (pip install "
         "faiss-cpu)",
     )
-    parser.add_argument(
+    parsed.add_argument(
         "--nprobe",
         type=int,
         default=nearest.NPROBE,
         help="lists an approximate query scans (more: higher recall, slower)",
     )
-    parser.add_argument("--data_dir", help="TFDS data dir, for a split")
-    parser.add_argument(
-        "--on_bad_image",
-        choices=("skip", "error"),
-        default="skip",
-        help="an image that cannot be "
-        "decoded is skipped, counted and named (default), "
-        "or stops the search naming it",
-    )
-    parser.add_argument(
-        "--caption-for",
-        "--caption_for",
-        dest="caption_for",
-        metavar="IMAGE",
-        help="rank --captions for this image instead",
-    )
-    parser.add_argument("--captions", help="candidate captions, one a line")
-    args = parser.parse_args(argv)
-    if args.k < 1:
-        parser.error("--k must be at least 1")
-    if args.nprobe < 1:
-        parser.error("--nprobe must be at least 1")
-    return args
 
 
-def main(argv=None):
-    args = parse_args(argv)
+def main(args):
+    for flag in ("k", "nprobe"):
+        if getattr(args, flag) < 1:
+            raise errors.UserError(f"--{flag} must be at least 1.")
     if not os.path.isdir(args.export_dir):
         raise errors.UserError(
             f"No export dir {args.export_dir!r}: export a "
@@ -324,7 +319,7 @@ def main(argv=None):
 
 def run():
     """The program: `python -m vse_tf.search`."""
-    common.exit_on_user_error(main, sys.argv[1:])
+    common.run(main, flag_parser())
 
 
 if __name__ == "__main__":

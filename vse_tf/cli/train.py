@@ -10,27 +10,24 @@ outputs.
 from vse_tf import errors
 from vse_tf.cli import common
 
-FLAGS = common.FLAGS
 
-
-def main(argv):
-    del argv
-    common.load_gin(FLAGS.gin_file, FLAGS.gin_bindings)
-    if not FLAGS.model_dir:
+def main(flags):
+    common.load_gin(flags.gin_file, flags.gin_bindings)
+    if not flags.model_dir:
         raise errors.UserError(
             "--model_dir is required: the folder where the "
             "run writes checkpoints, logs and metrics."
         )
     from vse_tf.training import trainer
 
-    trainer.train(FLAGS.model_dir, data_dir=FLAGS.data_dir)
+    trainer.train(flags.model_dir, data_dir=flags.data_dir)
 
 
-def what_a_rerun_does():
+def what_a_rerun_does(flags):
     """Where the stopped run is, and what the same command does next."""
     from vse_tf.training import run_dir
 
-    run = run_dir.RunDir(FLAGS.model_dir or "")
+    run = run_dir.RunDir(flags.model_dir or "")
     if not run.has_backup():
         return (
             "No epoch was backed up yet: the same command trains "
@@ -53,7 +50,9 @@ def what_a_rerun_does():
 
 def run():
     """The program: `python -m vse_tf.train`."""
-    common.run(main, on_stop=what_a_rerun_does)
+    common.run(
+        main, common.run_parser("train", __doc__), on_stop=what_a_rerun_does
+    )
 
 
 if __name__ == "__main__":

@@ -17,6 +17,9 @@ from vse_tf.data import sources
 CACHE_BUDGET_BYTES = 8 << 30
 # What an uncached split's image shuffle buffer may hold.
 SHUFFLE_BUDGET_BYTES = 1 << 30
+# Images shuffled, then their image-caption pairs shuffled again.
+IMAGE_SHUFFLE_BUFFER = 20_000
+PAIR_SHUFFLE_BUFFER = 8192
 _STRING_BYTES = 64  # a caption, roughly
 _UNKNOWN_DIM = 7  # a guess for a dimension of unknown size (COCO captions)
 
@@ -74,40 +77,37 @@ def fits_in_memory(examples, budget=CACHE_BUDGET_BYTES):
 def training_pairs(
     examples,
     batch_size,
-    image_shuffle_buffer=20_000,
-    pair_shuffle_buffer=8192,
     seed=None,
-    cache=None,
     steps_per_epoch=None,
-    first_epoch=0,
     epochs=None,
+    cache=None,
 ):
-    """Shuffled batches of (inputs, image_id), one pair per caption, epoch
-    `first_epoch` to `epochs` - 1.
+    """Shuffled batches of (inputs, image_id), one pair per caption, for
+    each epoch of `epochs` (a range of epoch numbers, e.g. range(3, 10)
+    to resume at the fourth of ten).
 
     Images are shuffled first and their pairs again, so the captions of one
     image spread over different batches without a buffer of every pair.
-    Each epoch is `steps_per_epoch` batches (None: one endless epoch) drawn
-    in an order that is a function of (seed, epoch) alone, so a run resumed
-    at epoch e sees the batches a run never stopped saw from epoch e on.
-    Decoded images are cached in memory when `cache` (None: when they fit
-    in CACHE_BUDGET_BYTES); a split that is not cached is read again each
-    epoch, and its shuffle buffer is bounded in bytes (sources too large to
-    cache, such as precomputed COCO, draw a fresh order themselves). Batches
-    are drop_remainder so every step sees `batch_size` pairs.
+    Each epoch is `steps_per_epoch` batches (None: one endless epoch, the
+    first of `epochs`) drawn in an order that is a function of (seed,
+    epoch) alone, so a run resumed at epoch e sees the batches a run never
+    stopped saw from epoch e on. Decoded images are cached in memory when
+    `cache` (None: when they fit in CACHE_BUDGET_BYTES); a split that is
+    not cached is read again each epoch, and its shuffle buffer is bounded
+    in bytes (sources too large to cache, such as precomputed COCO, draw a
+    fresh order themselves). Batches are drop_remainder so every step sees
+    `batch_size` pairs.
     """
+    if steps_per_epoch and epochs is None:
+        raise ValueError("training_pairs: steps_per_epoch needs epochs.")
     if cache is None:
         cache = fits_in_memory(examples)
+    image_shuffle_buffer = IMAGE_SHUFFLE_BUFFER
     if cache:
         examples = examples.cache()
     else:
-        image_shuffle_buffer = max(
-            1,
-            min(
-                image_shuffle_buffer,
-                SHUFFLE_BUDGET_BYTES // example_bytes(examples),
-            ),
-        )
+        budget = SHUFFLE_BUDGET_BYTES // example_bytes(examples)
+        image_shuffle_buffer = max(1, min(image_shuffle_buffer, budget))
 
     def to_pairs(example):
         captions = example["captions"]
@@ -125,14 +125,13 @@ def training_pairs(
         epoch_seed = None if seed is None else seed * 1_000_003 + epoch
         pairs = examples.shuffle(image_shuffle_buffer, seed=epoch_seed)
         pairs = pairs.repeat().flat_map(to_pairs)
-        pairs = pairs.shuffle(pair_shuffle_buffer, seed=epoch_seed)
+        pairs = pairs.shuffle(PAIR_SHUFFLE_BUFFER, seed=epoch_seed)
         batches = pairs.batch(batch_size, drop_remainder=True)
         return batches.take(steps_per_epoch) if steps_per_epoch else batches
 
-    if steps_per_epoch and epochs is None:
-        raise ValueError("training_pairs: steps_per_epoch needs epochs.")
+    first_epoch = 0 if epochs is None else epochs.start
     batches = epoch_batches(first_epoch)
-    for epoch in range(first_epoch + 1, epochs if steps_per_epoch else 0):
+    for epoch in epochs[1:] if steps_per_epoch else ():
         batches = batches.concatenate(epoch_batches(epoch))
     batches = batches.map(
         lambda image, caption, image_id: (

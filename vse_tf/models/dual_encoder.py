@@ -199,16 +199,7 @@ class DualEncoder(compat.BuildOnlyTheOptimizer, keras.Model):
         logs = {"loss": self.loss_tracker.result()}
         if self.log_temperature is not None:
             logs["temperature"] = self.temperature()
-        if isinstance(
-            tf.distribute.get_strategy(),
-            tf.distribute.MultiWorkerMirroredStrategy,
-        ):
-            # Keras 3.15 reduces multi-worker logs with a MEAN along axis 0,
-            # which fails on scalars; as [1] vectors they reduce to scalars.
-            logs = {
-                name: tf.reshape(value, [1]) for name, value in logs.items()
-            }
-        return logs
+        return compat.reducible_logs(logs)
 
     def get_config(self):
         return {

@@ -56,14 +56,12 @@ class Tower(keras.Model):
                 "token ids) and no backbone."
             )
         super().__init__(inputs, outputs, name=name, **kwargs)
-        # Layers of the graph already; set without tracking them again.
-        for part, layer in (
-            ("tokenizer", tokenizer),
-            ("backbone", backbone),
-            ("head", head),
-            ("fine_tuned", tuple(fine_tuned)),
-        ):
-            object.__setattr__(self, part, layer)
+        # Layers of the graph already: Keras tracks each once, whatever
+        # attributes name it.
+        self.tokenizer = tokenizer
+        self.backbone = backbone
+        self.head = head
+        self.fine_tuned = tuple(fine_tuned)
         self.projection_heads = projection_heads
 
     def encoder(self):

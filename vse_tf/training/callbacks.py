@@ -13,10 +13,6 @@ from vse_tf import evaluation
 from vse_tf import io_utils
 from vse_tf.evaluation import embedding
 from vse_tf.training import legacy_weights
-from vse_tf.training.run_dir import BACKUP_STATE
-from vse_tf.training.run_dir import BACKUP_WEIGHTS
-from vse_tf.training.run_dir import BEST_STATE
-from vse_tf.training.run_dir import BEST_WEIGHTS
 
 
 def progress_verbosity():
@@ -34,20 +30,19 @@ class RetrievalValidation(keras.callbacks.Callback):
 
     Adds `val_<metric>` and `learning_rate` to the epoch logs, so callbacks
     after this one (TensorBoard, early stopping) see them. The best weights
-    are written atomically to `checkpoint_dir/best.weights.h5`, with the
-    epoch and metrics beside them in `best.json`, which also lets a resumed
-    run keep the best it had.
+    are written atomically to the `run_dir.RunDir` `run`'s best weights,
+    with the epoch and metrics beside them in its best state, which also
+    lets a resumed run keep the best it had.
     """
 
-    def __init__(self, examples, checkpoint_dir, folds=1):
+    def __init__(self, examples, run, folds=1):
         super().__init__()
         self.examples = examples
-        self.checkpoint_dir = checkpoint_dir
+        self.run = run
         self.folds = folds
         self.best_rsum = -1.0
-        state = os.path.join(checkpoint_dir, BEST_STATE)
-        if os.path.exists(state):
-            self.best_rsum = io_utils.read_json(state)["val_rsum"]
+        if os.path.exists(run.best_state):
+            self.best_rsum = io_utils.read_json(run.best_state)["val_rsum"]
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs if logs is not None else {}
@@ -60,7 +55,7 @@ class RetrievalValidation(keras.callbacks.Callback):
                 f"at the end of epoch {epoch + 1} (step "
                 f"{int(self.model.optimizer.iterations.numpy())}), whose "
                 f"last update broke the model: {error}",
-                self.checkpoint_dir,
+                self.run,
             ) from error
         logs.update({f"val_{name}": value for name, value in metrics.items()})
         logs["learning_rate"] = float(
@@ -68,12 +63,10 @@ class RetrievalValidation(keras.callbacks.Callback):
         )
         if metrics["rsum"] > self.best_rsum:
             self.best_rsum = metrics["rsum"]
-            with io_utils.atomic_path(
-                os.path.join(self.checkpoint_dir, BEST_WEIGHTS)
-            ) as tmp:
+            with io_utils.atomic_path(self.run.best_weights) as tmp:
                 self.model.save_weights(tmp)
             io_utils.write_json_atomic(
-                os.path.join(self.checkpoint_dir, BEST_STATE),
+                self.run.best_state,
                 {
                     "epoch": epoch + 1,
                     **{f"val_{k}": v for k, v in metrics.items()},
@@ -145,9 +138,9 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
     then.)
     """
 
-    def __init__(self, checkpoint_dir):
+    def __init__(self, run):
         super().__init__()
-        self.checkpoint_dir = checkpoint_dir
+        self.run = run  # a `run_dir.RunDir`, named in the error
         self.epoch = 0
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -161,17 +154,18 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
             f"at step {int(self.model.optimizer.iterations.numpy())} (epoch "
             f"{self.epoch + 1}, batch {batch + 1}): the loss is "
             f"{float(loss)}",
-            self.checkpoint_dir,
+            self.run,
         )
 
 
-def diverged(where, checkpoint_dir):
-    """The TrainingDiverged error for a run that broke `where`."""
-    state = os.path.join(checkpoint_dir, BEST_STATE)
+def diverged(where, run):
+    """The TrainingDiverged error for the run (a `run_dir.RunDir`) that
+    broke `where`."""
     kept = (
         f"The best checkpoint is unchanged: epoch "
-        f"{io_utils.read_json(state)['epoch']} in {checkpoint_dir}."
-        if os.path.exists(state)
+        f"{io_utils.read_json(run.best_state)['epoch']} in "
+        f"{run.checkpoints}."
+        if os.path.exists(run.best_state)
         else "No epoch finished, so there is no checkpoint."
     )
     return TrainingDiverged(
@@ -189,46 +183,43 @@ class BackupAndRestore(keras.callbacks.Callback):
     restore takes the epoch from the optimizer's step count stored with
     the weights, so the two files can never disagree.
 
-    Every worker of a multi-worker run restores from `backup_dir` (the
-    chief's), so all resume at the same step; each writes to its own
-    `write_dir` (the chief's is `backup_dir`).
+    Every worker of a multi-worker run restores from the backup of `run`
+    (the chief's `run_dir.RunDir`), so all resume at the same step; each
+    writes to the backup of its own `worker_dir` (the chief's is `run`).
     """
 
-    def __init__(self, backup_dir, steps_per_epoch, write_dir=None):
+    def __init__(self, run, steps_per_epoch, worker_dir=None):
         super().__init__()
-        self.backup_dir = backup_dir
+        self.run = run
         self.steps_per_epoch = steps_per_epoch
-        self.write_dir = write_dir or backup_dir
+        self.worker_dir = worker_dir or run
 
     def restore(self, model):
         """Loads the backup into `model`, a built and compiled one; returns
         the epoch to resume at, 0 for none. Called before `fit`, so that
         the data can start where the run stopped."""
-        path = os.path.join(self.backup_dir, BACKUP_WEIGHTS)
-        if not os.path.exists(path):
+        if not self.run.has_backup():
             return 0
         if model.optimizer is not None and not model.optimizer.built:
             with model.distribute_strategy.scope():
                 model.optimizer.build(model.trainable_variables)
         legacy_weights.load(
             model,
-            path,
+            self.run.backup_weights,
             "backup",
-            f"Remove {self.backup_dir} to train the run from its start.",
+            f"Remove {self.run.backup} to train the run from its start.",
             optimizer_state=True,
         )
         step = int(model.optimizer.iterations.numpy())
         epoch = step // self.steps_per_epoch
-        print(f"Resuming from {self.backup_dir}: epoch {epoch}, step {step}.")
+        print(f"Resuming from {self.run.backup}: epoch {epoch}, step {step}.")
         return epoch
 
     def on_epoch_end(self, epoch, logs=None):
-        with io_utils.atomic_path(
-            os.path.join(self.write_dir, BACKUP_WEIGHTS)
-        ) as tmp:
+        with io_utils.atomic_path(self.worker_dir.backup_weights) as tmp:
             self.model.save_weights(tmp)
         io_utils.write_json_atomic(
-            os.path.join(self.write_dir, BACKUP_STATE),
+            self.worker_dir.backup_state,
             {
                 "epoch": epoch + 1,
                 "batch": 0,

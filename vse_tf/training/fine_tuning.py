@@ -21,7 +21,7 @@ import gin
 import keras
 
 from vse_tf import errors
-from vse_tf.training import optimizers
+from vse_tf.modeling import optimizers
 
 
 @gin.configurable
@@ -31,7 +31,7 @@ def fine_tune_backbones(
     """The callback that fine-tunes `model`'s trainable backbones, or None.
 
     Args:
-      model: a built `DualEncoder`, compiled with a `vse_tf.training.optimizers`
+      model: a built `DualEncoder`, compiled with a `vse_tf.modeling.optimizers`
         optimizer.
       cache_features: whether the run trains on cached backbone features
         (then no backbone trains, and these options cannot apply).

@@ -21,7 +21,6 @@ import gin
 
 from vse_tf import errors
 from vse_tf.training import legacy_weights
-from vse_tf.training import run_dir
 
 _BINDING = re.compile(r"^([\w./]+)\s*=\s*(.*)$")
 
@@ -81,8 +80,7 @@ def check_backup(run, model, dataset, cache_features=False):
     """Raises a UserError if `run`'s backup holds another model than
     `model` (built), another dataset than `dataset`, or weights trained
     with and without cached features."""
-    backup = os.path.join(run.backup, run_dir.BACKUP_WEIGHTS)
-    if not os.path.exists(backup):
+    if not run.has_backup():
         return
     problems = []
     info = run.read_run_info()
@@ -97,7 +95,7 @@ def check_backup(run, model, dataset, cache_features=False):
             f"{info['cache_features']}, this run sets "
             f"{cache_features}"
         )
-    old, new = weight_shapes(backup), model_weight_shapes(model)
+    old, new = weight_shapes(run.backup_weights), model_weight_shapes(model)
     changed = sorted(
         name for name in set(old) | set(new) if old.get(name) != new.get(name)
     )

@@ -93,12 +93,29 @@ class RunDir:
         return self._join(CHECKPOINTS, BEST_WEIGHTS)
 
     @property
+    def best_state(self):
+        return self._join(CHECKPOINTS, BEST_STATE)
+
+    @property
     def backup(self):
         return self._join(CHECKPOINTS, BACKUP)
 
     @property
+    def backup_weights(self):
+        return self._join(CHECKPOINTS, BACKUP, BACKUP_WEIGHTS)
+
+    @property
+    def backup_state(self):
+        return self._join(CHECKPOINTS, BACKUP, BACKUP_STATE)
+
+    @property
     def logs(self):
         return self._join(LOGS)
+
+    @property
+    def validation_logs(self):
+        """Where Keras's TensorBoard callback logs the epochs' val R@K."""
+        return self._join(LOGS, "validation")
 
     @property
     def export(self):
@@ -122,14 +139,13 @@ class RunDir:
     def has_backup(self):
         """Whether a rerun resumes: the backup's weights exist (they hold
         the step it resumes at; the metadata beside them follows them)."""
-        return os.path.exists(os.path.join(self.backup, BACKUP_WEIGHTS))
+        return os.path.exists(self.backup_weights)
 
     def backed_up_epochs(self):
         """The epochs the backup holds (a rerun resumes after them); 0
         without a backup."""
-        state = os.path.join(self.backup, BACKUP_STATE)
         try:
-            return int(io_utils.read_json(state)["epoch"])
+            return int(io_utils.read_json(self.backup_state)["epoch"])
         except (OSError, ValueError, KeyError, TypeError):
             return 0
 

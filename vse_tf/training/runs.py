@@ -11,10 +11,10 @@ import gin
 
 from vse_tf import errors
 from vse_tf.evaluation import hubness
+from vse_tf.modeling import building
 from vse_tf.models import text_towers
 from vse_tf.training import legacy_weights
 from vse_tf.training import run_dir
-from vse_tf.training import trainer
 
 
 def run_fact(model_dir, name):
@@ -44,7 +44,7 @@ def load_trained_model(model_dir):
             f"{vocabulary}. Train one first with `python -m vse_tf.train "
             f"--gin_file=... --model_dir={model_dir}`."
         )
-    model = trainer.build_model(text_towers.load_vocabulary(vocabulary))
+    model = building.build_model(text_towers.load_vocabulary(vocabulary))
     if run_fact(model_dir, "cache_features"):
         # The run trained the heads; the backbones are the pretrained ones.
         heads = model.head_model()
