@@ -116,26 +116,13 @@ def load_examples(
     if captions_only:
         return tf.data.Dataset.from_tensor_slices(captions)
     features = open_features(features_path)
-    rows = features.shape[0]
-    if not captions or len(captions) % captions_per_image:
-        raise errors.DatasetError(
-            f"{captions_path} has {len(captions)} captions, not a multiple "
-            f"of {captions_per_image} (captions per image): the file is "
-            "incomplete. Get it again with its features "
-            f"({HOW_TO_GET.format(name=name)})."
-        )
-    num_images = len(captions) // captions_per_image
-    if rows == num_images:
-        stride = 1
-    elif rows == len(captions):
-        stride = captions_per_image  # one row per caption: every image 5x
-    else:
-        raise errors.DatasetError(
-            f"{features_path} has {rows} rows but {captions_path} has "
-            f"{len(captions)} captions; expected {num_images} rows (one per "
-            f"image, {captions_per_image} captions each) or {len(captions)} "
-            "(one per caption). The two files are not from one release."
-        )
+    num_images, stride = _rows_per_image(
+        name,
+        (features_path, features.shape[0]),
+        captions_path,
+        captions,
+        captions_per_image,
+    )
     feature_shape = features.shape[1:]
 
     def read_rows(indices):
@@ -174,3 +161,28 @@ def load_examples(
         .unbatch()
     )
     return examples.apply(tf.data.experimental.assert_cardinality(num_images))
+
+
+def _rows_per_image(name, features, captions_path, captions, per_image):
+    """(images, feature rows an image) of a split whose `features` file,
+    (path, rows), holds a row an image or a row a caption; a DatasetError
+    when the files do not agree."""
+    features_path, rows = features
+    if not captions or len(captions) % per_image:
+        raise errors.DatasetError(
+            f"{captions_path} has {len(captions)} captions, not a multiple "
+            f"of {per_image} (captions per image): the file is "
+            "incomplete. Get it again with its features "
+            f"({HOW_TO_GET.format(name=name)})."
+        )
+    num_images = len(captions) // per_image
+    if rows == num_images:
+        return num_images, 1
+    if rows == len(captions):
+        return num_images, per_image  # one row per caption: every image 5x
+    raise errors.DatasetError(
+        f"{features_path} has {rows} rows but {captions_path} has "
+        f"{len(captions)} captions; expected {num_images} rows (one per "
+        f"image, {per_image} captions each) or {len(captions)} "
+        "(one per caption). The two files are not from one release."
+    )

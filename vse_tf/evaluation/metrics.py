@@ -126,38 +126,16 @@ def retrieval_ranks(
         for start in range(0, num_images, chunk_size)
     ]
 
-    def own_scores(scores, start, stop, first_image):
-        """[stop - start, captions_per_image]: images start to stop - 1
-        with their own captions, from their `scores` against the captions
-        of the images from `first_image` on."""
-        rows = np.arange(stop - start)
-        return scores.reshape(stop - start, -1, captions_per_image)[
-            rows, rows + start - first_image
-        ]
-
     # Each caption's score with its own image, and what a candidate must
     # reach to rank above it or tie it.
-    positive = np.concatenate(
-        [
-            own_scores(
-                images[start:stop]
-                @ texts[
-                    start * captions_per_image : stop * captions_per_image
-                ].T,
-                start,
-                stop,
-                start,
-            )
-            for start, stop in chunks
-        ]
-    )
+    positive = _truth_scores(images, texts, chunks, captions_per_image)
     t2i_bar = (positive - tolerance).reshape(-1)
     i2t_bar = positive.max(axis=1) - tolerance
     i2t = np.empty(num_images, dtype=np.int64)
     t2i = np.zeros(texts.shape[0], dtype=np.int64)
     for start, stop in chunks:
         scores = images[start:stop] @ texts.T
-        own = own_scores(scores, start, stop, 0)
+        own = _own_scores(scores, start, stop, 0, captions_per_image)
         # Own captions are no competitors, nor is an image for its own
         # captions: count all, then take out what they added.
         bar = i2t_bar[start:stop, None]
@@ -170,6 +148,36 @@ def retrieval_ranks(
         )
         t2i[own_columns] -= own.reshape(-1) >= t2i_bar[own_columns]
     return i2t, t2i
+
+
+def _own_scores(scores, start, stop, first_image, captions_per_image):
+    """[stop - start, captions_per_image]: images start to stop - 1 with
+    their own captions, from their `scores` against the captions of the
+    images from `first_image` on."""
+    rows = np.arange(stop - start)
+    return scores.reshape(stop - start, -1, captions_per_image)[
+        rows, rows + start - first_image
+    ]
+
+
+def _truth_scores(images, texts, chunks, captions_per_image):
+    """[N, captions_per_image]: each image's scores with its own captions,
+    from a product of each chunk of images with its own captions alone."""
+    return np.concatenate(
+        [
+            _own_scores(
+                images[start:stop]
+                @ texts[
+                    start * captions_per_image : stop * captions_per_image
+                ].T,
+                start,
+                stop,
+                start,
+                captions_per_image,
+            )
+            for start, stop in chunks
+        ]
+    )
 
 
 def metrics_from_ranks(i2t_ranks, t2i_ranks):

@@ -78,41 +78,9 @@ def build_efficientnet_tower(
         dropout,
         projection_heads,
     )
-    errors.check_number(
-        "build_efficientnet_tower.image_size",
-        image_size,
-        minimum=32,
-        integer=True,
+    variants, tuned = _checked_networks(
+        variant, image_size, weights, fine_tuned_stages, trainable_backbone
     )
-    variants = (variant,) if isinstance(variant, str) else tuple(variant)
-    unknown = [v for v in variants if v not in efficientnet_lite.VARIANTS]
-    if unknown or not variants:
-        raise errors.UserError(
-            f"build_efficientnet_tower.variant must be one or more of "
-            f"{sorted(efficientnet_lite.VARIANTS)}, got {variant!r}."
-        )
-    errors.check_choice(
-        "build_efficientnet_tower.weights", weights, ("imagenet", "random")
-    )
-    tuned = (
-        (fine_tuned_stages,) * len(variants)
-        if isinstance(fine_tuned_stages, int)
-        else tuple(fine_tuned_stages)
-    )
-    stages = len(efficientnet_lite.STAGES)
-    if len(tuned) != len(variants) or not all(0 <= k < stages for k in tuned):
-        raise errors.UserError(
-            f"build_efficientnet_tower.fine_tuned_stages must be 0 to "
-            f"{stages - 1}, one number or one per variant {variants}, got "
-            f"{fine_tuned_stages!r}."
-        )
-    if any(tuned) and trainable_backbone:
-        raise errors.UserError(
-            "build_efficientnet_tower.fine_tuned_stages fine-tunes the last "
-            "stages with a frozen backbone below them; with "
-            "trainable_backbone = True the whole network trains already. "
-            "Set one of them."
-        )
     # One whole network, one view: the network itself is the backbone.
     alone = len(variants) == 1 and not mirror_view and not any(tuned)
     networks = [
@@ -158,6 +126,50 @@ def build_efficientnet_tower(
         fine_tuned=fine_tuned,
         projection_heads=projection_heads,
     )
+
+
+def _checked_networks(
+    variant, image_size, weights, fine_tuned_stages, trainable_backbone
+):
+    """(the variants, the stages each fine-tunes) of
+    `build_efficientnet_tower`'s settings; a UserError naming the first
+    setting out of its range."""
+    errors.check_number(
+        "build_efficientnet_tower.image_size",
+        image_size,
+        minimum=32,
+        integer=True,
+    )
+    variants = (variant,) if isinstance(variant, str) else tuple(variant)
+    unknown = [v for v in variants if v not in efficientnet_lite.VARIANTS]
+    if unknown or not variants:
+        raise errors.UserError(
+            f"build_efficientnet_tower.variant must be one or more of "
+            f"{sorted(efficientnet_lite.VARIANTS)}, got {variant!r}."
+        )
+    errors.check_choice(
+        "build_efficientnet_tower.weights", weights, ("imagenet", "random")
+    )
+    tuned = (
+        (fine_tuned_stages,) * len(variants)
+        if isinstance(fine_tuned_stages, int)
+        else tuple(fine_tuned_stages)
+    )
+    stages = len(efficientnet_lite.STAGES)
+    if len(tuned) != len(variants) or not all(0 <= k < stages for k in tuned):
+        raise errors.UserError(
+            f"build_efficientnet_tower.fine_tuned_stages must be 0 to "
+            f"{stages - 1}, one number or one per variant {variants}, got "
+            f"{fine_tuned_stages!r}."
+        )
+    if any(tuned) and trainable_backbone:
+        raise errors.UserError(
+            "build_efficientnet_tower.fine_tuned_stages fine-tunes the last "
+            "stages with a frozen backbone below them; with "
+            "trainable_backbone = True the whole network trains already. "
+            "Set one of them."
+        )
+    return variants, tuned
 
 
 class _Network:

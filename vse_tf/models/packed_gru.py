@@ -118,11 +118,11 @@ def _packed_loop(sequences, running, state, kernel, recurrent_kernel, bias):
     """The GRU over sequences sorted longest first; running[t] of them are
     still running at step t.
 
-    The gradient is written out: the backward loop computes only the
-    state's gradient step by step; the weights' gradients are then single
-    matrix products over the running rows of all steps, padding excluded.
-    (The loop's automatic gradient, one small product a step, was slower
-    than Keras's unpacked loop.)
+    The gradient is written out (`_packed_loop_gradient`): the backward
+    loop computes only the state's gradient step by step; the weights'
+    gradients are then single matrix products over the running rows of all
+    steps, padding excluded. (The loop's automatic gradient, one small
+    product a step, was slower than Keras's unpacked loop.)
     """
     batch = tf.shape(sequences)[0]
     steps = tf.reduce_sum(tf.cast(running > 0, tf.int32))
@@ -131,18 +131,12 @@ def _packed_loop(sequences, running, state, kernel, recurrent_kernel, bias):
 
     def step(t, h, saved):
         n = running[t]
-        active = h[:n]
-        x_z, x_r, x_h = tf.split(inputs[t, :n], 3, axis=-1)
-        h_z, h_r, h_h = tf.split(
-            tf.matmul(active, recurrent_kernel) + bias[1], 3, axis=-1
+        updated, parts = _gru_cell(
+            inputs[t, :n], h[:n], recurrent_kernel, bias[1]
         )
-        z = tf.sigmoid(x_z + h_z)
-        r = tf.sigmoid(x_r + h_r)
-        candidate = tf.tanh(x_h + r * h_h)
-        updated = z * active + (1.0 - z) * candidate
         saved = [
             array.write(t, _padded(value, batch))
-            for array, value in zip(saved, (active, z, r, candidate, h_h))
+            for array, value in zip(saved, parts)
         ]
         return (
             t + 1,
@@ -162,64 +156,96 @@ def _packed_loop(sequences, running, state, kernel, recurrent_kernel, bias):
 
     def gradient(d_final):
         d_final = tf.convert_to_tensor(d_final)  # a gather's IndexedSlices
-
-        def back(t, d_h, d_inputs, d_inner):
-            n = running[t]
-            d_active = d_h[:n]
-            h, z, r, candidate, h_h = (array.read(t)[:n] for array in saved)
-            d_candidate = d_active * (1.0 - z) * (1.0 - candidate * candidate)
-            d_z = d_active * (h - candidate) * z * (1.0 - z)
-            d_r = d_candidate * h_h * r * (1.0 - r)
-            d_gates_inner = tf.concat([d_z, d_r, d_candidate * r], axis=-1)
-            d_previous = d_active * z + tf.matmul(
-                d_gates_inner, recurrent_kernel, transpose_b=True
-            )
-            return (
-                t - 1,
-                tf.ensure_shape(
-                    tf.concat([d_previous, d_h[n:]], axis=0), d_h.shape
-                ),
-                d_inputs.write(
-                    t,
-                    _padded(tf.concat([d_z, d_r, d_candidate], axis=-1), batch),
-                ),
-                d_inner.write(t, _padded(d_gates_inner, batch)),
-            )
-
-        _, d_state, d_inputs, d_inner = tf.while_loop(
-            lambda t, *_: t >= 0,
-            back,
-            (
-                steps - 1,
-                d_final,
-                _steps_array(sequences.dtype, steps),
-                _steps_array(sequences.dtype, steps),
-            ),
-        )
-        # The running rows of all steps, (t, b) each, padding left out.
-        positions = tf.where(tf.range(batch)[None, :] < running[:steps, None])
-        d_inputs, d_inner, previous = (
-            tf.gather_nd(array.stack(), positions)
-            for array in (d_inputs, d_inner, saved[0])
-        )
-        rows_in = tf.gather_nd(sequences, tf.reverse(positions, [1]))
-        d_sequences = tf.scatter_nd(
-            tf.reverse(positions, [1]),
-            tf.matmul(d_inputs, kernel, transpose_b=True),
-            tf.shape(sequences, out_type=tf.int64),
-        )
-        return (
-            d_sequences,
-            None,
-            d_state,
-            tf.matmul(rows_in, d_inputs, transpose_a=True),
-            tf.matmul(previous, d_inner, transpose_a=True),
-            tf.stack(
-                [
-                    tf.reduce_sum(d_inputs, axis=0),
-                    tf.reduce_sum(d_inner, axis=0),
-                ]
-            ),
+        return _packed_loop_gradient(
+            d_final, sequences, running, steps, saved, kernel, recurrent_kernel
         )
 
     return final, gradient
+
+
+def _gru_cell(x, h, recurrent_kernel, recurrent_bias):
+    """One step of Keras's GRU (reset_after) on the running rows: their
+    input projection `x` and state `h`. Returns the new state, and what
+    its gradient needs: (h, z, r, candidate, h_h)."""
+    x_z, x_r, x_h = tf.split(x, 3, axis=-1)
+    h_z, h_r, h_h = tf.split(
+        tf.matmul(h, recurrent_kernel) + recurrent_bias, 3, axis=-1
+    )
+    z = tf.sigmoid(x_z + h_z)
+    r = tf.sigmoid(x_r + h_r)
+    candidate = tf.tanh(x_h + r * h_h)
+    return z * h + (1.0 - z) * candidate, (h, z, r, candidate, h_h)
+
+
+def _gru_cell_gradient(d_h, saved, recurrent_kernel):
+    """The gradient of `_gru_cell` from that of its new state `d_h`: the
+    previous state's, and those of the input projection and of the
+    recurrent projection's gates."""
+    h, z, r, candidate, h_h = saved
+    d_candidate = d_h * (1.0 - z) * (1.0 - candidate * candidate)
+    d_z = d_h * (h - candidate) * z * (1.0 - z)
+    d_r = d_candidate * h_h * r * (1.0 - r)
+    d_gates_inner = tf.concat([d_z, d_r, d_candidate * r], axis=-1)
+    d_previous = d_h * z + tf.matmul(
+        d_gates_inner, recurrent_kernel, transpose_b=True
+    )
+    d_gates_input = tf.concat([d_z, d_r, d_candidate], axis=-1)
+    return d_previous, d_gates_input, d_gates_inner
+
+
+def _packed_loop_gradient(
+    d_final, sequences, running, steps, saved, kernel, recurrent_kernel
+):
+    """`_packed_loop`'s gradients, from that of its final state and the
+    steps' values it `saved`."""
+    batch = tf.shape(sequences)[0]
+
+    def back(t, d_h, d_inputs, d_inner):
+        n = running[t]
+        d_previous, d_gates_input, d_gates_inner = _gru_cell_gradient(
+            d_h[:n], [array.read(t)[:n] for array in saved], recurrent_kernel
+        )
+        return (
+            t - 1,
+            tf.ensure_shape(
+                tf.concat([d_previous, d_h[n:]], axis=0), d_h.shape
+            ),
+            d_inputs.write(t, _padded(d_gates_input, batch)),
+            d_inner.write(t, _padded(d_gates_inner, batch)),
+        )
+
+    _, d_state, d_inputs, d_inner = tf.while_loop(
+        lambda t, *_: t >= 0,
+        back,
+        (
+            steps - 1,
+            d_final,
+            _steps_array(sequences.dtype, steps),
+            _steps_array(sequences.dtype, steps),
+        ),
+    )
+    # The running rows of all steps, (t, b) each, padding left out.
+    positions = tf.where(tf.range(batch)[None, :] < running[:steps, None])
+    d_inputs, d_inner, previous = (
+        tf.gather_nd(array.stack(), positions)
+        for array in (d_inputs, d_inner, saved[0])
+    )
+    rows_in = tf.gather_nd(sequences, tf.reverse(positions, [1]))
+    d_sequences = tf.scatter_nd(
+        tf.reverse(positions, [1]),
+        tf.matmul(d_inputs, kernel, transpose_b=True),
+        tf.shape(sequences, out_type=tf.int64),
+    )
+    return (
+        d_sequences,
+        None,
+        d_state,
+        tf.matmul(rows_in, d_inputs, transpose_a=True),
+        tf.matmul(previous, d_inner, transpose_a=True),
+        tf.stack(
+            [
+                tf.reduce_sum(d_inputs, axis=0),
+                tf.reduce_sum(d_inner, axis=0),
+            ]
+        ),
+    )

@@ -424,7 +424,6 @@ def build_bert_tower(
         integer=True,
     )
     del vocabulary
-    import keras_hub
 
     if preset:
         folder = os.path.expanduser(preset)
@@ -439,32 +438,14 @@ def build_bert_tower(
             folder, sequence_length, weights, pooled_layers
         )
     elif vocabulary_file:
-        if weights != "random":
-            raise errors.WeightsError(
-                "A BERT built from build_bert_tower.vocabulary_file has no "
-                "pretrained weights: set build_bert_tower.weights = "
-                "'random' to train it from scratch, or give a preset folder "
-                "with weights as build_bert_tower.preset."
-            )
-        if not os.path.exists(vocabulary_file):
-            raise errors.WeightsError(
-                f"No WordPiece vocabulary at {vocabulary_file!r} "
-                "(build_bert_tower.vocabulary_file): one token a line, e.g. "
-                "the vocab.txt of a BERT checkpoint."
-            )
-        tokenizer = keras_hub.models.BertTokenizer(
-            vocabulary=vocabulary_file, lowercase=True
-        )
-        backbone = keras_hub.models.BertBackbone(
-            vocabulary_size=tokenizer.vocabulary_size(),
+        sizes = dict(
             num_layers=num_layers,
             num_heads=num_heads,
             hidden_dim=hidden_dim,
             intermediate_dim=intermediate_dim,
-            max_sequence_length=sequence_length,
         )
-        encoder = SentenceEncoder(
-            tokenizer, backbone, sequence_length, pooled_layers, name=BACKBONE
+        encoder = _bert_from_vocabulary(
+            vocabulary_file, weights, sequence_length, pooled_layers, sizes
         )
     else:
         raise errors.WeightsError(
@@ -481,3 +462,36 @@ def build_bert_tower(
         projection_heads=projection_heads,
     )
     return text_tower(encoder, head, projection_heads, name)
+
+
+def _bert_from_vocabulary(
+    vocabulary_file, weights, sequence_length, pooled_layers, sizes
+):
+    """A BERT of random weights and the given `sizes` (num_layers,
+    num_heads, hidden_dim, intermediate_dim) on a WordPiece vocabulary."""
+    import keras_hub
+
+    if weights != "random":
+        raise errors.WeightsError(
+            "A BERT built from build_bert_tower.vocabulary_file has no "
+            "pretrained weights: set build_bert_tower.weights = "
+            "'random' to train it from scratch, or give a preset folder "
+            "with weights as build_bert_tower.preset."
+        )
+    if not os.path.exists(vocabulary_file):
+        raise errors.WeightsError(
+            f"No WordPiece vocabulary at {vocabulary_file!r} "
+            "(build_bert_tower.vocabulary_file): one token a line, e.g. "
+            "the vocab.txt of a BERT checkpoint."
+        )
+    tokenizer = keras_hub.models.BertTokenizer(
+        vocabulary=vocabulary_file, lowercase=True
+    )
+    backbone = keras_hub.models.BertBackbone(
+        vocabulary_size=tokenizer.vocabulary_size(),
+        max_sequence_length=sequence_length,
+        **sizes,
+    )
+    return SentenceEncoder(
+        tokenizer, backbone, sequence_length, pooled_layers, name=BACKBONE
+    )

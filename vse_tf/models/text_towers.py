@@ -89,39 +89,10 @@ def build_text_tower(
     )
     vocabulary = [START] + [w for w in vocabulary if w != START]
     text = keras.Input((), dtype="string", name="text")
-    tokenizer = keras.Sequential(
-        [
-            keras.Input((), dtype="string"),
-            PrependWord(START, name="start"),
-            keras.layers.TextVectorization(
-                standardize=STANDARDIZE,
-                output_sequence_length=max_length,
-                vocabulary=vocabulary,
-                name="tokenize",
-            ),
-        ],
-        name=TOKENIZER,
-    )
+    tokenizer = _tokenizer(vocabulary, max_length)
 
     tokens = keras.Input((max_length,), dtype="int64", name="tokens")
-    matrix = None
-    if word_vectors:
-        from vse_tf.pretrained import glove
-
-        # Index 0 is padding and 1 the out-of-vocabulary token.
-        matrix, found = glove.embedding_matrix(
-            ["", "[UNK]", *vocabulary], word_vectors
-        )
-        if matrix.shape[1] != word_dim:
-            raise errors.UserError(
-                f"{word_vectors} has {matrix.shape[1]}-d "
-                f"vectors; set build_text_tower.word_dim = "
-                f"{matrix.shape[1]}."
-            )
-        print(
-            f"Word embeddings: {found} of {len(vocabulary)} words from "
-            f"{word_vectors}."
-        )
+    matrix = _word_vectors(vocabulary, word_vectors, word_dim)
     embedding_layer = keras.layers.Embedding(
         len(vocabulary) + 2, word_dim, mask_zero=True, name="word_embedding"
     )
@@ -147,6 +118,47 @@ def build_text_tower(
         tokenizer=tokenizer,
         head=encoder,
     )
+
+
+def _tokenizer(vocabulary, max_length):
+    """Captions to `max_length` token ids, the start word first."""
+    return keras.Sequential(
+        [
+            keras.Input((), dtype="string"),
+            PrependWord(START, name="start"),
+            keras.layers.TextVectorization(
+                standardize=STANDARDIZE,
+                output_sequence_length=max_length,
+                vocabulary=vocabulary,
+                name="tokenize",
+            ),
+        ],
+        name=TOKENIZER,
+    )
+
+
+def _word_vectors(vocabulary, word_vectors, word_dim):
+    """The embedding matrix that starts the words from `word_vectors`
+    (e.g. "glove-6b-50d"); None for none."""
+    if not word_vectors:
+        return None
+    from vse_tf.pretrained import glove
+
+    # Index 0 is padding and 1 the out-of-vocabulary token.
+    matrix, found = glove.embedding_matrix(
+        ["", "[UNK]", *vocabulary], word_vectors
+    )
+    if matrix.shape[1] != word_dim:
+        raise errors.UserError(
+            f"{word_vectors} has {matrix.shape[1]}-d "
+            f"vectors; set build_text_tower.word_dim = "
+            f"{matrix.shape[1]}."
+        )
+    print(
+        f"Word embeddings: {found} of {len(vocabulary)} words from "
+        f"{word_vectors}."
+    )
+    return matrix
 
 
 def count_long_captions(captions, max_length):

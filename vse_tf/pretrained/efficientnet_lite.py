@@ -293,20 +293,50 @@ def convert_state_dict(model, state_dict, part=False):
     state dict its layer (the classifier's only when the model has one), or
     with `part` (a network split at a stage) only some of them.
     """
-    used = set()
+    tensors = _Tensors(state_dict)
+    for layer in model.layers:
+        _set_weights(layer, tensors)
+    has_top = "fc" in [layer.name for layer in model.layers]
+    unused = [
+        k
+        for k in state_dict
+        if k not in tensors.used and not (k.startswith("_fc.") and not has_top)
+    ]
+    if unused and not part:
+        raise errors.WeightsError(
+            f"{len(unused)} tensors of the state dict fit no layer, e.g. "
+            f"{unused[:3]}: not an EfficientNet-Lite checkpoint of this "
+            "variant."
+        )
 
-    def take(name):
-        # Every tensor is read as float64, so that folding rounds once.
+
+class _Tensors:
+    """The state dict's tensors by Keras layer name, each read as float64
+    (so that folding rounds once); `used` holds the keys read."""
+
+    def __init__(self, state_dict):
+        self.state_dict = state_dict
+        self.used = set()
+
+    def take(self, name):
         key = _torch_key(name)
-        if key not in state_dict:
+        if key not in self.state_dict:
             raise errors.WeightsError(
                 f"The state dict has no {key!r}: not an EfficientNet-Lite "
                 "checkpoint of this variant."
             )
-        used.add(key)
-        return np.asarray(state_dict[key], np.float64)
+        self.used.add(key)
+        return np.asarray(self.state_dict[key], np.float64)
 
-    def batch_norm(name):
+    def batch_norm(self, name):
+        """The batch norm `name`'s (gamma, beta, mean, variance)."""
+        self.used.add(_torch_key(name + ".num_batches_tracked"))
+        return [
+            self.take(name + suffix)
+            for suffix in (".weight", ".bias", ".running_mean", ".running_var")
+        ]
+
+    def folded_batch_norm(self, name):
         """(scale, shift) of the batch norm after the convolution `name`."""
         prefix, _, conv = name.rpartition(".")
         bn = (
@@ -314,55 +344,32 @@ def convert_state_dict(model, state_dict, part=False):
             if prefix
             else (_BATCH_NORM_OF[conv])
         )
-        gamma, beta, mean, var = (
-            take(bn + suffix)
-            for suffix in (".weight", ".bias", ".running_mean", ".running_var")
-        )
-        used.add(_torch_key(bn + ".num_batches_tracked"))
+        gamma, beta, mean, var = self.batch_norm(bn)
         scale = gamma / np.sqrt(var + BN_EPSILON)
         return scale, beta - mean * scale
 
-    for layer in model.layers:
-        name = layer.name
-        depthwise = isinstance(layer, keras.layers.DepthwiseConv2D)
-        if depthwise or isinstance(layer, keras.layers.Conv2D):
-            # (out, in, kh, kw) -> (kh, kw, in, out); depthwise
-            # (C, 1, kh, kw) -> (kh, kw, C, 1)
-            kernel = take(name + ".weight").transpose(
-                (2, 3, 0, 1) if depthwise else (2, 3, 1, 0)
-            )
-            if layer.use_bias:  # folded: each output channel scaled
-                scale, shift = batch_norm(name)
-                kernel = kernel * (scale[:, None] if depthwise else scale)
-                layer.set_weights([kernel, shift])
-            else:
-                layer.set_weights([kernel])
-        elif isinstance(layer, keras.layers.BatchNormalization):
-            layer.set_weights(
-                [
-                    take(name + suffix)
-                    for suffix in (
-                        ".weight",
-                        ".bias",
-                        ".running_mean",
-                        ".running_var",
-                    )
-                ]
-            )
-            used.add(_torch_key(name + ".num_batches_tracked"))
-        elif isinstance(layer, keras.layers.Dense):
-            layer.set_weights([take(name + ".weight").T, take(name + ".bias")])
-    has_top = "fc" in [layer.name for layer in model.layers]
-    unused = [
-        k
-        for k in state_dict
-        if k not in used and not (k.startswith("_fc.") and not has_top)
-    ]
-    if unused and not part:
-        raise errors.WeightsError(
-            f"{len(unused)} tensors of the state dict fit no layer, e.g. "
-            f"{unused[:3]}: not an EfficientNet-Lite checkpoint of this "
-            "variant."
+
+def _set_weights(layer, tensors):
+    """Sets `layer`'s weights (a layer without any: none) from `tensors`."""
+    name = layer.name
+    depthwise = isinstance(layer, keras.layers.DepthwiseConv2D)
+    if depthwise or isinstance(layer, keras.layers.Conv2D):
+        # (out, in, kh, kw) -> (kh, kw, in, out); depthwise
+        # (C, 1, kh, kw) -> (kh, kw, C, 1)
+        kernel = tensors.take(name + ".weight").transpose(
+            (2, 3, 0, 1) if depthwise else (2, 3, 1, 0)
+        )
+        if layer.use_bias:  # folded: each output channel scaled
+            scale, shift = tensors.folded_batch_norm(name)
+            kernel = kernel * (scale[:, None] if depthwise else scale)
+            layer.set_weights([kernel, shift])
+        else:
+            layer.set_weights([kernel])
+    elif isinstance(layer, keras.layers.BatchNormalization):
+        layer.set_weights(tensors.batch_norm(name))
+    elif isinstance(layer, keras.layers.Dense):
+        layer.set_weights(
+            [tensors.take(name + ".weight").T, tensors.take(name + ".bias")]
         )
 
 
