@@ -241,3 +241,33 @@ def test_a_stopped_run_says_how_to_resume(
             f"{tmp_path} holds no backup yet (the first is written when "
             "an epoch ends): training starts from epoch 1."
         ) in (" ".join(rerun.stdout.split()))
+
+
+def test_signals_wait_for_the_end_of_a_step():
+    # Raised where it lands, a signal can hit TensorFlow's C++ mid-way (a
+    # tf.data iterator being made) and abort the process: inside fit, it
+    # waits for the step's end and then reaches the handler it was for.
+    seen = []
+
+    def handler(signum, frame):
+        seen.append(signum)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        with callbacks.DeferSignals() as deferred:
+            signal.raise_signal(signal.SIGTERM)  # mid-step: only noted
+            assert seen == [] and deferred.received == signal.SIGTERM
+            with pytest.raises(KeyboardInterrupt):
+                deferred.on_train_batch_end(0)  # the step ends
+            assert seen == [signal.SIGTERM]
+            # Delivered once; the handlers are the program's own again.
+            assert signal.getsignal(signal.SIGTERM) is handler
+            deferred.on_train_batch_end(1)
+        assert seen == [signal.SIGTERM]
+        with pytest.raises(KeyboardInterrupt):  # a signal at the end of fit
+            with callbacks.DeferSignals():
+                signal.raise_signal(signal.SIGINT)
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGTERM, previous)

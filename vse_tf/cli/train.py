@@ -3,8 +3,9 @@
     python -m vse_tf.train --gin_file=gin/demo.gin --model_dir=runs/demo
 
 Every experiment value (data, towers, loss, optimizer, schedule) comes from
---gin_file and --gin_bindings; see `vse_tf.training.trainer.train` for the
-outputs.
+--gin_file and --gin_bindings: `train.<keyword>` for the run itself (see
+`vse_tf.training.settings.run_settings`), the rest for what it builds.
+`vse_tf.training.run_dir` lists what the run writes.
 """
 
 from vse_tf import errors

@@ -1,10 +1,13 @@
-"""Callbacks of a training run: validation, backup, divergence guard."""
+"""Callbacks of a training run: validation, backup, divergence guard, and
+stops at the end of a step."""
 
 import csv
 import io
 import math
 import os
+import signal
 import sys
+import threading
 
 import keras
 
@@ -23,6 +26,66 @@ def progress_verbosity():
     if os.environ.get("VSE_TF_QUIET_PROGRESS") or not sys.stdout.isatty():
         return 2
     return 1
+
+
+class DeferSignals(keras.callbacks.Callback):
+    """Holds SIGINT and SIGTERM while Keras trains, until a step ends.
+
+    A signal's handler runs wherever the main thread is, which may be deep
+    in TensorFlow's C++: an exception raised while it makes a tf.data
+    iterator can corrupt its heap and abort the process. As a context
+    around `fit` and one of its callbacks, this notes a signal instead,
+    and at the end of the next step (or epoch, after the callbacks before
+    it, the backup among them, have run) hands it to the handler it
+    replaced, which raises from plain Python: KeyboardInterrupt for
+    Ctrl-C, the programs' own stop for SIGTERM.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        super().__init__()
+        self.received = None
+        self.replaced = {}
+
+    def __enter__(self):
+        # Handlers can only be set in the main thread.
+        if threading.current_thread() is threading.main_thread():
+            for signum in self.SIGNALS:
+                self.replaced[signum] = signal.signal(signum, self._note)
+        return self
+
+    def __exit__(self, kind, error, traceback):
+        if kind is None:
+            self.deliver()
+        self._restore()
+
+    def _note(self, signum, frame):
+        del frame
+        self.received = signum
+
+    def _restore(self):
+        for signum, handler in self.replaced.items():
+            signal.signal(signum, handler)
+        self.replaced = {}
+
+    def deliver(self):
+        """Hands a noted signal to the handler it was meant for."""
+        if self.received is None:
+            return
+        signum, self.received = self.received, None
+        handler = self.replaced.get(signum, signal.SIG_DFL)
+        self._restore()
+        if callable(handler):
+            handler(signum, None)
+        else:  # the default action (or none, where it was ignored)
+            signal.raise_signal(signum)
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.deliver()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.deliver()
 
 
 class RetrievalValidation(keras.callbacks.Callback):

@@ -282,30 +282,32 @@ def fit(settings, models, splits, run, worker_dir):
     # Keras warns that fit's shuffle does not apply to a tf.data input;
     # the pipeline shuffles images and pairs itself.
     warnings.filterwarnings("ignore", message="`shuffle=True` was passed")
-    models.trained.fit(
-        pipeline.training_pairs(
-            splits.train,
-            settings.batch_size,
-            seed=settings.seed,
+    with callbacks.DeferSignals() as signals:
+        models.trained.fit(
+            pipeline.training_pairs(
+                splits.train,
+                settings.batch_size,
+                seed=settings.seed,
+                steps_per_epoch=splits.steps_per_epoch,
+                epochs=range(first_epoch, settings.epochs),
+            ),
+            epochs=settings.epochs,
             steps_per_epoch=splits.steps_per_epoch,
-            epochs=range(first_epoch, settings.epochs),
-        ),
-        epochs=settings.epochs,
-        steps_per_epoch=splits.steps_per_epoch,
-        initial_epoch=first_epoch,
-        callbacks=[
-            # Raises before any epoch-end callback can save broken
-            # weights.
-            callbacks.StopOnNonFiniteLoss(worker_dir),
-            *([models.fine_tuner] if models.fine_tuner else []),
-            # Before the rest, so that they log its val metrics.
-            callbacks.RetrievalValidation(splits.val, worker_dir),
-            callbacks.EpochHistory(worker_dir.history),
-            backup,
-            keras.callbacks.TensorBoard(worker_dir.logs),
-        ],
-        verbose=callbacks.progress_verbosity(),
-    )
+            initial_epoch=first_epoch,
+            callbacks=[
+                # Raises before any epoch-end callback can save broken
+                # weights.
+                callbacks.StopOnNonFiniteLoss(worker_dir),
+                *([models.fine_tuner] if models.fine_tuner else []),
+                # Before the rest, so that they log its val metrics.
+                callbacks.RetrievalValidation(splits.val, worker_dir),
+                callbacks.EpochHistory(worker_dir.history),
+                backup,
+                keras.callbacks.TensorBoard(worker_dir.logs),
+                signals,  # last: a stop keeps the epoch that just ended
+            ],
+            verbose=callbacks.progress_verbosity(),
+        )
 
 
 def in_float32(settings, models, vocabulary, strategy):
