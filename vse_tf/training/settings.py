@@ -50,32 +50,24 @@ class RunSettings:
 
     def check(self):
         """A UserError naming the first setting out of its range."""
-        errors.check_number(
-            "train.epochs", self.epochs, minimum=1, integer=True
-        )
-        errors.check_number(
-            "train.steps_per_epoch",
-            self.steps_per_epoch,
-            minimum=1,
-            integer=True,
-            none=True,
-        )
-        errors.check_number(
-            "train.batch_size", self.batch_size, minimum=1, integer=True
-        )
-        errors.check_number(
-            "train.max_vocabulary", self.max_vocabulary, minimum=2, integer=True
-        )
-        errors.check_number(
-            "train.projector_images",
-            self.projector_images,
-            minimum=0,
-            integer=True,
-        )
+        for name, minimum in (
+            ("epochs", 1),
+            ("steps_per_epoch", 1),
+            ("batch_size", 1),
+            ("max_vocabulary", 2),
+            ("projector_images", 0),
+            ("seed", 0),
+        ):
+            errors.check_number(
+                f"train.{name}",
+                getattr(self, name),
+                minimum=minimum,
+                integer=True,
+                none=name == "steps_per_epoch",  # None: one pass an epoch
+            )
         errors.check_choice(
             "train.mixed_precision", self.mixed_precision, precision.CHOICES
         )
-        errors.check_number("train.seed", self.seed, minimum=0, integer=True)
 
     def run_info(self, steps_per_epoch, policy, warm_start=None):
         """run.json's facts: what later tools need to know without gin.
