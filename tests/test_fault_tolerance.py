@@ -172,6 +172,10 @@ def test_divergence_stops_the_run_and_keeps_the_best_checkpoint(
     assert not (tmp_path / "metrics.json").exists()
 
 
+def _sigint_as_in_a_terminal():
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "sent, status, after_backup, said",
@@ -210,13 +214,20 @@ def test_a_stopped_run_says_how_to_resume(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # As from a terminal: a test worker may ignore SIGINT (some library
+        # before sets it so), and an ignored SIGINT is inherited.
+        preexec_fn=_sigint_as_in_a_terminal,
     )
+    read = []
     for line in process.stdout:  # Keras announces each epoch
+        read.append(line)
         if line.startswith("Epoch 2/" if after_backup else "Epoch 1/"):
             break
     process.send_signal(sent)
-    _, stderr = process.communicate(timeout=120)
-    assert process.returncode == status, stderr[-3000:]
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == status, (
+        "".join(read) + "--- after the signal:\n" + stdout + stderr[-3000:]
+    )
     assert "Traceback" not in stderr, stderr[-3000:]
     assert stderr.strip().splitlines()[-1] == said.format(backup=backup)
     assert (backup / "training_metadata.json").exists() == after_backup
@@ -254,6 +265,7 @@ def test_signals_wait_for_the_end_of_a_step():
         raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGTERM, handler)
+    previous_sigint = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         with callbacks.DeferSignals() as deferred:
             signal.raise_signal(signal.SIGTERM)  # mid-step: only noted
@@ -271,3 +283,4 @@ def test_signals_wait_for_the_end_of_a_step():
         assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     finally:
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_sigint)
