@@ -1,3 +1,3 @@
-"""Training a dual encoder: the trainer's steps, its callbacks, optimizers
-and distribution, fine-tuning, the feature cache, resume checks, and the
-run folder they write."""
+"""Training a dual encoder: its settings, the trainer's steps, its
+callbacks and distribution, fine-tuning, the feature cache, resume checks,
+and the run folder they write."""
