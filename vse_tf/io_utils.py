@@ -65,11 +65,22 @@ def staging_dir(parent, name):
 
 
 def replace_dir(source, target):
-    """Renames the folder `source` onto `target`, moving an old one out."""
+    """Renames the folder `source` onto `target`, moving an old one out.
+
+    Two renames, as a folder cannot be renamed onto a full one: if the
+    second fails, the old folder is put back before the error propagates,
+    so `target` is never left without either.
+    """
     with staging_dir(os.path.dirname(target), "old") as old:
+        moved = os.path.join(old, "dir")
         if os.path.exists(target):
-            os.rename(target, os.path.join(old, "dir"))
-        os.rename(source, target)
+            os.rename(target, moved)
+        try:
+            os.rename(source, target)
+        except BaseException:
+            if os.path.exists(moved):
+                os.rename(moved, target)
+            raise
 
 
 def write_text_atomic(path, text):
