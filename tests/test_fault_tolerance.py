@@ -284,3 +284,52 @@ def test_signals_wait_for_the_end_of_a_step():
     finally:
         signal.signal(signal.SIGTERM, previous)
         signal.signal(signal.SIGINT, previous_sigint)
+
+
+def test_the_best_checkpoint_and_its_record_are_one_unit(tmp_path, monkeypatch):
+    # A kill after the new best weights are in place and before best.json
+    # is written leaves the old best.json: the record read back is still
+    # the weights' own, so a resumed run compares with the right rsum.
+    import keras
+
+    from vse_tf import io_utils
+    from vse_tf.training import run_dir
+
+    run = run_dir.RunDir(str(tmp_path))
+    inputs = keras.Input((3,))
+    model = keras.Model(inputs, keras.layers.Dense(2)(inputs))
+    callbacks.save_best(model, run, {"epoch": 1, "val_rsum": 250.0})
+    model.layers[1].kernel.assign(np.ones((3, 2)))
+
+    def killed(path, value):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(io_utils, "write_json_atomic", killed)
+    with pytest.raises(KeyboardInterrupt):
+        callbacks.save_best(model, run, {"epoch": 2, "val_rsum": 300.0})
+    monkeypatch.undo()
+    assert _read_json(run.best_state)["epoch"] == 1  # stale, as after a kill
+    assert callbacks.best_record(run) == {"epoch": 2, "val_rsum": 300.0}
+    assert callbacks.RetrievalValidation(None, run).best_rsum == 300.0
+    assert "epoch 2 in" in str(callbacks.diverged("here", run))
+    # The record does not stand in Keras's way of loading the weights.
+    model.layers[1].kernel.assign(np.zeros((3, 2)))
+    model.load_weights(run.best_weights)
+    assert np.array_equal(model.layers[1].kernel.numpy(), np.ones((3, 2)))
+
+
+def test_a_best_checkpoint_without_its_record_inside_reads_best_json(tmp_path):
+    from vse_tf.training import run_dir
+
+    run = run_dir.RunDir(str(tmp_path))
+    os.makedirs(run.checkpoints)
+    import keras
+
+    inputs = keras.Input((3,))
+    keras.Model(inputs, keras.layers.Dense(2)(inputs)).save_weights(
+        run.best_weights
+    )
+    with open(run.best_state, "w") as f:
+        json.dump({"epoch": 4, "val_rsum": 123.0}, f)
+    assert callbacks.best_record(run) == {"epoch": 4, "val_rsum": 123.0}
+    assert callbacks.best_record(run_dir.RunDir(str(tmp_path / "none"))) is None

@@ -3,12 +3,14 @@ stops at the end of a step."""
 
 import csv
 import io
+import json
 import math
 import os
 import signal
 import sys
 import threading
 
+import h5py
 import keras
 
 from vse_tf import errors
@@ -88,14 +90,45 @@ class DeferSignals(keras.callbacks.Callback):
         self.deliver()
 
 
+# The attribute of the best weights file that holds its record.
+BEST_RECORD = "vse_tf_best"
+
+
+def best_record(run):
+    """The record of `run`'s best checkpoint (its epoch and val metrics),
+    read from the weights file it describes, so that the two cannot
+    disagree; from best.json for a checkpoint written without it; None
+    without a best checkpoint."""
+    if os.path.exists(run.best_weights):
+        with h5py.File(run.best_weights, "r") as weights:
+            text = weights.attrs.get(BEST_RECORD)
+        if text is not None:
+            return json.loads(text)
+    if os.path.exists(run.best_state):
+        return io_utils.read_json(run.best_state)
+    return None
+
+
+def save_best(model, run, record):
+    """Writes `model`'s weights as `run`'s best checkpoint with `record`
+    inside the file (one rename puts both in place), then best.json's
+    copy of the record."""
+    with io_utils.atomic_path(run.best_weights) as tmp:
+        model.save_weights(tmp)
+        with h5py.File(tmp, "a") as weights:
+            weights.attrs[BEST_RECORD] = json.dumps(record)
+    io_utils.write_json_atomic(run.best_state, record)
+
+
 class RetrievalValidation(keras.callbacks.Callback):
     """Scores the validation split each epoch; keeps the best by rsum.
 
     Adds `val_<metric>` and `learning_rate` to the epoch logs, so callbacks
     after this one (TensorBoard, early stopping) see them. The best weights
     are written atomically to the `run_dir.RunDir` `run`'s best weights,
-    with the epoch and metrics beside them in its best state, which also
-    lets a resumed run keep the best it had.
+    their record (the epoch and metrics, which also lets a resumed run keep
+    the best it had) inside the same file, one unit; best.json holds a
+    copy of the record for readers without h5py.
     """
 
     def __init__(self, examples, run, folds=1):
@@ -103,9 +136,8 @@ class RetrievalValidation(keras.callbacks.Callback):
         self.examples = examples
         self.run = run
         self.folds = folds
-        self.best_rsum = -1.0
-        if os.path.exists(run.best_state):
-            self.best_rsum = io_utils.read_json(run.best_state)["val_rsum"]
+        record = best_record(run)
+        self.best_rsum = -1.0 if record is None else record["val_rsum"]
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs if logs is not None else {}
@@ -126,15 +158,11 @@ class RetrievalValidation(keras.callbacks.Callback):
         )
         if metrics["rsum"] > self.best_rsum:
             self.best_rsum = metrics["rsum"]
-            with io_utils.atomic_path(self.run.best_weights) as tmp:
-                self.model.save_weights(tmp)
-            io_utils.write_json_atomic(
-                self.run.best_state,
-                {
-                    "epoch": epoch + 1,
-                    **{f"val_{k}": v for k, v in metrics.items()},
-                },
-            )
+            record = {
+                "epoch": epoch + 1,
+                **{f"val_{k}": v for k, v in metrics.items()},
+            }
+            save_best(self.model, self.run, record)
         # On a terminal, after the live progress bar's line.
         start = "\n" if progress_verbosity() == 1 else ""
         print(
@@ -224,12 +252,12 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
 def diverged(where, run):
     """The TrainingDiverged error for the run (a `run_dir.RunDir`) that
     broke `where`."""
+    record = best_record(run)
     kept = (
-        f"The best checkpoint is unchanged: epoch "
-        f"{io_utils.read_json(run.best_state)['epoch']} in "
+        "No epoch finished, so there is no checkpoint."
+        if record is None
+        else f"The best checkpoint is unchanged: epoch {record['epoch']} in "
         f"{run.checkpoints}."
-        if os.path.exists(run.best_state)
-        else "No epoch finished, so there is no checkpoint."
     )
     return TrainingDiverged(
         f"Training stopped {where}. {kept} Lower the learning rate, set "
