@@ -5,7 +5,8 @@
                            dataset, whether heads trained on cached
                            features, the versions that trained it
     vocabulary.txt         the text tower's words, adapted on the train split
-    checkpoints/           best.weights.h5 (by validation rsum) + best.json,
+    checkpoints/           best.weights.h5 (by validation rsum, its record
+                           inside) + best.json (a copy of the record),
                            backup/ (latest epoch with optimizer state; a
                            rerun of the same command resumes from it)
     logs/                  TensorBoard: loss, learning rate, temperature, R@K
