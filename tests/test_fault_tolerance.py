@@ -332,4 +332,7 @@ def test_a_best_checkpoint_without_its_record_inside_reads_best_json(tmp_path):
     with open(run.best_state, "w") as f:
         json.dump({"epoch": 4, "val_rsum": 123.0}, f)
     assert callbacks.best_record(run) == {"epoch": 4, "val_rsum": 123.0}
+    with open(run.best_weights, "wb") as f:  # damaged: best.json still reads
+        f.write(b"not hdf5")
+    assert callbacks.best_record(run) == {"epoch": 4, "val_rsum": 123.0}
     assert callbacks.best_record(run_dir.RunDir(str(tmp_path / "none"))) is None

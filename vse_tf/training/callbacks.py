@@ -99,11 +99,13 @@ def best_record(run):
     read from the weights file it describes, so that the two cannot
     disagree; from best.json for a checkpoint written without it; None
     without a best checkpoint."""
-    if os.path.exists(run.best_weights):
+    try:
         with h5py.File(run.best_weights, "r") as weights:
             text = weights.attrs.get(BEST_RECORD)
-        if text is not None:
-            return json.loads(text)
+    except OSError:  # none, or damaged (loading it says so, where it is)
+        text = None
+    if text is not None:
+        return json.loads(text)
     if os.path.exists(run.best_state):
         return io_utils.read_json(run.best_state)
     return None
