@@ -107,9 +107,13 @@ def assert_same_training(found, expected, start, relative=1e-4):
 
 def pessimistic_ranks(images, texts, captions_per_image, tie=0.0):
     """Ranks by brute force in float64: the competitors that score at least
-    as high as the truth, less `tie` (ties count against the truth)."""
+    as high as the truth, less `tie` (ties count against the truth).
+    `captions_per_image`: one count, or one for each image."""
     scores = np.asarray(images, np.float64) @ np.asarray(texts, np.float64).T
-    owner = np.arange(len(texts)) // captions_per_image
+    owner = np.repeat(
+        np.arange(len(images)),
+        np.broadcast_to(captions_per_image, len(images)),
+    )
     i2t = np.array(
         [
             np.sum(scores[i, owner != i] >= scores[i, owner == i].max() - tie)

@@ -100,6 +100,68 @@ def test_ties_count_against_the_truth(n, captions_per_image, chunk):
     assert (argsort_i2t < ref_i2t).any() and (argsort_t2i < ref_t2i).any()
 
 
+@pytest.mark.parametrize("chunk", [512, 7, 3])
+def test_any_number_of_captions_per_image_with_ties(chunk):
+    # 1 to 7 captions an image (one's own data), integer embeddings with
+    # exact ties, repeated captions across images.
+    rng = np.random.default_rng(chunk)
+    counts = rng.integers(1, 8, size=41)
+    images = rng.integers(-1, 2, size=(41, 4))
+    texts = np.repeat(images, counts, axis=0)
+    noisy = rng.random(len(texts)) < 0.6
+    texts[noisy] = rng.integers(-1, 2, size=(noisy.sum(), 4))
+    texts[1::7] = texts[0]
+    i2t, t2i = evaluation.retrieval_ranks(
+        images.astype(np.float32),
+        texts.astype(np.float32),
+        counts,
+        chunk_size=chunk,
+    )
+    ref_i2t, ref_t2i = pessimistic_ranks(images, texts, counts)
+    np.testing.assert_array_equal(i2t, ref_i2t)
+    np.testing.assert_array_equal(t2i, ref_t2i)
+    assert (ref_i2t > 0).any() and (ref_t2i > 0).any()
+
+
+def test_a_count_per_image_of_five_is_the_fixed_protocol_exactly():
+    images, texts = _embeddings(np.random.default_rng(5), 50)
+    fixed = evaluation.retrieval_metrics(images, texts, 5, folds=5)
+    counted = evaluation.retrieval_metrics(
+        images, texts, np.full(50, 5), folds=5
+    )
+    assert fixed == counted
+
+
+def test_folds_of_uneven_caption_counts_take_each_image_its_own():
+    rng = np.random.default_rng(3)
+    counts = rng.integers(1, 6, size=20)
+    images, _ = _embeddings(rng, 20)
+    texts = np.repeat(images, counts, axis=0) + 0.3 * rng.standard_normal(
+        (counts.sum(), images.shape[1])
+    ).astype(np.float32)
+    folds = evaluation.retrieval_metrics(images, texts, counts, folds=2)
+    offsets = np.concatenate([[0], np.cumsum(counts)])
+    halves = [
+        evaluation.retrieval_metrics(
+            images[a:b], texts[offsets[a] : offsets[b]], counts[a:b]
+        )
+        for a, b in ((0, 10), (10, 20))
+    ]
+    for name in evaluation.METRIC_NAMES:
+        assert folds[name] == pytest.approx(
+            (halves[0][name] + halves[1][name]) / 2
+        )
+
+
+@pytest.mark.parametrize("counts", [[2, 0, 3], [2, 3]])
+def test_an_image_without_captions_or_a_wrong_count_is_an_error(counts):
+    images = np.eye(3, dtype=np.float32)
+    with pytest.raises(ValueError, match="captions_per_image"):
+        evaluation.retrieval_ranks(
+            images, np.eye(5, 3, dtype=np.float32), counts
+        )
+
+
 @pytest.mark.parametrize("dim", [256, 1024, 8192, 16384])
 def test_exact_ties_of_real_valued_embeddings_count_at_any_dimension(dim):
     # Unit float32 vectors, as towers give them, with exact ties: the same

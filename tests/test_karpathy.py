@@ -192,7 +192,7 @@ def test_training_on_raw_images_survives_a_bad_file(tmp_path):
         f"--data_dir={tmp_path}",
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "flickr8k train: skipped 1 of 8 images" in result.stdout
+    assert "the flickr8k train split: skipped 1 of 8 images" in result.stdout
     assert "Test metrics" in result.stdout
 
 

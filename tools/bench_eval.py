@@ -93,10 +93,13 @@ def chunked_product(images, texts, chunk_size=512):
 
 
 def embeddings(rng, images, captions_per_image, dim):
+    """Unit image and caption rows; `captions_per_image` one count or a
+    count per image."""
     image_rows = random_unit(rng, images, dim)
+    counts = np.broadcast_to(captions_per_image, images)
     # Captions noisy copies of their image, so recall is neither 0 nor 100.
-    texts = np.repeat(image_rows, captions_per_image, axis=0) + 10 * (
-        random_unit(rng, images * captions_per_image, dim)
+    texts = np.repeat(image_rows, counts, axis=0) + 10 * (
+        random_unit(rng, int(counts.sum()), dim)
     )
     texts /= np.linalg.norm(texts, axis=1, keepdims=True)
     return image_rows, texts
@@ -215,9 +218,20 @@ def main():
         "--plot",
         help="with --curve: the time curve's PNG (and *_memory.png beside it)",
     )
+    parser.add_argument(
+        "--variable_captions",
+        action="store_true",
+        help="a count per image, drawn from 1 to 2 * captions_per_image - 1 "
+        "(mean captions_per_image), as one's own data has; no reference",
+    )
     args = parser.parse_args()
     if args.curve:
         return curve(args)
+    if args.variable_captions:
+        args.captions_per_image = np.random.default_rng(1).integers(
+            1, 2 * args.captions_per_image, size=args.images
+        )
+        args.skip_reference = True
 
     images, texts = embeddings(
         np.random.default_rng(0), args.images, args.captions_per_image, args.dim
@@ -240,6 +254,12 @@ def main():
     figures = {
         "images": args.images,
         "captions": len(texts),
+        "captions_per_image": (
+            f"drawn, {np.min(args.captions_per_image)} to "
+            f"{np.max(args.captions_per_image)}"
+            if args.variable_captions
+            else args.captions_per_image
+        ),
         "dim": args.dim,
         "matmul_s": matmul[0],
         "vse_tf_s": ours[0],

@@ -1,4 +1,5 @@
-"""Raw images with captions from Karpathy's split files.
+"""Raw images with captions from Karpathy's split files (and, through the
+same loader, from one's own caption file: see `caption_files`).
 
 One reader serves Flickr8k, Flickr30K and MS-COCO, whose split files share
 one schema (`dataset_flickr8k.json`, `dataset_flickr30k.json`,
@@ -30,6 +31,7 @@ import numpy as np
 import tensorflow as tf
 
 from vse_tf import errors
+from vse_tf.data import caption_files
 from vse_tf.data import images
 
 DATASETS = {
@@ -158,7 +160,7 @@ def checked_split(
     image present, files that are not whole images skipped or an error."""
     entries = split_entries(name, split, data_dir, folder)
     folder = image_folder(name, data_dir, folder)
-    paths, captions, ids, bad = [], [], [], []
+    paths, captions, ids = [], [], []
     for entry in entries:
         sentences = [s["raw"] for s in entry.get("sentences", [])]
         if len(sentences) < captions_per_image:
@@ -177,28 +179,44 @@ def checked_split(
                 f"folder must hold every image of the split file; get "
                 f"{HOW_TO_GET[name]}."
             )
-        if not looks_complete(path):
-            bad.append(path)
-            continue
         paths.append(path)
         captions.append(sentences[:captions_per_image])
         ids.append(entry.get("cocoid", entry.get("imgid", len(ids))))
+    return whole_photos(
+        paths,
+        captions,
+        ids,
+        f"the {name} {split} split",
+        on_bad_image,
+        f"the originals ({HOW_TO_GET[name]})",
+    )
+
+
+def whole_photos(paths, captions, ids, what, on_bad_image, originals):
+    """(paths, captions, ids) without the photos that are not whole JPEG
+    or PNG files: those are skipped and counted ("skip") or an error
+    ("error")."""
+    whole = [looks_complete(path) for path in paths]
+    bad = [path for path, ok in zip(paths, whole) if not ok]
     if bad:
         listed = ", ".join(bad[:3]) + (" ..." if len(bad) > 3 else "")
         if on_bad_image == "error":
             raise errors.DatasetError(
-                f"{len(bad)} image(s) of the {name} {split} split are not "
-                f"whole JPEG or PNG files: {listed}. The protocols score "
-                f"whole val and test splits; replace the file(s) with the "
-                f"originals ({HOW_TO_GET[name]}), or set "
-                "load_examples.on_bad_image = 'skip' to score without "
-                "them."
+                f"{len(bad)} image(s) of {what} are not whole JPEG or PNG "
+                f"files: {listed}. The protocols score whole val and test "
+                f"splits; replace the file(s) with {originals}, or set "
+                "load_examples.on_bad_image = 'skip' to score without them."
             )
         print(
-            f"{name} {split}: skipped {len(bad)} of {len(entries)} images "
-            f"that are not whole JPEG or PNG files ({listed})."
+            f"{what}: skipped {len(bad)} of {len(paths)} images that are "
+            f"not whole JPEG or PNG files ({listed})."
         )
-    return paths, captions, ids
+    keep = [i for i, ok in enumerate(whole) if ok]
+    return (
+        [paths[i] for i in keep],
+        [captions[i] for i in keep],
+        [ids[i] for i in keep],
+    )
 
 
 @gin.configurable
@@ -211,16 +229,20 @@ def load_examples(
     on_bad_image=None,
     captions_only=False,
 ):
-    """Per-image examples of one split of a Karpathy-format dataset.
+    """Per-image examples of one split of photos with captions: a
+    Karpathy-format dataset, or one's own caption file (`caption_files`).
 
     Args:
-      name: "flickr8k", "flickr30k" or "coco".
+      name: "flickr8k", "flickr30k" or "coco"; or "csv:PATH" or
+        "jsonl:PATH", a caption file.
       split: "train" (COCO: train + restval), "val" or "test".
-      data_dir: the folder holding `name/` (default ~/tensorflow_datasets).
+      data_dir: the folder holding `name/` (default ~/tensorflow_datasets);
+        a relative caption file's PATH is looked for here after the
+        current folder.
       image_size: images are resized (shorter side) and centre-cropped to
         this square.
       captions_per_image: the protocol's captions per image (5); COCO images
-        with more keep the first ones.
+        with more keep the first ones. A caption file keeps every caption.
       on_bad_image: what to do with a file that is not a whole JPEG or PNG:
         "skip" it (and say how many were skipped) or stop with an "error"
         naming it. None skips in train and stops in val and test, whose
@@ -234,6 +256,23 @@ def load_examples(
     )
     if on_bad_image is None:
         on_bad_image = "skip" if split == "train" else "error"
+    if caption_files.handles(name):
+        paths, captions, ids = caption_files.read_photos(
+            name, data_dir
+        ).of_split(split)
+        if captions_only:
+            return tf.data.Dataset.from_tensor_slices(
+                [caption for group in captions for caption in group]
+            )
+        listing = whole_photos(
+            paths,
+            captions,
+            ids,
+            f"the {split} split of {name}",
+            on_bad_image,
+            "whole photos",
+        )
+        return _photo_examples(*listing, image_size)
     if captions_only:
         return tf.data.Dataset.from_tensor_slices(
             [
@@ -242,9 +281,22 @@ def load_examples(
                 for s in entry.get("sentences", [])[:captions_per_image]
             ]
         )
-    paths, captions, ids = checked_split(
+    listing = checked_split(
         name, split, data_dir, captions_per_image, on_bad_image
     )
+    return _photo_examples(*listing, image_size)
+
+
+def _photo_examples(paths, captions, ids, image_size):
+    """Examples of photos decoded as they are read, with their captions
+    (one count for all: a dense [C] each; else ragged) and ids."""
+    counts = [len(c) for c in captions]
+    if len(set(counts)) == 1:
+        caption_tensor = np.array(captions, dtype=object).astype(str)
+    else:
+        caption_tensor = tf.RaggedTensor.from_row_lengths(
+            [caption for group in captions for caption in group], counts
+        )
 
     def decode(path, caption_list, image_id):
         pixels = images.decode_and_resize(
@@ -259,9 +311,5 @@ def load_examples(
         }
 
     return tf.data.Dataset.from_tensor_slices(
-        (
-            paths,
-            np.array(captions, dtype=object).astype(str),
-            np.array(ids, np.int64),
-        )
+        (paths, caption_tensor, np.array(ids, np.int64))
     ).map(decode, num_parallel_calls=tf.data.AUTOTUNE)

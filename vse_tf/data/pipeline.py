@@ -3,8 +3,9 @@
 A source gives one example per image: {"image": uint8 [H, W, 3], "captions":
 string [C], "image_id": int64}. Training flattens it into one pair per
 caption, ({"image": float32 pixels, "caption": string}, image_id), shuffled
-across images; evaluation keeps the image order with captions in order, so
-caption j belongs to image j // C.
+across images; evaluation keeps the image order with captions in order, an
+image's captions after the one before it. C may differ from image to image
+(one's own data), at least 1.
 """
 
 import numpy as np
@@ -33,8 +34,9 @@ def load_examples(dataset, split, data_dir=None):
         "f30k_precomp" (precomputed features, see `precomp`),
         "coco_captions" (MS-COCO through TFDS, see `coco`),
         "karpathy_captions/flickr30k" (TFDS records built from Karpathy's
-        files, see `karpathy_tfds`), or a TFDS name such as "shapes" or
-        "shapes/tiny".
+        files, see `karpathy_tfds`), "csv:PATH" or "jsonl:PATH" (one's own
+        photos and captions, see `caption_files`), or a TFDS name such as
+        "shapes" or "shapes/tiny".
       split: "train", "val" or "test".
       data_dir: the datasets' root, also the TFDS data directory (default:
         TFDS's own, ~/tensorflow_datasets).
@@ -50,6 +52,12 @@ def load_captions(dataset, split, data_dir=None):
 
 def _load(dataset, split, data_dir, captions_only):
     return sources.find(dataset).load(dataset, split, data_dir, captions_only)
+
+
+def describe(dataset, data_dir=None):
+    """What run.json keeps of the data beyond its name (a caption file's
+    seeded split), or None."""
+    return sources.find(dataset).describe(dataset, data_dir)
 
 
 def _pixels(image):
@@ -151,12 +159,13 @@ def training_pairs(
 
 
 def evaluation_batches(examples, batch_size=250):
-    """Batches of (pixels [b, H, W, 3], captions [b, C]) in dataset order."""
+    """Batches of (pixels [b, H, W, 3], captions [b, (C)]) in dataset
+    order; the captions ragged where images have different counts."""
     return (
         examples.map(
             lambda example: (_pixels(example["image"]), example["captions"]),
             num_parallel_calls=tf.data.AUTOTUNE,
         )
-        .batch(batch_size)
+        .ragged_batch(batch_size)
         .prefetch(tf.data.AUTOTUNE)
     )

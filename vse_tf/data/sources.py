@@ -12,6 +12,7 @@ import difflib
 from typing import Callable
 
 from vse_tf import errors
+from vse_tf.data import caption_files
 from vse_tf.data import coco
 from vse_tf.data import karpathy
 from vse_tf.data import karpathy_tfds
@@ -27,11 +28,14 @@ class Source:
       name: what it is, for messages.
       handles: dataset name -> whether this source loads it.
       load: (dataset, split, data_dir, captions_only) -> tf.data.Dataset.
+      describe: (dataset, data_dir) -> what run.json keeps of the data
+        beyond its name (a split the source made), or None.
     """
 
     name: str
     handles: Callable
     load: Callable
+    describe: Callable = lambda dataset, data_dir: None
 
 
 # What `train.dataset` may name, for the suggestion on a near miss.
@@ -42,6 +46,8 @@ NAMES = (
     *(f"{karpathy_tfds.NAME}/{name}" for name in karpathy.DATASETS),
     "shapes",
     "shapes/tiny",
+    "csv:PATH",
+    "jsonl:PATH",
 )
 
 
@@ -58,6 +64,16 @@ def _tfds(dataset, split, data_dir, captions_only):
 
 
 SOURCES = [
+    Source(
+        "one's own CSV or JSONL file of photos and captions",
+        caption_files.handles,
+        lambda dataset, split, data_dir, captions_only: karpathy.load_examples(
+            dataset, split, data_dir, captions_only=captions_only
+        ),
+        lambda dataset, data_dir: caption_files.read_photos(
+            dataset, data_dir
+        ).record(),
+    ),
     Source(
         "raw photos with Karpathy's split files",
         lambda dataset: dataset in karpathy.DATASETS,

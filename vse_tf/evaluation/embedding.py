@@ -19,10 +19,7 @@ def _embed_fn(model):
         def embed(pixels, captions):
             return (
                 model.image_tower(pixels, training=False),
-                model.text_tower(
-                    tf.reshape(captions, [-1, *captions.shape[2:]]),
-                    training=False,
-                ),
+                model.text_tower(captions, training=False),
             )
 
         _EMBED_FNS[model] = embed
@@ -30,16 +27,25 @@ def _embed_fn(model):
 
 
 def embed_examples(model, examples, batch_size=250):
-    """(image embeddings [N, D], caption embeddings [C * N, D], C)."""
+    """(image embeddings [N, D], caption embeddings [M, D], the captions of
+    each image [N]): image i's captions follow image i - 1's."""
     embed = _embed_fn(model)
-    images, texts = [], []
-    captions_per_image = None
+    images, texts, counts = [], [], []
     for pixels, captions in pipeline.evaluation_batches(examples, batch_size):
-        captions_per_image = int(captions.shape[1])
+        if isinstance(captions, tf.RaggedTensor):
+            counts.append(captions.row_lengths().numpy())
+            captions = captions.flat_values
+        else:
+            counts.append(np.full(captions.shape[0], captions.shape[1]))
+            captions = tf.reshape(captions, [-1, *captions.shape[2:]])
         image_embeddings, text_embeddings = embed(pixels, captions)
         images.append(image_embeddings.numpy())
         texts.append(text_embeddings.numpy())
-    return np.concatenate(images), np.concatenate(texts), captions_per_image
+    return (
+        np.concatenate(images),
+        np.concatenate(texts),
+        np.concatenate(counts).astype(np.int64),
+    )
 
 
 def evaluate_model(model, examples, folds=1, batch_size=250, correction=None):

@@ -64,7 +64,8 @@ class HubnessCorrection:
         )
         self.check_bank_size(len(images))
         self.image_bank = images
-        self.text_bank = texts[::captions_per_image]
+        first_captions = np.cumsum(captions_per_image) - captions_per_image
+        self.text_bank = texts[first_captions]
         return self
 
     def check_bank_size(self, train_images):

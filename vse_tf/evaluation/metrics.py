@@ -1,10 +1,12 @@
 """Cross-modal Recall@K, the field's protocol, exact and memory-bounded.
 
-N images and captions_per_image * N captions; caption j belongs to image
-j // captions_per_image. The image->text rank of image i is the best rank of
-its own captions among all captions; the text->image rank of caption j is the
-rank of its image among all images. A rank is a count, so no query needs a
-sort, and each score is computed once, a chunk of image rows at a time:
+N images and their captions, in image order: the field's fixed
+captions_per_image (5: caption j belongs to image j // 5), or any count
+per image, at least one (a dataset of one's own). The image->text rank of
+image i is the best rank of its own captions among all captions; the
+text->image rank of caption j is the rank of its image among all images.
+A rank is a count, so no query needs a sort, and each score is computed
+once, a chunk of image rows at a time:
 
   image->text: the other images' captions that score at least as high as
                the image's best-scoring own caption;
@@ -100,19 +102,34 @@ def check_finite(embeddings, what):
         )
 
 
+def caption_offsets(captions_per_image, num_images):
+    """[N + 1] offsets: image i's captions are rows offsets[i] to
+    offsets[i + 1] - 1. `captions_per_image` is one count for every image
+    (the field's 5) or a count per image, each at least 1."""
+    counts = np.asarray(captions_per_image, dtype=np.int64)
+    if counts.ndim == 0:
+        counts = np.full(num_images, counts, np.int64)
+    if counts.shape != (num_images,) or (num_images and counts.min() < 1):
+        raise ValueError(
+            f"captions_per_image must be one count or {num_images} counts "
+            f"(one per image), each at least 1; got {captions_per_image!r}."
+        )
+    return np.concatenate([[0], np.cumsum(counts)])
+
+
 def retrieval_ranks(
     image_embeddings, text_embeddings, captions_per_image=5, chunk_size=512
 ):
-    """0-based ranks, ties against the truth: (i2t [N], t2i [cpi * N])."""
+    """0-based ranks, ties against the truth: (i2t [N], t2i [M]).
+
+    `captions_per_image` is one count (caption j belongs to image j // C)
+    or a count per image (image i's captions follow image i - 1's).
+    """
     images = np.ascontiguousarray(image_embeddings, dtype=np.float32)
     texts = np.ascontiguousarray(text_embeddings, dtype=np.float32)
     num_images = images.shape[0]
-    if texts.shape[0] != captions_per_image * num_images:
-        raise ValueError(
-            f"Expected {captions_per_image} captions per image, i.e. "
-            f"{captions_per_image * num_images} caption embeddings for "
-            f"{num_images} images; got {texts.shape[0]}."
-        )
+    offsets = caption_offsets(captions_per_image, num_images)
+    _check_caption_count(len(texts), offsets, captions_per_image)
     check_finite(images, "image")
     check_finite(texts, "caption")
     if num_images == 0:
@@ -121,59 +138,70 @@ def retrieval_ranks(
         np.einsum("id,id->i", images, images).max()
         * np.einsum("jd,jd->j", texts, texts).max()
     )
+    owner = np.repeat(np.arange(num_images), np.diff(offsets))
     chunks = [
         (start, min(start + chunk_size, num_images))
         for start in range(0, num_images, chunk_size)
     ]
 
     # Each caption's score with its own image, and what a candidate must
-    # reach to rank above it or tie it.
-    positive = _truth_scores(images, texts, chunks, captions_per_image)
-    t2i_bar = (positive - tolerance).reshape(-1)
-    i2t_bar = positive.max(axis=1) - tolerance
+    # reach to rank above it or tie it: for a caption, its own score; for
+    # an image, its best own caption's.
+    positive = _truth_scores(images, texts, chunks, offsets, owner)
+    t2i_bar = positive - tolerance
+    i2t_bar = np.maximum.reduceat(positive, offsets[:-1]) - tolerance
     i2t = np.empty(num_images, dtype=np.int64)
     t2i = np.zeros(texts.shape[0], dtype=np.int64)
     for start, stop in chunks:
         scores = images[start:stop] @ texts.T
-        own = _own_scores(scores, start, stop, 0, captions_per_image)
+        first, last = offsets[start], offsets[stop]
+        own = _own_scores(scores[:, first:last], first, last, owner, start)
         # Own captions are no competitors, nor is an image for its own
         # captions: count all, then take out what they added.
-        bar = i2t_bar[start:stop, None]
         i2t[start:stop] = np.count_nonzero(
-            scores >= bar, axis=1
-        ) - np.count_nonzero(own >= bar, axis=1)
+            scores >= i2t_bar[start:stop, None], axis=1
+        ) - np.bincount(
+            owner[first:last] - start,
+            own >= i2t_bar[owner[first:last]],
+            minlength=stop - start,
+        ).astype(np.int64)
         t2i += np.count_nonzero(scores >= t2i_bar, axis=0)
-        own_columns = slice(
-            start * captions_per_image, stop * captions_per_image
-        )
-        t2i[own_columns] -= own.reshape(-1) >= t2i_bar[own_columns]
+        t2i[first:last] -= own >= t2i_bar[first:last]
     return i2t, t2i
 
 
-def _own_scores(scores, start, stop, first_image, captions_per_image):
-    """[stop - start, captions_per_image]: images start to stop - 1 with
-    their own captions, from their `scores` against the captions of the
-    images from `first_image` on."""
-    rows = np.arange(stop - start)
-    return scores.reshape(stop - start, -1, captions_per_image)[
-        rows, rows + start - first_image
-    ]
+def _check_caption_count(num_texts, offsets, captions_per_image):
+    if num_texts != offsets[-1]:
+        counted = (
+            f"{captions_per_image} captions per image"
+            if np.ndim(captions_per_image) == 0
+            else "the given count per image"
+        )
+        raise ValueError(
+            f"Expected {offsets[-1]} caption embeddings for "
+            f"{len(offsets) - 1} images ({counted}); got {num_texts}."
+        )
 
 
-def _truth_scores(images, texts, chunks, captions_per_image):
-    """[N, captions_per_image]: each image's scores with its own captions,
-    from a product of each chunk of images with its own captions alone."""
+def _own_scores(scores, first, last, owner, first_image):
+    """[last - first]: captions first to last - 1 with their own images,
+    from `scores` of the images from `first_image` on (rows) against
+    captions first to last - 1 (columns)."""
+    columns = np.arange(last - first)
+    return scores[owner[first:last] - first_image, columns]
+
+
+def _truth_scores(images, texts, chunks, offsets, owner):
+    """[M]: each caption's score with its own image, from a product of
+    each chunk of images with its own captions alone."""
     return np.concatenate(
         [
             _own_scores(
-                images[start:stop]
-                @ texts[
-                    start * captions_per_image : stop * captions_per_image
-                ].T,
+                images[start:stop] @ texts[offsets[start] : offsets[stop]].T,
+                offsets[start],
+                offsets[stop],
+                owner,
                 start,
-                stop,
-                start,
-                captions_per_image,
             )
             for start, stop in chunks
         ]
@@ -199,6 +227,9 @@ def retrieval_metrics(
 ):
     """Metrics of `METRIC_NAMES`; folds=5 on 5,000 images is COCO 1K.
 
+    `captions_per_image`: one count, or a count per image (see
+    `retrieval_ranks`).
+
     With folds > 1 the images (and their captions) are cut into equal
     consecutive folds, each ranked on its own, and every metric is the mean
     over folds.
@@ -209,19 +240,16 @@ def retrieval_metrics(
             f"Cannot cut {num_images} images into {folds} equal folds."
         )
     fold_size = num_images // folds
+    offsets = caption_offsets(captions_per_image, num_images)
+    _check_caption_count(len(text_embeddings), offsets, captions_per_image)
+    counts = np.diff(offsets)
     per_fold = []
     for fold in range(folds):
-        images = image_embeddings[fold * fold_size : (fold + 1) * fold_size]
-        texts = text_embeddings[
-            fold * fold_size * captions_per_image : (fold + 1)
-            * fold_size
-            * captions_per_image
-        ]
-        per_fold.append(
-            metrics_from_ranks(
-                *retrieval_ranks(images, texts, captions_per_image)
-            )
-        )
+        first, last = fold * fold_size, (fold + 1) * fold_size
+        images = image_embeddings[first:last]
+        texts = text_embeddings[offsets[first] : offsets[last]]
+        ranks = retrieval_ranks(images, texts, counts[first:last])
+        per_fold.append(metrics_from_ranks(*ranks))
     return {
         name: float(np.mean([m[name] for m in per_fold]))
         for name in METRIC_NAMES

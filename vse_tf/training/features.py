@@ -19,8 +19,9 @@ from vse_tf import io_utils
 from vse_tf.training import callbacks
 
 # Bumped whenever the backbones' computation changes in a way their weights
-# do not show (1 -> 2: MiniLM with the exact GELU).
-VERSION = 2
+# do not show (1 -> 2: MiniLM with the exact GELU), or the file's layout
+# (2 -> 3: the captions' features flat, with a count per image).
+VERSION = 3
 
 
 def _backbones(model):
@@ -65,7 +66,8 @@ def backbone_signature(model):
 def compute_features(
     model, examples, batch_size=64, caption_batch_size=256, label=""
 ):
-    """{"image": [N, F], "captions": [N, C, G], "image_id": [N]} arrays.
+    """{"image": [N, F], "captions": [M, G], "captions_per_image": [N],
+    "image_id": [N]} arrays, image i's captions after image i - 1's.
 
     The images go through their backbone in dataset order; the captions,
     all of them, shortest first, so that a batch pads to a length close to
@@ -93,37 +95,48 @@ def compute_features(
             ),
             num_parallel_calls=tf.data.AUTOTUNE,
         )
-        .batch(batch_size)
+        .ragged_batch(batch_size)
         .prefetch(2)
     )
     total = int(examples.cardinality())
     print(f"Backbone features for {label} ({total} images):")
-    images, captions, ids = [], [], []
+    images, captions, counts, ids = [], [], [], []
     progress = _progress(total if total > 0 else None, "image")
     for pixels, texts, image_ids in batches:
         images.append(embed_images(pixels).numpy())
-        captions.append(texts.numpy())
+        if not isinstance(texts, tf.RaggedTensor):
+            texts = tf.RaggedTensor.from_tensor(texts)
+        captions.append(texts.flat_values.numpy())
+        counts.append(texts.row_lengths().numpy())
         ids.append(image_ids.numpy())
         progress.add(len(ids[-1]))
-    captions = np.concatenate(captions)
-    flat = captions.reshape(-1)
-    order = np.argsort([len(text) for text in flat], kind="stable")
+    flat = np.concatenate(captions)
+    return {
+        "image": np.concatenate(images),
+        "captions": _caption_features(embed_texts, flat, caption_batch_size),
+        "captions_per_image": np.concatenate(counts).astype(np.int64),
+        "image_id": np.concatenate(ids),
+    }
+
+
+def _caption_features(embed_texts, captions, batch_size):
+    """[M, G]: the captions through the text backbone, shortest first."""
+    order = np.argsort([len(text) for text in captions], kind="stable")
     caption_features = None
-    progress = _progress(len(flat), "caption")
-    for start in range(0, len(flat), caption_batch_size):
-        rows = order[start : start + caption_batch_size]
-        batch = embed_texts(tf.constant(flat[rows])).numpy()
+    progress = _progress(len(captions), "caption")
+    for start in range(0, len(captions), batch_size):
+        rows = order[start : start + batch_size]
+        batch = embed_texts(tf.constant(captions[rows])).numpy()
         if caption_features is None:
             caption_features = np.empty(
-                (len(flat), batch.shape[-1]), batch.dtype
+                (len(captions), batch.shape[-1]), batch.dtype
             )
         caption_features[rows] = batch
         progress.add(len(rows))
-    return {
-        "image": np.concatenate(images),
-        "captions": caption_features.reshape(captions.shape + (-1,)),
-        "image_id": np.concatenate(ids),
-    }
+    return caption_features
+
+
+_ARRAYS = ("image", "captions", "captions_per_image", "image_id")
 
 
 def _progress(total, unit):
@@ -147,9 +160,7 @@ def cached_examples(model, examples, split, cache_dir):
             if str(stored["signature"]) == signature and len(
                 stored["image_id"]
             ) == int(examples.cardinality()):
-                arrays = {
-                    k: stored[k] for k in ("image", "captions", "image_id")
-                }
+                arrays = {k: stored[k] for k in _ARRAYS}
                 print(f"Backbone features for {split}: reusing {path}.")
     if arrays is None:
         arrays = compute_features(model, examples, label=split)
@@ -157,4 +168,12 @@ def cached_examples(model, examples, split, cache_dir):
         with io_utils.atomic_path(path) as tmp:
             with open(tmp, "wb") as f:
                 np.savez(f, signature=signature, **arrays)
-    return tf.data.Dataset.from_tensor_slices(arrays)
+    return tf.data.Dataset.from_tensor_slices(
+        {
+            "image": arrays["image"],
+            "captions": tf.RaggedTensor.from_row_lengths(
+                arrays["captions"], arrays["captions_per_image"]
+            ),
+            "image_id": arrays["image_id"],
+        }
+    )

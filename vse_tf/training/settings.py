@@ -69,12 +69,13 @@ class RunSettings:
             "train.mixed_precision", self.mixed_precision, precision.CHOICES
         )
 
-    def run_info(self, steps_per_epoch, policy, warm_start=None):
+    def run_info(self, steps_per_epoch, policy, warm_start=None, data=None):
         """run.json's facts: what later tools need to know without gin.
 
         `steps_per_epoch` is the one the run takes (this object's may be
         None), `policy` the dtype policy it trains in, `warm_start` what
-        it took from `init_from`."""
+        it took from `init_from`, `data` what the source says of the data
+        (a caption file's split)."""
         return {
             "dataset": self.dataset_name,
             "cache_features": self.cache_features,
@@ -91,6 +92,7 @@ class RunSettings:
                 "keras": keras.__version__,
             },
             **({"warm_start": warm_start} if warm_start else {}),
+            **({"data": data} if data else {}),
         }
 
 

@@ -127,7 +127,9 @@ def _set_up(settings, strategy, run, worker_dir, policy):
     )
     write_operative_config(worker_dir)
     worker_dir.write_run_info(
-        settings.run_info(splits.steps_per_epoch, policy, warm)
+        settings.run_info(
+            splits.steps_per_epoch, policy, warm, splits.description
+        )
     )
     return splits, vocabulary, models
 
@@ -178,6 +180,7 @@ class Splits:
     test: tf.data.Dataset
     train_captions: tf.data.Dataset
     steps_per_epoch: int
+    description: dict = None  # a source's own facts for run.json
 
 
 def prepare_data(settings):
@@ -189,10 +192,12 @@ def prepare_data(settings):
         pipeline.load_examples(name, split, data_dir)
         for split in ("train", "val", "test")
     )
-    # At least: COCO's train split may keep 5 to 7 captions an image.
-    pairs = int(train_examples.cardinality()) * (
-        train_examples.element_spec["captions"].shape[0] or 5
-    )
+    train_captions = pipeline.load_captions(name, "train", data_dir)
+    pairs = int(train_captions.cardinality())
+    if pairs < 0:  # a count the source does not know: at least C a photo
+        pairs = int(train_examples.cardinality()) * (
+            train_examples.element_spec["captions"].shape[0] or 5
+        )
     if settings.batch_size > pairs:
         raise errors.UserError(
             f"train.batch_size = {settings.batch_size} is larger than the "
@@ -209,8 +214,9 @@ def prepare_data(settings):
         train_examples,
         val_examples,
         test_examples,
-        pipeline.load_captions(name, "train", data_dir),
+        train_captions,
         settings.steps_per_epoch or max(pairs // settings.batch_size, 1),
+        pipeline.describe(name, data_dir),
     )
 
 
