@@ -11,7 +11,7 @@ import tensorflow_datasets as tfds
 
 from tests.conftest import REPO
 from vse_tf import errors
-from vse_tf.cli import config
+from vse_tf import gin_config
 from vse_tf.data import coco
 from vse_tf.data import pipeline
 from vse_tf.training import trainer
@@ -95,7 +95,7 @@ TINY_COCO = [
 def test_coco_gin_trains_and_exports(tmp_path, capsys):
     # VSE++'s fine-tuned ResNet, frozen for the first epoch as in
     # VSE-infinity.
-    config.load_gin(
+    gin_config.load_gin(
         [os.path.join(REPO, "gin", "coco.gin")],
         TINY_COCO
         + [

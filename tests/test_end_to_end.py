@@ -11,7 +11,7 @@ from tests.conftest import evaluate_again
 from tests.conftest import recalls_by_brute_force
 from tests.conftest import run_tool
 from vse_tf import evaluation
-from vse_tf.cli import config
+from vse_tf import gin_config
 from vse_tf.training import callbacks
 from vse_tf.training import precision
 
@@ -88,7 +88,7 @@ def test_training_writes_every_output(trained_run):
 @pytest.mark.slow
 def test_test_metrics_are_those_of_the_best_checkpoint(trained_run, tfds_dir):
     model_dir, _ = trained_run
-    config.load_gin_for_run(model_dir)
+    gin_config.load_gin_for_run(model_dir)
     expected, i2t, t2i = recalls_by_brute_force(model_dir, tfds_dir)
     with open(os.path.join(model_dir, "metrics.json")) as f:
         metrics = json.load(f)

@@ -16,7 +16,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from tests.conftest import run_tool
-from vse_tf.cli import config
+from vse_tf import gin_config
 from vse_tf.data import pipeline
 from vse_tf.training import runs
 
@@ -120,7 +120,7 @@ def served(trained_run, tfds_dir, tmp_path_factory):
     with open(response + ".json") as f:
         report = json.load(f)
 
-    config.load_gin_for_run(model_dir)
+    gin_config.load_gin_for_run(model_dir)
     model = runs.load_trained_model(model_dir)
     expected = {
         "images": model.image_tower(pixels, training=False).numpy(),
@@ -258,7 +258,7 @@ def test_export_without_a_checkpoint_is_a_clear_error(tmp_path):
 @pytest.mark.slow
 def test_each_weight_is_stored_once(trained_run):
     model_dir, _ = trained_run
-    config.load_gin_for_run(model_dir)
+    gin_config.load_gin_for_run(model_dir)
     model = runs.load_trained_model(model_dir)
     for name, tower in (
         ("image_tower", model.image_tower),

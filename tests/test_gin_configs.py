@@ -10,7 +10,7 @@ import pytest
 
 from tests.conftest import REPO
 from vse_tf import errors
-from vse_tf.cli import config
+from vse_tf import gin_config
 
 CONFIGS = sorted(
     os.path.relpath(p, REPO)
@@ -25,11 +25,11 @@ def test_there_are_configs():
 
 @pytest.mark.parametrize("path", CONFIGS)
 def test_config_parses(path):
-    config.load_gin([os.path.join(REPO, path)], [])
+    gin_config.load_gin([os.path.join(REPO, path)], [])
 
 
 def test_demo_picks_a_loss_and_the_paper_temperature():
-    config.load_gin([os.path.join(REPO, "gin", "demo.gin")], [])
+    gin_config.load_gin([os.path.join(REPO, "gin", "demo.gin")], [])
     assert gin.query_parameter("AllNegativesLoss.temperature") == 0.1
     assert gin.query_parameter("train.loss").selector.endswith(
         "AllNegativesLoss"
@@ -38,9 +38,9 @@ def test_demo_picks_a_loss_and_the_paper_temperature():
 
 def test_unknown_names_are_errors_not_skipped():
     with pytest.raises(errors.UserError, match="Did you mean 'train'"):
-        config.load_gin([], ["trainn.epochs = 1"])
+        gin_config.load_gin([], ["trainn.epochs = 1"])
     with pytest.raises(errors.UserError, match="'epochs'"):
-        config.load_gin([], ["train.epoch = 1"])
+        gin_config.load_gin([], ["train.epoch = 1"])
 
 
 def test_the_registry_names_every_configurable_and_loads_no_trainer():
@@ -64,7 +64,7 @@ def test_the_registry_names_every_configurable_and_loads_no_trainer():
         declared.update(named + bare)
     probe = (
         "import sys\n"
-        "from vse_tf.cli import configurables\n"
+        "from vse_tf import configurables\n"
         "from vse_tf.training import runs\n"
         "from vse_tf import compat\n"
         "print(' '.join(sorted(compat.gin_configurables())))\n"

@@ -15,7 +15,7 @@ from tests.conftest import bindings
 from tests.conftest import evaluate_again
 from tests.conftest import run_tool
 from vse_tf import evaluation
-from vse_tf.cli import config
+from vse_tf import gin_config
 from vse_tf.data import pipeline
 from vse_tf.evaluation import embedding
 from vse_tf.evaluation import hubness
@@ -189,7 +189,7 @@ def test_run_fits_banks_on_train_and_reports_both_scorings(
     # Every train image, and the first caption of each, as the best
     # checkpoint embeds them (embedded again here, in dataset order).
     assert correction.image_bank.shape == (train_images, 8)
-    config.load_gin_for_run(model_dir)
+    gin_config.load_gin_for_run(model_dir)
     images, texts, captions_per_image = embedding.embed_examples(
         runs.load_trained_model(model_dir),
         pipeline.load_examples("shapes/tiny", "train", tfds_dir),

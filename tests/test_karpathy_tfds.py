@@ -10,7 +10,7 @@ from tests.conftest import REPO
 from tests.conftest import recalls_by_brute_force
 from tests.test_karpathy import write_dataset
 from vse_tf import errors
-from vse_tf.cli import config
+from vse_tf import gin_config
 from vse_tf.data import karpathy
 from vse_tf.data import pipeline
 from vse_tf.training import trainer
@@ -70,7 +70,7 @@ def test_missing_manual_files_say_where_they_go(tmp_path):
 
 def test_flickr30k_gin_trains_a_few_steps(tmp_path):
     write_dataset(tmp_path, "flickr30k", SPLITS * 2, folder="flickr30k-images")
-    config.load_gin(
+    gin_config.load_gin(
         [os.path.join(REPO, "gin", "flickr30k.gin")],
         [
             "karpathy_captions.image_size = 40",

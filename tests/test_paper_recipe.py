@@ -15,7 +15,7 @@ from tests.conftest import run_tool
 from tests.test_coco import TINY_COCO
 from tests.test_precomp import TINY_PRECOMP
 from tests.test_precomp import write_precomp
-from vse_tf.cli import config
+from vse_tf import gin_config
 from vse_tf.modeling import building
 from vse_tf.training import run_dir
 from vse_tf.training import warm_start
@@ -29,7 +29,7 @@ STAGES = {
 
 
 def _load(dataset, stage, extra=()):
-    config.load_gin(
+    gin_config.load_gin(
         [
             os.path.join(REPO, "gin", dataset),
             os.path.join(REPO, "gin", "paper", stage),

@@ -17,7 +17,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from tests.conftest import run_tool
-from vse_tf.cli import config
+from vse_tf import gin_config
 from vse_tf.data import pipeline
 from vse_tf.training import runs
 
@@ -110,7 +110,7 @@ def test_points_are_the_image_then_caption_embeddings(
     model_dir, _ = trained_run
     data = _get(f"{projector_server}/tensor?run=.&name=joint_space")
     points = np.frombuffer(data, np.float32).reshape(-1, 8)
-    config.load_gin_for_run(model_dir)
+    gin_config.load_gin_for_run(model_dir)
     model = runs.load_trained_model(model_dir)
     pixels = np.stack([e["image"] for e in test_split]).astype(np.float32)
     captions = [c for e in test_split for c in e["captions"]]

@@ -101,11 +101,11 @@ def precomp_model():
 def f8k_heads_model():
     import gin
 
-    from vse_tf.cli import config
+    from vse_tf import gin_config
     from vse_tf.modeling import building
     from vse_tf.modeling import optimizers
 
-    config.load_gin([os.path.join(REPO, "gin", "flickr8k.gin")], [])
+    gin_config.load_gin([os.path.join(REPO, "gin", "flickr8k.gin")], [])
     try:
         heads = building.build_model(["a"]).head_model()
         # Both gin-configurable: the gin file's settings (3 heads, t, clip).

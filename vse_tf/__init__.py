@@ -17,3 +17,12 @@ USER_TF_CPP_MIN_LOG_LEVEL = (
 )
 
 __version__ = "0.2.0"
+
+
+def load(path, version=None):
+    """A trained model from a run folder or an export folder, with
+    `encode_images` and `encode_texts` (see `vse_tf.embedder`)."""
+    # Deferred: `import vse_tf` stays light, and TensorFlow loads on use.
+    from vse_tf import embedder
+
+    return embedder.load(path, version)

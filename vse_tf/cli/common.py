@@ -17,9 +17,9 @@ import textwrap
 from absl import logging as absl_logging
 
 from vse_tf import errors
-from vse_tf.cli import config
-from vse_tf.cli.config import load_gin  # noqa: F401  (the programs' API)
-from vse_tf.cli.config import load_gin_for_run  # noqa: F401
+from vse_tf import gin_config
+from vse_tf.gin_config import load_gin  # noqa: F401  (the programs' API)
+from vse_tf.gin_config import load_gin_for_run  # noqa: F401
 
 VERBOSITY = ("debug", "info", "warning", "error")
 
@@ -119,7 +119,7 @@ def exit_on_user_error(main, *args):
         )
         sources = []
         for parameter in error.parameters:
-            source = config.binding_source(parameter)
+            source = gin_config.binding_source(parameter)
             sources.append(
                 f"{parameter} is set by {source}"
                 if source

@@ -1,8 +1,10 @@
-"""Gin configuration, loaded by the programs and nowhere else.
+"""Gin configuration, loaded by the programs and by `vse_tf.load`.
 
-`load_gin` registers every configurable (`vse_tf.cli.configurables`),
-parses the files and then the bindings once, and turns gin's errors into
-user errors that name the binding and suggest the closest name.
+`load_gin` registers every configurable (`vse_tf.configurables`), parses
+the files and then the bindings once, and turns gin's errors into user
+errors that name the binding and suggest the closest name. Below the
+programs so that the library's own entry, `vse_tf.load`, can read a run's
+configuration; no module below this layer loads gin files.
 """
 
 import difflib
@@ -72,7 +74,7 @@ class _QuietIncludeProbes(logging.Filter):
 
 def load_gin(gin_files, gin_bindings):
     """Parses files then bindings once; every unknown name is an error."""
-    from vse_tf.cli import configurables  # noqa: F401  (registers gin names)
+    from vse_tf import configurables  # noqa: F401  (registers gin names)
 
     missing = [f for f in gin_files if not os.path.exists(f)]
     if missing:
