@@ -187,6 +187,24 @@ def test_broken_image_in_the_test_split(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize(
+    "breakage",
+    ["missing photo", "missing column", "empty caption", "not UTF-8"],
+)
+def test_a_bad_caption_file(tmp_path, breakage):
+    from tests.test_caption_files import _broken
+
+    dataset, expected = _broken(tmp_path, breakage)
+    result = run_tool(
+        "train",
+        "--gin_file=gin/demo.gin",
+        *bindings([f"train.dataset = '{dataset}'"]),
+        f"--model_dir={tmp_path / 'run'}",
+    )
+    _assert_clean(result, expected)
+    assert not (tmp_path / "run").exists()
+
+
 def test_corrupt_weights_file(tmp_path):
     weights = tmp_path / "resnet50.h5"
     weights.write_bytes(b"\x89HDF\r\n" + b"\0" * 100)  # a truncated file

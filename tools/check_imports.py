@@ -44,7 +44,15 @@ LAYERS = {
     "vse_tf.cli": 6,
 }
 ENTRY = 7  # vse_tf/<verb>.py and the package itself
-VERBS = ("train", "evaluate", "export", "projector", "search", "serving_client")
+VERBS = (
+    "train",
+    "evaluate",
+    "export",
+    "projector",
+    "search",
+    "serving_client",
+    "prepare",
+)
 FORBIDDEN_IN_LIBRARY = ("vse_tf.cli", "absl.flags", "absl.app")
 
 

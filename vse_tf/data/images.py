@@ -2,11 +2,18 @@
 
 The same function prepares photos for evaluation and inside the exported
 image tower, so a served embedding equals the one scored offline. Core
-TensorFlow ops only: stock TF Serving runs them.
+TensorFlow ops only: stock TF Serving runs them. And before any decoding,
+whether a file is a whole photo at all (`looks_complete`, `whole_photos`).
 """
+
+import os
 
 import tensorflow as tf
 
+from vse_tf import errors
+
+_JPEG_START, _JPEG_END = b"\xff\xd8", b"\xff\xd9"
+_PNG_START, _PNG_END = b"\x89PNG\r\n\x1a\n", b"IEND\xaeB`\x82"
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _JPEG_SIGNATURE = b"\xff\xd8\xff"
 
@@ -64,4 +71,51 @@ def decode_batch(image_bytes, size, name="image_bytes"):
         lambda one: decode_and_resize(one, size, name),
         image_bytes,
         fn_output_signature=tf.TensorSpec([size, size, 3], tf.float32),
+    )
+
+
+def looks_complete(path):
+    """Whether the file is a whole JPEG or PNG: right start and end markers.
+
+    Catches what breaks real datasets (a truncated download, an HTML error
+    page saved as .jpg, an empty file) in microseconds a file, before
+    training starts rather than as a crash in the middle of an epoch.
+    """
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+            f.seek(max(os.path.getsize(path) - 12, 0))
+            tail = f.read()
+    except OSError:
+        return False
+    if head.startswith(_JPEG_START):
+        # Some encoders pad after the end marker.
+        return _JPEG_END in tail
+    return head.startswith(_PNG_START) and tail.endswith(_PNG_END)
+
+
+def whole_photos(paths, captions, ids, what, on_bad_image, originals):
+    """(paths, captions, ids) without the photos that are not whole JPEG
+    or PNG files: those are skipped and counted ("skip") or an error
+    ("error")."""
+    whole = [looks_complete(path) for path in paths]
+    bad = [path for path, ok in zip(paths, whole) if not ok]
+    if bad:
+        listed = ", ".join(bad[:3]) + (" ..." if len(bad) > 3 else "")
+        if on_bad_image == "error":
+            raise errors.DatasetError(
+                f"{len(bad)} image(s) of {what} are not whole JPEG or PNG "
+                f"files: {listed}. The protocols score whole val and test "
+                f"splits; replace the file(s) with {originals}, or set "
+                "load_examples.on_bad_image = 'skip' to score without them."
+            )
+        print(
+            f"{what}: skipped {len(bad)} of {len(paths)} images that are "
+            f"not whole JPEG or PNG files ({listed})."
+        )
+    keep = [i for i, ok in enumerate(whole) if ok]
+    return (
+        [paths[i] for i in keep],
+        [captions[i] for i in keep],
+        [ids[i] for i in keep],
     )

@@ -33,6 +33,7 @@ import tensorflow as tf
 from vse_tf import errors
 from vse_tf.data import caption_files
 from vse_tf.data import images
+from vse_tf.data import records
 
 DATASETS = {
     "flickr8k": "dataset_flickr8k.json",
@@ -54,9 +55,6 @@ HOW_TO_GET = {
 # COCO's Karpathy "restval" images train too (113,287 in all).
 SPLITS = {"train": ("train", "restval"), "val": ("val",), "test": ("test",)}
 BAD_IMAGE_POLICIES = ("skip", "error")
-
-_JPEG_START, _JPEG_END = b"\xff\xd8", b"\xff\xd9"
-_PNG_START, _PNG_END = b"\x89PNG\r\n\x1a\n", b"IEND\xaeB`\x82"
 
 
 def dataset_dir(name, data_dir):
@@ -114,26 +112,6 @@ def image_folder(name, data_dir, folder=None):
     )
 
 
-def looks_complete(path):
-    """Whether the file is a whole JPEG or PNG: right start and end markers.
-
-    Catches what breaks real datasets (a truncated download, an HTML error
-    page saved as .jpg, an empty file) in microseconds a file, before
-    training starts rather than as a crash in the middle of an epoch.
-    """
-    try:
-        with open(path, "rb") as f:
-            head = f.read(8)
-            f.seek(max(os.path.getsize(path) - 12, 0))
-            tail = f.read()
-    except OSError:
-        return False
-    if head.startswith(_JPEG_START):
-        # Some encoders pad after the end marker.
-        return _JPEG_END in tail
-    return head.startswith(_PNG_START) and tail.endswith(_PNG_END)
-
-
 def split_entries(name, split, data_dir, folder=None):
     """The split file's entries of one split ("train": train + restval)."""
     entries = [
@@ -182,40 +160,13 @@ def checked_split(
         paths.append(path)
         captions.append(sentences[:captions_per_image])
         ids.append(entry.get("cocoid", entry.get("imgid", len(ids))))
-    return whole_photos(
+    return images.whole_photos(
         paths,
         captions,
         ids,
         f"the {name} {split} split",
         on_bad_image,
         f"the originals ({HOW_TO_GET[name]})",
-    )
-
-
-def whole_photos(paths, captions, ids, what, on_bad_image, originals):
-    """(paths, captions, ids) without the photos that are not whole JPEG
-    or PNG files: those are skipped and counted ("skip") or an error
-    ("error")."""
-    whole = [looks_complete(path) for path in paths]
-    bad = [path for path, ok in zip(paths, whole) if not ok]
-    if bad:
-        listed = ", ".join(bad[:3]) + (" ..." if len(bad) > 3 else "")
-        if on_bad_image == "error":
-            raise errors.DatasetError(
-                f"{len(bad)} image(s) of {what} are not whole JPEG or PNG "
-                f"files: {listed}. The protocols score whole val and test "
-                f"splits; replace the file(s) with {originals}, or set "
-                "load_examples.on_bad_image = 'skip' to score without them."
-            )
-        print(
-            f"{what}: skipped {len(bad)} of {len(paths)} images that are "
-            f"not whole JPEG or PNG files ({listed})."
-        )
-    keep = [i for i, ok in enumerate(whole) if ok]
-    return (
-        [paths[i] for i in keep],
-        [captions[i] for i in keep],
-        [ids[i] for i in keep],
     )
 
 
@@ -233,8 +184,9 @@ def load_examples(
     Karpathy-format dataset, or one's own caption file (`caption_files`).
 
     Args:
-      name: "flickr8k", "flickr30k" or "coco"; or "csv:PATH" or
-        "jsonl:PATH", a caption file.
+      name: "flickr8k", "flickr30k" or "coco"; "csv:PATH" or
+        "jsonl:PATH", a caption file; "records:DIR", one prepared as
+        records (`records`).
       split: "train" (COCO: train + restval), "val" or "test".
       data_dir: the folder holding `name/` (default ~/tensorflow_datasets);
         a relative caption file's PATH is looked for here after the
@@ -256,6 +208,10 @@ def load_examples(
     )
     if on_bad_image is None:
         on_bad_image = "skip" if split == "train" else "error"
+    if records.handles(name):
+        return records.load_examples(
+            name, split, data_dir, image_size, captions_only
+        )
     if caption_files.handles(name):
         paths, captions, ids = caption_files.read_photos(
             name, data_dir
@@ -264,7 +220,7 @@ def load_examples(
             return tf.data.Dataset.from_tensor_slices(
                 [caption for group in captions for caption in group]
             )
-        listing = whole_photos(
+        listing = images.whole_photos(
             paths,
             captions,
             ids,

@@ -17,6 +17,7 @@ from vse_tf.data import coco
 from vse_tf.data import karpathy
 from vse_tf.data import karpathy_tfds
 from vse_tf.data import precomp
+from vse_tf.data import records
 from vse_tf.data import tfds_source
 
 
@@ -48,6 +49,7 @@ NAMES = (
     "shapes/tiny",
     "csv:PATH",
     "jsonl:PATH",
+    "records:DIR",
 )
 
 
@@ -64,6 +66,14 @@ def _tfds(dataset, split, data_dir, captions_only):
 
 
 SOURCES = [
+    Source(
+        "a caption file prepared as sharded records",
+        records.handles,
+        lambda dataset, split, data_dir, captions_only: karpathy.load_examples(
+            dataset, split, data_dir, captions_only=captions_only
+        ),
+        lambda dataset, data_dir: records.read_manifest(dataset, data_dir)[1],
+    ),
     Source(
         "one's own CSV or JSONL file of photos and captions",
         caption_files.handles,
