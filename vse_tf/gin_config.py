@@ -19,9 +19,7 @@ from vse_tf import compat
 from vse_tf import errors
 from vse_tf.training import run_dir
 
-GIN_DIR = os.path.join(
-    os.path.dirname(os.path.dirname(os.path.dirname(__file__))), "gin"
-)
+GIN_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "gin")
 
 
 def _explain_gin_error(error):
