@@ -363,7 +363,9 @@ def test_flickr8k_config_trains_heads_on_cached_features(tmp_path):
         # + the standardized stages 5, 6 and 7 (112 + 192 + 320 for Lite0
         # and Lite1, 120 + 208 + 352 for Lite2); MiniLM layers 4 to 6.
         assert stored["image"].shape == (8, 2, 3 * 1280 + 2 * 624 + 680)
-        assert stored["captions"].shape == (8, 5, 3 * 384)
+        # The captions flat, five an image.
+        assert stored["captions"].shape == (8 * 5, 3 * 384)
+        assert stored["captions_per_image"].tolist() == [5] * 8
     assert (model_dir / "export" / "text_tower" / "1").exists()
     with np.load(model_dir / "hubness.npz") as banks:
         # Three heads of 8: every train image, the first caption of each.
