@@ -162,8 +162,11 @@ def test_an_image_without_captions_or_a_wrong_count_is_an_error(counts):
         )
 
 
+@pytest.mark.parametrize("chunk", [16, 512])
 @pytest.mark.parametrize("dim", [256, 1024, 8192, 16384])
-def test_exact_ties_of_real_valued_embeddings_count_at_any_dimension(dim):
+def test_exact_ties_of_real_valued_embeddings_count_at_any_dimension(
+    dim, chunk
+):
     # Unit float32 vectors, as towers give them, with exact ties: the same
     # photo twice (its captions tie between the two) and captions repeated
     # across images (Flickr8k repeats caption strings). The truth's score
@@ -184,8 +187,10 @@ def test_exact_ties_of_real_valued_embeddings_count_at_any_dimension(dim):
         (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
         for x in (images, texts)
     )
+    # Chunks of 16 or all 40 images against the truths' blocks of 32 and
+    # 8 (evaluation.TRUTH_ROWS): products of other shapes.
     i2t, t2i = evaluation.retrieval_ranks(
-        images, texts, captions_per_image, chunk_size=16
+        images, texts, captions_per_image, chunk_size=chunk
     )
     ref_i2t, ref_t2i = pessimistic_ranks(images, texts, captions_per_image)
     np.testing.assert_array_equal(i2t, ref_i2t)

@@ -12,6 +12,7 @@ from vse_tf.evaluation.metrics import METRIC_NAMES  # noqa: F401
 from vse_tf.evaluation.metrics import PROTOCOLS  # noqa: F401
 from vse_tf.evaluation.metrics import RECALL_AT  # noqa: F401
 from vse_tf.evaluation.metrics import TIE_TOLERANCE  # noqa: F401
+from vse_tf.evaluation.metrics import TRUTH_ROWS  # noqa: F401
 from vse_tf.evaluation.metrics import NonFiniteEmbeddings  # noqa: F401
 from vse_tf.evaluation.metrics import Protocol  # noqa: F401
 from vse_tf.evaluation.metrics import check_finite  # noqa: F401

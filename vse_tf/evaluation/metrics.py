@@ -52,6 +52,8 @@ METRIC_NAMES = (
 )
 RECALL_AT = (1, 5, 10)
 TIE_TOLERANCE = 2.0**-20
+# Images a block of the truths' product (see `_truth_scores`).
+TRUTH_ROWS = 32
 
 Protocol = collections.namedtuple("Protocol", "split folds images summary")
 # The field's test protocols (Karpathy splits).
@@ -147,27 +149,38 @@ def retrieval_ranks(
     # Each caption's score with its own image, and what a candidate must
     # reach to rank above it or tie it: for a caption, its own score; for
     # an image, its best own caption's.
-    positive = _truth_scores(images, texts, chunks, offsets, owner)
+    positive = _truth_scores(images, texts, offsets, owner)
     t2i_bar = positive - tolerance
     i2t_bar = np.maximum.reduceat(positive, offsets[:-1]) - tolerance
     i2t = np.empty(num_images, dtype=np.int64)
     t2i = np.zeros(texts.shape[0], dtype=np.int64)
+    # One buffer for every chunk's scores: a fresh 50 MB array a chunk
+    # costs its page faults each time.
+    buffer = np.empty((chunks[0][1], texts.shape[0]), np.float32)
     for start, stop in chunks:
-        scores = images[start:stop] @ texts.T
+        scores = np.matmul(
+            images[start:stop], texts.T, out=buffer[: stop - start]
+        )
         first, last = offsets[start], offsets[stop]
         own = _own_scores(scores[:, first:last], first, last, owner, start)
         # Own captions are no competitors, nor is an image for its own
         # captions: count all, then take out what they added.
-        i2t[start:stop] = np.count_nonzero(
+        i2t[start:stop] = _count(
             scores >= i2t_bar[start:stop, None], axis=1
         ) - np.bincount(
             owner[first:last] - start,
             own >= i2t_bar[owner[first:last]],
             minlength=stop - start,
         ).astype(np.int64)
-        t2i += np.count_nonzero(scores >= t2i_bar, axis=0)
+        t2i += _count(scores >= t2i_bar, axis=0)
         t2i[first:last] -= own >= t2i_bar[first:last]
     return i2t, t2i
+
+
+def _count(reached, axis):
+    """np.count_nonzero(reached, axis) in half its time: the booleans'
+    bytes summed as int32 (a count never nears 2**31)."""
+    return np.add.reduce(reached.view(np.uint8), axis=axis, dtype=np.int32)
 
 
 def _check_caption_count(num_texts, offsets, captions_per_image):
@@ -191,9 +204,14 @@ def _own_scores(scores, first, last, owner, first_image):
     return scores[owner[first:last] - first_image, columns]
 
 
-def _truth_scores(images, texts, chunks, offsets, owner):
+def _truth_scores(images, texts, offsets, owner, rows=TRUTH_ROWS):
     """[M]: each caption's score with its own image, from a product of
-    each chunk of images with its own captions alone."""
+    each `rows` images with their own captions alone (a small block:
+    the work is rows times the truths it yields)."""
+    blocks = [
+        (start, min(start + rows, len(images)))
+        for start in range(0, len(images), rows)
+    ]
     return np.concatenate(
         [
             _own_scores(
@@ -203,7 +221,7 @@ def _truth_scores(images, texts, chunks, offsets, owner):
                 owner,
                 start,
             )
-            for start, stop in chunks
+            for start, stop in blocks
         ]
     )
 
