@@ -41,7 +41,11 @@ def test_records_read_back_as_the_caption_file(caption_file, tmp_path):
     assert manifest["shards"]["train"] == [
         records.shard_name("train", i, 3) for i in range(3)
     ]
-    assert manifest["sizes"]["train"] == {"images": 5, "captions": 9}
+    assert manifest["sizes"]["train"] == {
+        "images": 5,
+        "captions": 9,
+        "captions_per_image": None,
+    }
     for split in ("train", "val", "test"):
         prepared = pipeline.load_examples(f"records:{out}", split)
         direct = pipeline.load_examples(caption_file, split)

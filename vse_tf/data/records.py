@@ -126,32 +126,39 @@ def load_examples(dataset, split, data_dir, image_size, captions_only=False):
         deterministic=True,
     )
 
+    # One count for every photo: a dense [C] each, as the caption file
+    # gives (batches of them need no ragged tensors).
+    uniform = size.get("captions_per_image")
+
     def parse(record):
         example = tf.io.parse_single_example(record, FEATURES)
-        return (
-            example["image"],
-            tf.sparse.to_dense(example["captions"]),
-            example["image_id"],
-        )
+        captions = tf.sparse.to_dense(example["captions"])
+        if uniform:
+            captions = tf.ensure_shape(captions, [uniform])
+        return example, captions
 
-    parsed = records.map(parse, num_parallel_calls=tf.data.AUTOTUNE)
     if captions_only:
-        captions = parsed.flat_map(
-            lambda _, captions, __: tf.data.Dataset.from_tensor_slices(captions)
-        )
+        captions = records.map(
+            lambda record: parse(record)[1],
+            num_parallel_calls=tf.data.AUTOTUNE,
+        ).unbatch()
         return captions.apply(
             tf.data.experimental.assert_cardinality(size["captions"])
         )
 
-    def decode(image_bytes, captions, image_id):
-        pixels = images.decode_and_resize(image_bytes, image_size, name="image")
+    def decode(record):
+        # Parsed and decoded in one function: one parallel map, not two.
+        example, captions = parse(record)
+        pixels = images.decode_and_resize(
+            example["image"], image_size, name="image"
+        )
         return {
             "image": tf.cast(tf.round(pixels), tf.uint8),
             "captions": captions,
-            "image_id": image_id,
+            "image_id": example["image_id"],
         }
 
-    return parsed.map(decode, num_parallel_calls=tf.data.AUTOTUNE).apply(
+    return records.map(decode, num_parallel_calls=tf.data.AUTOTUNE).apply(
         tf.data.experimental.assert_cardinality(size["images"])
     )
 
@@ -181,9 +188,11 @@ def prepare(dataset, out_dir, data_dir=None, shard_size=1000, progress=None):
         manifest["shards"][split] = write_split(
             out_dir, split, listing, shard_size, progress
         )
+        counts = {len(c) for c in listing[1]}
         manifest["sizes"][split] = {
             "images": len(listing[0]),
             "captions": sum(len(c) for c in listing[1]),
+            "captions_per_image": counts.pop() if len(counts) == 1 else None,
         }
     io_utils.write_json_atomic(os.path.join(out_dir, MANIFEST), manifest)
     return manifest
