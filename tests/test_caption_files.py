@@ -130,41 +130,48 @@ def test_without_a_split_column_the_split_is_seeded_and_recorded(tmp_path):
     assert sorted(ids) == list(range(40))
 
 
+# What breaks a caption file of 3 photos, 2 captions each (line 1 the
+# header, then photos 0, 1, 2, then their second captions): the line
+# replaced (None: photo 1 deleted instead), and what the error says.
+BREAKAGES = {
+    "missing photo": (
+        None,
+        None,
+        "line 3: the photo 'photos/1.jpg' is missing",
+    ),
+    "missing column": (0, "image,text,split", "line 1: no caption column"),
+    "empty caption": (
+        5,
+        "photos/1.jpg,   ,val",
+        "line 6: the caption is empty",
+    ),
+    "not UTF-8": (4, "photos/0.jpg,un caf\xe9,train", "line 5 is not UTF-8"),
+    "unknown split": (
+        2,
+        "photos/1.jpg,a caption,validation",
+        "line 3: split 'validation' is none of train, val, test",
+    ),
+    "two splits": (
+        4,
+        "photos/0.jpg,a caption,test",
+        "line 5: 'photos/0.jpg' is in split 'test' here",
+    ),
+}
+
+
 def _broken(tmp_path, breakage):
     """A caption file with one thing wrong; (its dataset name, what the
     error must say)."""
     path = write_caption_file(tmp_path, [2, 2, 2], ["train", "val", "test"])
-    lines = path.read_bytes().split(b"\n")
-    if breakage == "missing photo":
+    index, line, expected = BREAKAGES[breakage]
+    if index is None:
         (tmp_path / "photos" / "1.jpg").unlink()
-        expected = "line 3: the photo 'photos/1.jpg' is missing"
-    elif breakage == "missing column":
-        lines[0] = b"image,text,split"
-        expected = "line 1: no caption column"
-    elif breakage == "empty caption":
-        lines[5] = b"photos/1.jpg,   ,val"
-        expected = "line 6: the caption is empty"
-    elif breakage == "not UTF-8":
-        lines[4] = "photos/0.jpg,un caf\xe9,train".encode("latin-1")
-        expected = "line 5 is not UTF-8"
-    elif breakage == "unknown split":
-        lines[2] = b"photos/1.jpg,a caption,validation"
-        expected = "line 3: split 'validation' is none of train, val, test"
-    elif breakage == "two splits":
-        lines[4] = b"photos/0.jpg,a caption,test"
-        expected = "line 5: 'photos/0.jpg' is in split 'test' here"
-    path.write_bytes(b"\n".join(lines))
+    else:
+        lines = path.read_bytes().split(b"\n")
+        # Latin-1: the one line that is not UTF-8 stays so.
+        lines[index] = line.encode("latin-1")
+        path.write_bytes(b"\n".join(lines))
     return f"csv:{path}", expected
-
-
-BREAKAGES = [
-    "missing photo",
-    "missing column",
-    "empty caption",
-    "not UTF-8",
-    "unknown split",
-    "two splits",
-]
 
 
 @pytest.mark.parametrize("breakage", BREAKAGES)

@@ -76,23 +76,11 @@ def test_ranks_match_argsort_reference(n, captions_per_image, chunk):
     "n,captions_per_image,chunk", [(40, 5, 512), (40, 5, 7), (23, 3, 4)]
 )
 def test_ties_count_against_the_truth(n, captions_per_image, chunk):
-    # Embeddings in {-1, 0, 1}^4: integer scores with many exact ties, and
-    # repeated captions, as Flickr8k repeats caption strings across images.
     rng = np.random.default_rng(n)
-    images = rng.integers(-1, 2, size=(n, 4))
-    texts = np.repeat(images, captions_per_image, axis=0)
-    noisy = rng.random(len(texts)) < 0.6
-    texts[noisy] = rng.integers(-1, 2, size=(noisy.sum(), 4))
-    texts[1::7] = texts[0]
-    i2t, t2i = evaluation.retrieval_ranks(
-        images.astype(np.float32),
-        texts.astype(np.float32),
-        captions_per_image,
-        chunk_size=chunk,
+    images, texts = _tied_embeddings(rng, np.full(n, captions_per_image))
+    ref_i2t, ref_t2i = _ranks_equal_the_pessimistic_count(
+        images, texts, captions_per_image, chunk
     )
-    ref_i2t, ref_t2i = pessimistic_ranks(images, texts, captions_per_image)
-    np.testing.assert_array_equal(i2t, ref_i2t)
-    np.testing.assert_array_equal(t2i, ref_t2i)
     # The data has ties that decide ranks: an argsort would differ.
     argsort_i2t, argsort_t2i = reference_ranks(
         images, texts, captions_per_image
@@ -102,15 +90,30 @@ def test_ties_count_against_the_truth(n, captions_per_image, chunk):
 
 @pytest.mark.parametrize("chunk", [512, 7, 3])
 def test_any_number_of_captions_per_image_with_ties(chunk):
-    # 1 to 7 captions an image (one's own data), integer embeddings with
-    # exact ties, repeated captions across images.
+    # 1 to 7 captions an image, as one's own data has.
     rng = np.random.default_rng(chunk)
     counts = rng.integers(1, 8, size=41)
-    images = rng.integers(-1, 2, size=(41, 4))
+    images, texts = _tied_embeddings(rng, counts)
+    ref_i2t, ref_t2i = _ranks_equal_the_pessimistic_count(
+        images, texts, counts, chunk
+    )
+    assert (ref_i2t > 0).any() and (ref_t2i > 0).any()
+
+
+def _tied_embeddings(rng, counts):
+    """Embeddings in {-1, 0, 1}^4, counts[i] captions for image i: integer
+    scores with many exact ties, and repeated captions, as Flickr8k
+    repeats caption strings across images."""
+    images = rng.integers(-1, 2, size=(len(counts), 4))
     texts = np.repeat(images, counts, axis=0)
     noisy = rng.random(len(texts)) < 0.6
     texts[noisy] = rng.integers(-1, 2, size=(noisy.sum(), 4))
     texts[1::7] = texts[0]
+    return images, texts
+
+
+def _ranks_equal_the_pessimistic_count(images, texts, counts, chunk):
+    """Asserts vse_tf's ranks equal the float64 brute force; returns it."""
     i2t, t2i = evaluation.retrieval_ranks(
         images.astype(np.float32),
         texts.astype(np.float32),
@@ -120,7 +123,7 @@ def test_any_number_of_captions_per_image_with_ties(chunk):
     ref_i2t, ref_t2i = pessimistic_ranks(images, texts, counts)
     np.testing.assert_array_equal(i2t, ref_i2t)
     np.testing.assert_array_equal(t2i, ref_t2i)
-    assert (ref_i2t > 0).any() and (ref_t2i > 0).any()
+    return ref_i2t, ref_t2i
 
 
 def test_a_count_per_image_of_five_is_the_fixed_protocol_exactly():
