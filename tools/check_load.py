@@ -12,7 +12,6 @@ Karpathy's datasets (flickr8k, flickr30k, coco) and on caption files.
 
 import argparse
 import json
-import os
 import sys
 import time
 
@@ -20,18 +19,15 @@ import vse_tf
 from tools import machine_info
 from vse_tf import evaluation
 from vse_tf.data import caption_files
-from vse_tf.data import images
 from vse_tf.data import karpathy
+from vse_tf.training import run_dir
 
 
 def test_photos(dataset, data_dir):
     """(photo paths, their captions) of the test split, in its order."""
     if caption_files.handles(dataset):
-        paths, captions, ids = caption_files.read_photos(
-            dataset, data_dir
-        ).of_split("test")
-        paths, captions, _ = images.whole_photos(
-            paths, captions, ids, "test", "error", "whole photos"
+        paths, captions, _ = caption_files.checked_split(
+            dataset, "test", data_dir
         )
         return paths, captions
     paths, captions, _ = karpathy.checked_split(dataset, "test", data_dir)
@@ -67,13 +63,13 @@ def main():
     parser.add_argument("--model_dir", required=True)
     parser.add_argument("--data_dir")
     args = parser.parse_args()
-    with open(os.path.join(args.model_dir, "run.json")) as f:
-        dataset = json.load(f)["dataset"]
-    with open(os.path.join(args.model_dir, "metrics.json")) as f:
+    run = run_dir.RunDir(args.model_dir)
+    dataset = run.read_run_info()["dataset"]
+    with open(run.metrics) as f:
         expected = json.load(f)
     paths, captions = test_photos(dataset, args.data_dir)
     worst = 0.0
-    for source in (args.model_dir, os.path.join(args.model_dir, "export")):
+    for source in (args.model_dir, run.export):
         started = time.time()
         model = vse_tf.load(source)
         found = differences(model, paths, captions, expected)

@@ -52,10 +52,11 @@ def load(path, version=None):
         )
     if version is None and run_dir.RunDir(path).is_run():
         return _from_run(path)
-    export = os.path.join(path, "export")
-    if not os.path.isdir(os.path.join(path, saved_model.IMAGE_TOWER)):
-        if os.path.isdir(export):
-            path = export
+    export = run_dir.RunDir(path).export
+    if not os.path.isdir(
+        os.path.join(path, saved_model.IMAGE_TOWER)
+    ) and os.path.isdir(export):
+        path = export
     return _from_export(path, version)
 
 

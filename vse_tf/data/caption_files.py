@@ -31,16 +31,30 @@ import gin
 import numpy as np
 
 from vse_tf import errors
+from vse_tf.data import images
 
 FORMATS = ("csv", "jsonl")
 COLUMNS = ("image", "caption")
 SPLITS = ("train", "val", "test")
 
 
-def handles(dataset):
-    """Whether `dataset` names a caption file ('csv:PATH', 'jsonl:PATH')."""
+def handles(dataset, kinds=FORMATS):
+    """Whether `dataset` is KIND:PATH for a KIND of `kinds` (by default a
+    caption file: 'csv:PATH', 'jsonl:PATH')."""
     kind, colon, path = dataset.partition(":")
-    return bool(colon) and kind in FORMATS and bool(path)
+    return bool(colon) and kind in kinds and bool(path)
+
+
+def locate(dataset, data_dir, exists):
+    """(the absolute path `dataset`'s PATH names, where it was looked
+    for): PATH as it is, else under `data_dir` when relative; the path is
+    None when `exists` holds for neither."""
+    path = os.path.expanduser(dataset.partition(":")[2])
+    tried = [os.path.abspath(path)]
+    if not os.path.isabs(path) and data_dir:
+        tried.append(os.path.abspath(os.path.join(data_dir, path)))
+    found = next((candidate for candidate in tried if exists(candidate)), None)
+    return found, tried
 
 
 @gin.configurable("caption_file")
@@ -114,17 +128,25 @@ class Photos:
 
 def find_file(dataset, data_dir=None):
     """The caption file `dataset` names, as an absolute path."""
-    path = os.path.expanduser(dataset.partition(":")[2])
-    tried = [os.path.abspath(path)]
-    if not os.path.isabs(path) and data_dir:
-        tried.append(os.path.abspath(os.path.join(data_dir, path)))
-    for candidate in tried:
-        if os.path.isfile(candidate):
-            return candidate
+    path, tried = locate(dataset, data_dir, os.path.isfile)
+    if path:
+        return path
     raise errors.DatasetError(
         f"train.dataset = {dataset!r}: no such file ({' nor '.join(tried)})."
         " Give the path of a CSV or JSONL file with the columns image and "
         "caption (see docs/data.md)."
+    )
+
+
+def checked_split(dataset, split, data_dir=None, on_bad_image=None):
+    """(photo paths, their captions, their ids) of `split`, without the
+    photos that are not whole JPEG or PNG files (`images.whole_photos`,
+    by `images.bad_photo_policy` unless `on_bad_image` says)."""
+    return images.whole_photos(
+        *read_photos(dataset, data_dir).of_split(split),
+        f"the {split} split of {dataset}",
+        images.bad_photo_policy(split, on_bad_image),
+        "whole photos",
     )
 
 

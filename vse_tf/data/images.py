@@ -94,6 +94,14 @@ def looks_complete(path):
     return head.startswith(_PNG_START) and tail.endswith(_PNG_END)
 
 
+def bad_photo_policy(split, chosen=None):
+    """`chosen` ("skip" or "error"), or by default "skip" in train and
+    "error" in val and test, whose size the protocols fix."""
+    if chosen is not None:
+        return chosen
+    return "skip" if split == "train" else "error"
+
+
 def whole_photos(paths, captions, ids, what, on_bad_image, originals):
     """(paths, captions, ids) without the photos that are not whole JPEG
     or PNG files: those are skipped and counted ("skip") or an error

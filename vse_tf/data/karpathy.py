@@ -206,27 +206,21 @@ def load_examples(
     errors.check_choice(
         "load_examples.on_bad_image", on_bad_image, (None, *BAD_IMAGE_POLICIES)
     )
-    if on_bad_image is None:
-        on_bad_image = "skip" if split == "train" else "error"
+    on_bad_image = images.bad_photo_policy(split, on_bad_image)
     if records.handles(name):
         return records.load_examples(
             name, split, data_dir, image_size, captions_only
         )
+    if caption_files.handles(name) and captions_only:
+        _, captions, _ = caption_files.read_photos(name, data_dir).of_split(
+            split
+        )
+        return tf.data.Dataset.from_tensor_slices(
+            [caption for group in captions for caption in group]
+        )
     if caption_files.handles(name):
-        paths, captions, ids = caption_files.read_photos(
-            name, data_dir
-        ).of_split(split)
-        if captions_only:
-            return tf.data.Dataset.from_tensor_slices(
-                [caption for group in captions for caption in group]
-            )
-        listing = images.whole_photos(
-            paths,
-            captions,
-            ids,
-            f"the {split} split of {name}",
-            on_bad_image,
-            "whole photos",
+        listing = caption_files.checked_split(
+            name, split, data_dir, on_bad_image
         )
         return _photo_examples(*listing, image_size)
     if captions_only:

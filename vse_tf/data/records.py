@@ -40,8 +40,7 @@ FEATURES = {
 
 def handles(dataset):
     """Whether `dataset` names prepared records ('records:DIR')."""
-    kind, colon, path = dataset.partition(":")
-    return bool(colon) and kind == PREFIX and bool(path)
+    return caption_files.handles(dataset, kinds=(PREFIX,))
 
 
 def shard_name(split, index, count):
@@ -95,9 +94,8 @@ def write_split(out_dir, split, listing, shard_size, progress=None):
 
 def read_manifest(dataset, data_dir=None):
     """records.json of the folder `dataset` names, or a DatasetError."""
-    folder = os.path.expanduser(dataset.partition(":")[2])
-    if not os.path.isabs(folder) and data_dir and not os.path.isdir(folder):
-        folder = os.path.join(data_dir, folder)
+    folder, tried = caption_files.locate(dataset, data_dir, os.path.isdir)
+    folder = folder or tried[-1]
     path = os.path.join(folder, MANIFEST)
     if not os.path.exists(path):
         raise errors.DatasetError(
@@ -167,19 +165,13 @@ def prepare(dataset, out_dir, data_dir=None, shard_size=1000, progress=None):
     """Writes the records of caption file `dataset` into `out_dir` (what is
     there already is kept); returns the manifest. Every photo of every
     split is checked before a shard is written."""
-    photos = caption_files.read_photos(dataset, data_dir)
     listings = {
-        split: images.whole_photos(
-            *photos.of_split(split),
-            f"the {split} split of {dataset}",
-            "skip" if split == "train" else "error",
-            "whole photos",
-        )
+        split: caption_files.checked_split(dataset, split, data_dir)
         for split in caption_files.SPLITS
     }
     os.makedirs(out_dir, exist_ok=True)
     manifest = {
-        "source": photos.record(),
+        "source": caption_files.read_photos(dataset, data_dir).record(),
         "shard_size": shard_size,
         "shards": {},
         "sizes": {},
