@@ -55,6 +55,11 @@ TRAIN_BINDINGS = [
     ),
     (["train.batch_size = 0"], "train.batch_size = 0"),
     (["train.batch_size = 'abc'"], "train.batch_size = 'abc'"),
+    (["train.microbatch_size = 0"], "train.microbatch_size = 0"),
+    (
+        ["train.batch_size = 16", "train.microbatch_size = 5"],
+        "train.microbatch_size = 5 does not divide",
+    ),
     (["train.epochs = -1"], "train.epochs = -1"),
     (["train.steps_per_epoch = 0"], "train.steps_per_epoch = 0"),
     (["train.max_vocabulary = 1"], "train.max_vocabulary = 1"),

@@ -130,7 +130,10 @@ def train_one(name, seed, args):
             bindings.append(f"train.init_from = '{base}'")
         if epochs is not None:
             bindings.append(f"train.epochs = {epochs}")
-        feature_dir = os.path.abspath(os.path.join(args.out_dir, "features"))
+        feature_dir = os.path.abspath(
+            getattr(args, "feature_dir", None)
+            or os.path.join(args.out_dir, "features")
+        )
         bindings += [
             f"train.seed = {seed}",
             f"train.feature_dir = '{feature_dir}'",

@@ -25,6 +25,16 @@ PRIVATE_APIS = (
         "fit() on a DualEncoder under a tf.distribute strategy",
     ),
     (
+        "keras.layers.Layer._flatten_layers",
+        lambda: keras.layers.Layer._flatten_layers,
+        "gradient caching's replay of the random state",
+    ),
+    (
+        "keras.layers.Layer._seed_generators",
+        lambda: keras.layers.Dropout(0.5)._seed_generators,
+        "gradient caching's replay of the random state",
+    ),
+    (
         "keras.optimizers.Optimizer._clip_gradients",
         lambda: keras.optimizers.Optimizer._clip_gradients,
         "clipping the gradient summed over replicas",
@@ -69,6 +79,19 @@ def gin_configurables():
         selector.split(".")[-1]: configurable.wrapped
         for selector, configurable in gin.config._REGISTRY.items()
     }
+
+
+def all_layers(model):
+    """The model and every layer inside it, nested ones too. Keras lists
+    only a model's own layers publicly."""
+    return list(model._flatten_layers(include_self=True, recursive=True))
+
+
+def seed_generators(layer):
+    """The `keras.random.SeedGenerator`s a layer draws from (dropout,
+    random crops): Keras lists their states among `variables` but not
+    which they are."""
+    return list(layer._seed_generators)
 
 
 class BuildOnlyTheOptimizer:

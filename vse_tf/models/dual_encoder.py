@@ -9,6 +9,7 @@ import tensorflow as tf
 
 from vse_tf import compat
 from vse_tf import errors
+from vse_tf.models import gradient_cache
 from vse_tf.models import image_towers
 from vse_tf.models import text_towers
 from vse_tf.models import towers
@@ -56,9 +57,13 @@ class DualEncoder(compat.BuildOnlyTheOptimizer, keras.Model):
             )
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.xla_step = False
+        self.microbatch_size = None
 
-    def compile_step(self, jit_compile):
-        """Whether training runs its numeric part as one XLA program.
+    def compile_step(self, jit_compile, microbatch_size=None):
+        """How training runs its step: its numeric part as one XLA program
+        or not, and the whole batch at once or `microbatch_size` pairs of
+        each replica's batch at a time (`gradient_cache`: the same
+        gradients, the memory of one slice).
 
         Keras's own `compile(jit_compile=True)` would compile the whole step,
         which fails on the text tower's string ops. Here tokenization stays
@@ -74,22 +79,40 @@ class DualEncoder(compat.BuildOnlyTheOptimizer, keras.Model):
                 "cross-replica gather of the losses under "
                 f"{type(self.distribute_strategy).__name__}."
             )
-        # A training option, not part of the architecture or the config.
+        # Training options, not part of the architecture or the config.
         self.xla_step = bool(jit_compile)
+        self.microbatch_size = microbatch_size
 
     def _loss_and_gradients(self, pixels, tokens, image_ids):
+        if self.microbatch_size:
+            return gradient_cache.loss_and_gradients(
+                self, pixels, tokens, image_ids, self.microbatch_size
+            )
         with tf.GradientTape() as tape:
-            outputs = {
-                "image": self.image_tower(pixels, training=True),
-                "text": self.text_encoder(tokens, training=True),
-            }
-            if self.log_temperature is not None:
-                outputs["temperature"] = self.temperature()
-            # A replica's value is scaled by 1/replicas (Keras's reduction),
-            # so gradients summed over replicas are the global-batch ones.
-            loss = self.loss(image_ids, outputs)
-            scaled_loss = self.optimizer.scale_loss(loss)
+            loss, scaled_loss = self.batch_loss(
+                self.image_tower(pixels, training=True),
+                self.text_encoder(tokens, training=True),
+                image_ids,
+            )
         return loss, tape.gradient(scaled_loss, self.trainable_weights)
+
+    def batch_loss(self, image_embeddings, text_embeddings, image_ids):
+        """(loss, the loss scaled for the optimizer) of a batch's
+        embeddings; under a strategy, of this replica's share."""
+        outputs = {"image": image_embeddings, "text": text_embeddings}
+        if self.log_temperature is not None:
+            outputs["temperature"] = self.temperature()
+        # A replica's value is scaled by 1/replicas (Keras's reduction),
+        # so gradients summed over replicas are the global-batch ones.
+        loss = self.loss(image_ids, outputs)
+        return loss, self.optimizer.scale_loss(loss)
+
+    def temperature_weights(self):
+        """The trainable weights the loss reads itself, not through a
+        tower: the learned temperature, if any."""
+        if self.log_temperature is None or not self.log_temperature.trainable:
+            return []
+        return [self.log_temperature]
 
     @property
     def tokenizer(self):

@@ -163,7 +163,9 @@ class WorkerDir:
             shutil.rmtree(self.path, ignore_errors=True)
 
 
-def check_batch_size(batch_size, strategy):
+def check_batch_size(batch_size, strategy, microbatch_size=None):
+    """A UserError unless the global batch splits evenly over the replicas,
+    and each replica's share into slices of `microbatch_size`."""
     replicas = strategy.num_replicas_in_sync
     if batch_size % replicas:
         raise errors.UserError(
@@ -171,4 +173,15 @@ def check_batch_size(batch_size, strategy):
             f"{replicas} replicas. The global batch is divided evenly, so "
             f"use a multiple of {replicas}, e.g. "
             f"{max(batch_size // replicas, 1) * replicas}."
+        )
+    share = batch_size // replicas
+    if microbatch_size is not None and share % microbatch_size:
+        divisors = [d for d in range(1, share + 1) if share % d == 0]
+        closest = min(divisors, key=lambda d: abs(d - microbatch_size))
+        raise errors.UserError(
+            f"train.microbatch_size = {microbatch_size} does not divide the "
+            f"batch of a replica, train.batch_size / replicas = {batch_size}"
+            f" / {replicas} = {share}. Each replica computes its share in "
+            f"slices of equal size: use a divisor of {share}, e.g. "
+            f"{closest}."
         )

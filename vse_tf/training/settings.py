@@ -32,6 +32,7 @@ class RunSettings:
     epochs: int
     steps_per_epoch: int | None
     batch_size: int
+    microbatch_size: int | None
     loss: keras.losses.Loss
     max_vocabulary: int
     seed: int
@@ -54,6 +55,7 @@ class RunSettings:
             ("epochs", 1),
             ("steps_per_epoch", 1),
             ("batch_size", 1),
+            ("microbatch_size", 1),
             ("max_vocabulary", 2),
             ("projector_images", 0),
             ("seed", 0),
@@ -63,7 +65,8 @@ class RunSettings:
                 getattr(self, name),
                 minimum=minimum,
                 integer=True,
-                none=name == "steps_per_epoch",  # None: one pass an epoch
+                # None: one pass an epoch; the whole batch at once.
+                none=name in ("steps_per_epoch", "microbatch_size"),
             )
         errors.check_choice(
             "train.mixed_precision", self.mixed_precision, precision.CHOICES
@@ -83,6 +86,7 @@ class RunSettings:
             "epochs": self.epochs,
             "steps_per_epoch": steps_per_epoch,
             "batch_size": self.batch_size,
+            "microbatch_size": self.microbatch_size,
             "seed": self.seed,
             "mixed_precision": policy,
             "hubness_correction": self.hubness_correction is not None,
@@ -104,6 +108,7 @@ def run_settings(
     epochs=10,
     steps_per_epoch=None,
     batch_size=128,
+    microbatch_size=None,
     loss=gin.REQUIRED,
     max_vocabulary=10_000,
     seed=0,
@@ -131,6 +136,11 @@ def run_settings(
         split.
       batch_size: global batch (image-caption pairs), split evenly over the
         replicas of all workers.
+      microbatch_size: None computes each replica's share of the batch at
+        once; m computes it m pairs at a time (gradient caching,
+        `vse_tf.models.gradient_cache`): the same loss and gradients, for
+        one more forward pass, in the memory of m pairs. m divides the
+        batch of a replica (batch_size / replicas).
       loss: a `vse_tf.losses` objective.
       max_vocabulary: size of the text tower's vocabulary.
       seed: seeds weights and data order.
@@ -171,6 +181,7 @@ def run_settings(
         epochs=epochs,
         steps_per_epoch=steps_per_epoch,
         batch_size=batch_size,
+        microbatch_size=microbatch_size,
         loss=loss,
         max_vocabulary=max_vocabulary,
         seed=seed,

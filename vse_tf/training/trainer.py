@@ -30,6 +30,7 @@ from vse_tf.evaluation import embedding
 from vse_tf.modeling import building
 from vse_tf.modeling import optimizers
 from vse_tf.models import dual_encoder
+from vse_tf.models import gradient_cache
 from vse_tf.models import text_towers
 from vse_tf.serving import projector
 from vse_tf.serving import saved_model
@@ -61,7 +62,9 @@ def run_training(settings):
     # First: a multi-worker strategy must set up collectives before
     # TensorFlow runs anything.
     strategy = distribute.get_strategy()
-    distribute.check_batch_size(settings.batch_size, strategy)
+    distribute.check_batch_size(
+        settings.batch_size, strategy, settings.microbatch_size
+    )
     arithmetic = precision.choose(settings.mixed_precision)
     with (
         distribute.WorkerDir(settings.model_dir, strategy) as worker,
@@ -80,7 +83,8 @@ def run_training(settings):
             f"{_count(settings.epochs, 'epoch')} x "
             f"{_count(splits.steps_per_epoch, 'step')} of "
             f"{settings.batch_size} pairs, "
-            f"{_count(strategy.num_replicas_in_sync, 'replica')}, in "
+            f"{_count(strategy.num_replicas_in_sync, 'replica')}, "
+            f"{_slices(settings, models.trained)}in "
             f"{arithmetic.policy} ({arithmetic.reason})"
         )
         fit(settings, models, splits, run, worker_dir)
@@ -132,6 +136,20 @@ def _set_up(settings, strategy, run, worker_dir, policy):
         )
     )
     return splits, vocabulary, models
+
+
+def _slices(settings, model):
+    """How a replica computes its share of the batch, for the log."""
+    if settings.microbatch_size is None:
+        return ""
+    said = f"in slices of {settings.microbatch_size} (gradient caching), "
+    norms = gradient_cache.batch_norm_layers(model)
+    if norms:
+        said += (
+            f"batch norm by each slice's statistics ({len(norms)} layers, "
+            f"e.g. {norms[0]}), "
+        )
+    return said
 
 
 def _count(number, noun):
@@ -242,7 +260,7 @@ def build(settings, vocabulary, splits, strategy, worker_dir):
         )
     try:
         # Checked here, before any feature extraction.
-        encoder.compile_step(settings.jit_compile)
+        encoder.compile_step(settings.jit_compile, settings.microbatch_size)
     except ValueError as error:
         raise errors.UserError(
             f"train.jit_compile = True: {error} Set it to False for this run."
@@ -268,7 +286,9 @@ def build(settings, vocabulary, splits, strategy, worker_dir):
             models.trained = building.build_head_model(
                 encoder, settings.loss, settings.batch_size, total_steps
             )
-        models.trained.compile_step(settings.jit_compile)
+        models.trained.compile_step(
+            settings.jit_compile, settings.microbatch_size
+        )
     return models
 
 

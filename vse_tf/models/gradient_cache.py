@@ -1,0 +1,176 @@
+"""Gradient caching: the gradient of a whole batch in the memory of a slice.
+
+A contrastive loss needs every embedding of the batch at once, but not
+every activation that made them (Gao, Zhang, Han and Callan, "Scaling Deep
+Contrastive Learning Batch Size under Memory Limited Setup", 2021):
+
+1. embed the batch `slice_size` pairs at a time, with no tape, keeping
+   only the embeddings;
+2. take the loss over the whole batch (its cross-replica gather included)
+   and its gradient with respect to every embedding;
+3. run each slice forward again under a tape and back-propagate its share
+   of those embedding gradients into the weights, summing over slices.
+
+The loss sees the same negatives and the weights get the same gradient as
+with the whole batch at once (to float32 rounding), for one more forward
+pass. Both passes must compute the same embeddings, so the second replays
+the random state of the first: the layers' seed generators (dropout,
+random crops and flips) are set back before it and advance as they did.
+Batch norm in training mode normalizes each slice by its own statistics,
+as it does on each replica; its moving statistics are set back too, so
+they take one update a slice, not two.
+
+The slices run one after another in a `tf.while_loop`, so memory holds one
+slice's activations whatever the batch, and the graph does not grow with
+the number of slices.
+"""
+
+import keras
+import tensorflow as tf
+
+from vse_tf import compat
+
+
+def loss_and_gradients(model, pixels, tokens, image_ids, slice_size):
+    """(loss, gradients of `model.trainable_weights`) of the whole batch,
+    as `DualEncoder` computes them in one pass, with each tower run
+    `slice_size` pairs at a time (`slice_size` divides the batch)."""
+    towers = ((model.image_tower, pixels), (model.text_encoder, tokens))
+    state = forward_state(model)
+    before = [tf.identity(tf.convert_to_tensor(v)) for v in state]
+    embeddings = [embed(tower, x, slice_size) for tower, x in towers]
+    direct = model.temperature_weights()
+    with tf.GradientTape() as tape:
+        tape.watch(embeddings)
+        loss, scaled_loss = model.batch_loss(*embeddings, image_ids)
+    *embedding_gradients, direct_gradients = tape.gradient(
+        scaled_loss, [*embeddings, direct]
+    )
+    for variable, value in zip(state, before):
+        variable.assign(value)
+    gradients = dict(zip(map(id, direct), direct_gradients))
+    for (tower, x), upstream in zip(towers, embedding_gradients):
+        weights = tower.trainable_weights
+        gradients.update(
+            zip(map(id, weights), backpropagate(tower, x, upstream, slice_size))
+        )
+    return loss, [gradients.get(id(w)) for w in model.trainable_weights]
+
+
+def forward_state(model):
+    """The variables a training-mode forward pass changes: the layers'
+    seed generators and the moving statistics of batch norm layers that
+    train."""
+    state, seen = [], set()
+    for layer in compat.all_layers(model):
+        variables = [
+            generator.state for generator in compat.seed_generators(layer)
+        ]
+        if (
+            isinstance(layer, keras.layers.BatchNormalization)
+            and layer.trainable
+        ):
+            variables += [layer.moving_mean, layer.moving_variance]
+        for variable in variables:
+            if id(variable) not in seen:
+                seen.add(id(variable))
+                state.append(variable)
+    return state
+
+
+def batch_norm_layers(model):
+    """The names of the batch norm layers that normalize by the batch's
+    statistics in training: with slices, by each slice's."""
+    return [
+        layer.name
+        for layer in compat.all_layers(model)
+        if isinstance(layer, keras.layers.BatchNormalization)
+        and layer.trainable
+    ]
+
+
+def embed(tower, inputs, slice_size):
+    """The tower's training-mode outputs for `inputs`, computed a slice at
+    a time, with no tape."""
+    slices, count = _sliced(inputs, slice_size)
+    first = tower(_take(slices, 0), training=True)
+    outputs = tf.TensorArray(
+        first.dtype, size=count, element_shape=first.shape
+    ).write(0, first)
+
+    def next_slice(i, outputs):
+        return i + 1, outputs.write(i, tower(_take(slices, i), training=True))
+
+    _, outputs = tf.while_loop(
+        lambda i, _: i < count,
+        next_slice,
+        (tf.constant(1), outputs),
+        parallel_iterations=1,
+    )
+    return _merged(outputs.stack())
+
+
+def backpropagate(tower, inputs, upstream, slice_size):
+    """The gradients of the tower's trainable weights when its outputs for
+    `inputs` receive `upstream`, one slice at a time; None for a weight the
+    outputs do not depend on."""
+    slices, count = _sliced(inputs, slice_size)
+    upstream_slices, _ = _sliced(upstream, slice_size)
+    weights = tower.trainable_weights
+
+    def slice_gradients(i):
+        with tf.GradientTape() as tape:
+            outputs = tower(_take(slices, i), training=True)
+        return tape.gradient(
+            outputs, weights, output_gradients=_take(upstream_slices, i)
+        )
+
+    # The first slice outside the loop: its gradients show which weights
+    # have one, and an embedding table's arrive as rows, summed here into
+    # the dense table (as `compat.sum_repeated_rows` would sum them).
+    first = slice_gradients(0)
+    connected = [j for j, gradient in enumerate(first) if gradient is not None]
+
+    def next_slice(i, sums):
+        gradients = slice_gradients(i)
+        return i + 1, [
+            total + tf.convert_to_tensor(gradients[j])
+            for total, j in zip(sums, connected)
+        ]
+
+    _, sums = tf.while_loop(
+        lambda i, _: i < count,
+        next_slice,
+        (tf.constant(1), [tf.convert_to_tensor(first[j]) for j in connected]),
+        parallel_iterations=1,
+    )
+    gradients = [None] * len(weights)
+    for j, total in zip(connected, sums):
+        gradients[j] = total
+    return gradients
+
+
+def _sliced(inputs, slice_size):
+    """`inputs` (a tensor or a structure of them) as [slices, slice_size,
+    ...], and the number of slices."""
+
+    def split(x):
+        return tf.reshape(x, [-1, slice_size, *_dims(x)[1:]])
+
+    slices = tf.nest.map_structure(split, inputs)
+    return slices, tf.shape(tf.nest.flatten(slices)[0])[0]
+
+
+def _dims(x):
+    """x's shape, static where it is known."""
+    dynamic = tf.shape(x)
+    return [d if d is not None else dynamic[i] for i, d in enumerate(x.shape)]
+
+
+def _take(slices, i):
+    return tf.nest.map_structure(lambda x: tf.gather(x, i), slices)
+
+
+def _merged(stacked):
+    """[slices, slice_size, ...] back to [batch, ...]."""
+    return tf.reshape(stacked, [-1, *_dims(stacked)[2:]])
