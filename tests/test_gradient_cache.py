@@ -8,6 +8,9 @@ import pytest
 import tensorflow as tf
 
 from tests.conftest import assert_same_training
+from tests.conftest import bindings
+from tests.conftest import read_weights
+from tests.conftest import run_tool
 from tests.test_dual_encoder import VOCABULARY
 from vse_tf import errors
 from vse_tf import losses
@@ -17,6 +20,7 @@ from vse_tf.models import gradient_cache
 from vse_tf.models import image_towers
 from vse_tf.models import text_towers
 from vse_tf.training import distribute
+from vse_tf.training import run_dir
 
 BATCH = 16
 WORDS = ["a", "red", "blue", "circle", "square", "left", "of", "the"]
@@ -321,3 +325,41 @@ def test_a_slice_that_does_not_divide_a_replica_batch_is_an_error(
     assert "e.g. 2" in said or "e.g. 4" in said
     with pytest.raises(errors.UserError, match="train.microbatch_size"):
         distribute.check_batch_size(16, two_replicas, 16)
+
+
+@pytest.mark.slow
+def test_a_training_run_in_slices_ends_with_the_whole_batch_weights(
+    tfds_dir, tmp_path
+):
+    # Float32 SGD with the clip on, through `python -m vse_tf.train`; a
+    # run at learning rate 0 keeps the initial weights.
+    runs = {}
+    for slices, rate in ((None, 0.5), (4, 0.5), (None, 0.0)):
+        model_dir = tmp_path / f"slices{slices}_rate{rate}"
+        result = run_tool(
+            "train",
+            "--gin_file=gin/demo.gin",
+            *bindings(
+                [
+                    "train.mixed_precision = 'float32'",
+                    "train.projector_images = 0",
+                    "train.export = False",
+                    "make_optimizer.name = 'sgd'",
+                    f"CosineDecayOverRun.initial_learning_rate = {rate}",
+                    "make_optimizer.global_clipnorm = 0.05",
+                    f"train.microbatch_size = {slices}",
+                ]
+            ),
+            f"--model_dir={model_dir}",
+            f"--data_dir={tfds_dir}",
+        )
+        assert result.returncode == 0, result.stderr
+        runs[slices, rate] = run_dir.RunDir(str(model_dir))
+        if slices:
+            assert "in slices of 4 (gradient caching)" in result.stdout
+            assert runs[slices, rate].read_run_info()["microbatch_size"] == 4
+    found, expected, start = (
+        read_weights(runs[key].backup_weights)
+        for key in ((4, 0.5), (None, 0.5), (None, 0.0))
+    )
+    assert_same_training(found, expected, start)
