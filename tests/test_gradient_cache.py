@@ -189,7 +189,12 @@ def test_slices_train_the_weights_of_the_whole_batch(loss, optimizer):
     sliced = start_weights(demo_model)
     sliced_loss, found = train(sliced, LOSSES[loss](), 4, **settings)
     assert sliced_loss == pytest.approx(whole_loss, rel=1e-5)
-    assert_same_training(found, expected, begin)
+    # Adam divides by the root of the squared gradient: where that is near
+    # zero, rounding of 1e-6 moves a weight visibly (two replicas against
+    # one device, both whole: 0.1% of the update).
+    assert_same_training(
+        found, expected, begin, relative=1e-4 if optimizer == "sgd" else 1e-3
+    )
 
 
 @pytest.mark.slow

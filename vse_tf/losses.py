@@ -44,7 +44,7 @@ import tensorflow as tf
 from vse_tf import errors
 
 
-def _gather_across_replicas(local):
+def gather_across_replicas(local):
     """Returns (global tensor, row offset of this replica's rows in it)."""
     context = tf.distribute.get_replica_context()
     if context is None or context.num_replicas_in_sync == 1:
@@ -104,21 +104,50 @@ class CrossModalLoss(keras.losses.Loss):
         self.projection_heads = projection_heads
 
     def call(self, y_true, y_pred):
-        # Logits and reductions stay in float32 under mixed precision.
-        image = tf.cast(y_pred["image"], tf.float32)
-        text = tf.cast(y_pred["text"], tf.float32)
-        temperature = tf.cast(
-            y_pred.get("temperature", self.temperature), tf.float32
-        )
-        image_ids = tf.reshape(tf.cast(y_true, tf.float32), [-1])
-
-        all_images, offset = _gather_across_replicas(image)
-        all_texts, _ = _gather_across_replicas(text)
-        all_ids, _ = _gather_across_replicas(image_ids)
-
+        image, text, image_ids, temperature = self.inputs(y_true, y_pred)
+        all_images, offset = gather_across_replicas(image)
+        all_texts, _ = gather_across_replicas(text)
+        all_ids, _ = gather_across_replicas(image_ids)
         local_size = tf.shape(image)[0]
+        return self.anchor_losses(
+            image,
+            text,
+            image_ids,
+            offset,
+            all_images,
+            all_texts,
+            all_ids,
+            temperature,
+        ) * self.global_batch_factor(local_size, tf.shape(all_ids)[0])
+
+    def inputs(self, y_true, y_pred):
+        """(image, text, image ids, temperature) as float32 tensors."""
+        # Logits and reductions stay in float32 under mixed precision.
+        return (
+            tf.cast(y_pred["image"], tf.float32),
+            tf.cast(y_pred["text"], tf.float32),
+            tf.reshape(tf.cast(y_true, tf.float32), [-1]),
+            tf.cast(y_pred.get("temperature", self.temperature), tf.float32),
+        )
+
+    def anchor_losses(
+        self,
+        image,
+        text,
+        image_ids,
+        offset,
+        all_images,
+        all_texts,
+        all_ids,
+        temperature,
+    ):
+        """[b] the losses of b anchor pairs (image, text, image_ids)
+        against all candidates, the anchors being the candidates' rows from
+        `offset` on. A pair's loss needs its own row and the candidates
+        only, so anchors may be scored a block at a time
+        (`vse_tf.models.gradient_cache`)."""
         positive = tf.one_hot(
-            offset + tf.range(local_size),
+            offset + tf.range(tf.shape(image)[0]),
             tf.shape(all_ids)[0],
             on_value=True,
             off_value=False,
@@ -138,13 +167,24 @@ class CrossModalLoss(keras.losses.Loss):
             )
         ):
             losses.append(self._both_directions(*part, negative, temperature))
-        return (
-            tf.add_n(losses)
-            / heads
-            * self._mean_over_global_batch(local_size, tf.shape(all_ids)[0])
-        )
+        return tf.add_n(losses) / heads
 
-    def _mean_over_global_batch(self, local_size, global_size):
+    def reduce(self, anchor_sum, local_size):
+        """What Keras's reduction makes of a replica's `local_size` anchor
+        losses (each times `global_batch_factor`) summing to `anchor_sum`:
+        the sum itself, or its mean scaled by 1/replicas; `__call__`'s
+        value, for anchors summed a block at a time."""
+        if self.reduction == "sum":
+            return anchor_sum
+        if self.reduction != "sum_over_batch_size":
+            raise ValueError(
+                f"reduction {self.reduction!r}: blocks of anchors need "
+                "'sum' or 'sum_over_batch_size'"
+            )
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        return anchor_sum / tf.cast(local_size * replicas, tf.float32)
+
+    def global_batch_factor(self, local_size, global_size):
         """The factor that turns Keras's mean over this replica's anchors,
         scaled by 1/R, into its share of the mean over the global batch: R b /
         B, 1 unless the replicas' batches are uneven."""

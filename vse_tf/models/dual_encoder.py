@@ -99,13 +99,19 @@ class DualEncoder(compat.BuildOnlyTheOptimizer, keras.Model):
     def batch_loss(self, image_embeddings, text_embeddings, image_ids):
         """(loss, the loss scaled for the optimizer) of a batch's
         embeddings; under a strategy, of this replica's share."""
-        outputs = {"image": image_embeddings, "text": text_embeddings}
-        if self.log_temperature is not None:
-            outputs["temperature"] = self.temperature()
+        outputs = self.loss_outputs(image_embeddings, text_embeddings)
         # A replica's value is scaled by 1/replicas (Keras's reduction),
         # so gradients summed over replicas are the global-batch ones.
         loss = self.loss(image_ids, outputs)
         return loss, self.optimizer.scale_loss(loss)
+
+    def loss_outputs(self, image_embeddings, text_embeddings):
+        """The `y_pred` of the loss: both embeddings, and the temperature
+        when it is learned."""
+        outputs = {"image": image_embeddings, "text": text_embeddings}
+        if self.log_temperature is not None:
+            outputs["temperature"] = self.temperature()
+        return outputs
 
     def temperature_weights(self):
         """The trainable weights the loss reads itself, not through a

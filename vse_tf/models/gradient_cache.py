@@ -29,6 +29,7 @@ import keras
 import tensorflow as tf
 
 from vse_tf import compat
+from vse_tf import losses
 
 
 def loss_and_gradients(model, pixels, tokens, image_ids, slice_size):
@@ -39,22 +40,139 @@ def loss_and_gradients(model, pixels, tokens, image_ids, slice_size):
     state = forward_state(model)
     before = [tf.identity(tf.convert_to_tensor(v)) for v in state]
     embeddings = [embed(tower, x, slice_size) for tower, x in towers]
-    direct = model.temperature_weights()
-    with tf.GradientTape() as tape:
-        tape.watch(embeddings)
-        loss, scaled_loss = model.batch_loss(*embeddings, image_ids)
-    *embedding_gradients, direct_gradients = tape.gradient(
-        scaled_loss, [*embeddings, direct]
+    loss, embedding_gradients, direct_gradients = loss_gradients(
+        model, *embeddings, image_ids, slice_size
     )
     for variable, value in zip(state, before):
         variable.assign(value)
-    gradients = dict(zip(map(id, direct), direct_gradients))
+    gradients = dict(
+        zip(map(id, model.temperature_weights()), direct_gradients)
+    )
     for (tower, x), upstream in zip(towers, embedding_gradients):
         weights = tower.trainable_weights
         gradients.update(
             zip(map(id, weights), backpropagate(tower, x, upstream, slice_size))
         )
     return loss, [gradients.get(id(w)) for w in model.trainable_weights]
+
+
+def loss_gradients(model, image, text, image_ids, block_size):
+    """(loss, [its gradients with respect to image and text], [those of
+    `model.temperature_weights()`]), the gradients of the loss scaled for
+    the optimizer.
+
+    A loss of `vse_tf.losses` is taken `block_size` anchor pairs at a
+    time against all candidates (a pair's loss needs its own row and the
+    candidates only), so that it holds [block_size, B] scores, not
+    [B, B]; the candidates' gradients are summed over blocks and over
+    replicas, as the gradient of the candidates' gather would. Any other
+    loss is taken whole.
+    """
+    direct = model.temperature_weights()
+    if not hasattr(model.loss, "anchor_losses"):
+        with tf.GradientTape() as tape:
+            tape.watch([image, text])
+            loss, scaled_loss = model.batch_loss(image, text, image_ids)
+        *gradients, direct_gradients = tape.gradient(
+            scaled_loss, [image, text, direct]
+        )
+        return loss, gradients, direct_gradients
+    objective = model.loss
+    # The loss's float32, as its own `inputs` casts them; the gradients go
+    # back to the towers' dtype below, as a cast's gradient would.
+    image32, text32, ids, _ = objective.inputs(
+        image_ids, {"image": image, "text": text}
+    )
+    all_images, offset = losses.gather_across_replicas(image32)
+    all_texts, _ = losses.gather_across_replicas(text32)
+    all_ids, _ = losses.gather_across_replicas(ids)
+    local_size = tf.shape(ids)[0]
+    factor = objective.global_batch_factor(local_size, tf.shape(all_ids)[0])
+    blocks, count = _sliced((image32, text32, ids), block_size)
+
+    candidates = [all_images, all_texts]
+
+    def block_gradients(i):
+        """The block's loss, and its gradients with respect to its image
+        and text rows, the candidates and the temperature weights."""
+        block_images, block_texts, block_ids = _take(blocks, i)
+        with tf.GradientTape() as tape:
+            tape.watch([block_images, block_texts, *candidates])
+            temperature = objective.inputs(
+                block_ids, model.loss_outputs(block_images, block_texts)
+            )[3]
+            anchor_losses = objective.anchor_losses(
+                block_images,
+                block_texts,
+                block_ids,
+                offset + i * block_size,
+                *candidates,
+                all_ids,
+                temperature,
+            )
+            value = objective.reduce(
+                tf.reduce_sum(anchor_losses) * factor, local_size
+            )
+            scaled = model.optimizer.scale_loss(value)
+        return value, *tape.gradient(
+            scaled, [block_images, block_texts, candidates, direct]
+        )
+
+    # The first block outside the loop: it shows which temperature weights
+    # the loss reads (the hinge ignores it: no gradient, as without blocks).
+    value, image_grad, text_grad, candidate_grads, direct_grads = (
+        block_gradients(0)
+    )
+    connected = [j for j, g in enumerate(direct_grads) if g is not None]
+
+    def next_block(i, total, image_rows, text_rows, candidate_sums, sums):
+        value, image_grad, text_grad, candidate_grads, direct_grads = (
+            block_gradients(i)
+        )
+        return (
+            i + 1,
+            total + value,
+            image_rows.write(i, image_grad),
+            text_rows.write(i, text_grad),
+            [a + g for a, g in zip(candidate_sums, candidate_grads)],
+            [a + direct_grads[j] for a, j in zip(sums, connected)],
+        )
+
+    def block_rows(first):
+        return tf.TensorArray(
+            tf.float32, size=count, element_shape=first.shape
+        ).write(0, first)
+
+    _, loss, image_rows, text_rows, candidate_sums, sums = tf.while_loop(
+        lambda i, *_: i < count,
+        next_block,
+        (
+            tf.constant(1),
+            value,
+            block_rows(image_grad),
+            block_rows(text_grad),
+            candidate_grads,
+            [direct_grads[j] for j in connected],
+        ),
+        parallel_iterations=1,
+    )
+    direct_gradients = [None] * len(direct)
+    for j, total in zip(connected, sums):
+        direct_gradients[j] = total
+    context = tf.distribute.get_replica_context()
+    if context is not None and context.num_replicas_in_sync > 1:
+        candidate_sums = context.all_reduce("sum", candidate_sums)
+    gradients = [
+        tf.cast(
+            _merged(anchor_rows.stack())
+            + candidate_sum[offset : offset + local_size],
+            embeddings.dtype,
+        )
+        for anchor_rows, candidate_sum, embeddings in zip(
+            (image_rows, text_rows), candidate_sums, (image, text)
+        )
+    ]
+    return loss, gradients, direct_gradients
 
 
 def forward_state(model):
