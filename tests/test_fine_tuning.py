@@ -147,9 +147,9 @@ class _Snapshots(keras.callbacks.Callback):
         self._snapshot()
 
 
-def _fit(multiplier, frozen_epochs, jit_compile=False):
+def _fit(multiplier, frozen_epochs, jit_compile=False, microbatch_size=None):
     model, data = _model()
-    model.compile_step(jit_compile)
+    model.compile_step(jit_compile, microbatch_size)
     snapshots = _Snapshots()
     tuner = fine_tuning.fine_tune_backbones(
         model, learning_rate_multiplier=multiplier, frozen_epochs=frozen_epochs
@@ -181,6 +181,28 @@ def test_frozen_backbones_do_not_move_then_train(jit_compile):
     assert all(_changed(second["backbone"], third["backbone"]))
     # fit leaves the backbones trainable, as the model was built.
     assert all(b.trainable for b in model.backbones())
+
+
+@pytest.mark.parametrize("policy", ["float32", "mixed_float16"])
+def test_slices_fine_tune_as_the_whole_batch(policy):
+    # Gradient caching (slices of 4 of the batch of 8) with a frozen then
+    # trained backbone holding a batch norm, and float16's loss scaling:
+    # while the backbones are frozen the heads take the whole batch's
+    # steps and the backbones, moving statistics included, stay put; then
+    # everything trains (the batch norm by each slice's statistics, so
+    # from here on the runs differ by design).
+    with precision.policy(policy):
+        _, whole = _fit(1.0, frozen_epochs=2)
+        _, sliced = _fit(1.0, frozen_epochs=2, microbatch_size=4)
+    # float16 keeps 11 bits: its rounding, through steps of rate 0.5.
+    tolerance = 1e-5 if policy == "float32" else 2e-2
+    for found, expected in zip(sliced[:3], whole[:3]):
+        for a, b in zip(found["head"], expected["head"]):
+            np.testing.assert_allclose(a, b, rtol=tolerance, atol=tolerance)
+        for a, b in zip(found["backbone"], sliced[0]["backbone"]):
+            np.testing.assert_array_equal(a, b)
+    assert all(_changed(sliced[2]["backbone"], sliced[3]["backbone"]))
+    assert all(_changed(sliced[2]["head"], sliced[3]["head"]))
 
 
 @pytest.mark.parametrize(
