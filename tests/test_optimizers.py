@@ -155,3 +155,56 @@ def test_an_embedding_gradient_is_clipped_by_its_dense_rows(
     per_occurrence = table.copy()
     np.add.at(per_occurrence, TOKENS, -occurrences)
     assert np.abs(per_occurrence - expected).max() > 1e-2
+
+
+def _applying(optimizer, variables, densify):
+    """A step applying an embedding table's rows (one row twice), or the
+    dense table they sum to, and a dense gradient."""
+
+    @tf.function
+    def step(rows, dense):
+        table = tf.IndexedSlices(rows, tf.constant([0, 2, 0]), [6, 3])
+        if densify:
+            table = tf.convert_to_tensor(table)
+        optimizer.apply([table, dense], variables)
+
+    return step
+
+
+@pytest.mark.parametrize("name", ["adam", "adamw"])
+def test_the_fused_adam_update_is_keras_adam(name):
+    # TensorFlow's one-kernel update against Keras's own, over steps of a
+    # dense gradient and of an embedding table's rows (one row twice),
+    # which the update sums into the dense table's gradient (as PyTorch's
+    # dense nn.Embedding gradient, VSE++'s, does; Keras's own Adam squares
+    # each occurrence's row apart).
+    rng = np.random.default_rng(0)
+    start = [rng.normal(size=(6, 3)), rng.normal(size=(4,))]
+    gradients = [
+        (rng.normal(size=(3, 3)), rng.normal(size=(4,))) for _ in range(4)
+    ]
+    settings = {"learning_rate": 1e-2}
+    if name == "adamw":
+        settings["weight_decay"] = 0.1
+    stock = {"adam": keras.optimizers.Adam, "adamw": keras.optimizers.AdamW}
+    results = []
+    for optimizer in (
+        stock[name](**settings),
+        optimizers.make_optimizer(name, global_clipnorm=None, **settings),
+    ):
+        variables = [keras.Variable(v.astype(np.float32)) for v in start]
+        optimizer.build(variables)
+
+        step = _applying(optimizer, variables, densify=not results)
+        for rows, dense in gradients:
+            step(tf.constant(rows, tf.float32), tf.constant(dense, tf.float32))
+        results.append([v.numpy() for v in variables])
+        kernels = {
+            op.type
+            for op in step.get_concrete_function(
+                tf.TensorSpec([3, 3]), tf.TensorSpec([4])
+            ).graph.get_operations()
+        }
+    assert "ResourceApplyAdam" in kernels  # the fused one ran
+    for found, expected in zip(results[1], results[0]):
+        np.testing.assert_allclose(found, expected, rtol=1e-6, atol=1e-7)

@@ -35,6 +35,16 @@ PRIVATE_APIS = (
         "gradient caching's replay of the random state",
     ),
     (
+        "keras.optimizers.Adam._momentums and _velocities",
+        lambda: _adam_slots(),
+        "Adam's fused update (modeling.optimizers.FusedAdamUpdate)",
+    ),
+    (
+        "keras.optimizers.Optimizer._get_variable_index",
+        lambda: keras.optimizers.Optimizer._get_variable_index,
+        "Adam's fused update (modeling.optimizers.FusedAdamUpdate)",
+    ),
+    (
         "keras.optimizers.Optimizer._clip_gradients",
         lambda: keras.optimizers.Optimizer._clip_gradients,
         "clipping the gradient summed over replicas",
@@ -79,6 +89,20 @@ def gin_configurables():
         selector.split(".")[-1]: configurable.wrapped
         for selector, configurable in gin.config._REGISTRY.items()
     }
+
+
+def resource_handle(variable):
+    """The resource handle of a Keras variable (its TensorFlow variable's,
+    on this device under a strategy), for TensorFlow's fused kernels."""
+    if isinstance(variable, keras.Variable):
+        variable = variable.value
+    return variable.handle
+
+
+def _adam_slots():
+    adam = keras.optimizers.Adam()
+    adam.build([keras.Variable(0.0)])
+    return adam._momentums, adam._velocities
 
 
 def all_layers(model):
