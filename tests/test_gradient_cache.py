@@ -368,3 +368,24 @@ def test_a_training_run_in_slices_ends_with_the_whole_batch_weights(
         for key in ((4, 0.5), (None, 0.5), (None, 0.0))
     )
     assert_same_training(found, expected, start)
+
+
+class MeanSquaredGap(keras.losses.Loss):
+    """A loss of one's own, not a `CrossModalLoss`: taken whole."""
+
+    def call(self, y_true, y_pred):
+        del y_true
+        gap = y_pred["image"] - tf.reverse(y_pred["text"], axis=[0])
+        return tf.reduce_sum(gap**2, axis=1)
+
+
+@pytest.mark.slow
+def test_a_loss_of_ones_own_is_taken_whole_with_the_same_gradients():
+    expected_loss, expected = loss_and_gradients(
+        start_weights(demo_model), MeanSquaredGap(), None
+    )
+    found_loss, found = loss_and_gradients(
+        start_weights(demo_model), MeanSquaredGap(), 4
+    )
+    assert found_loss == pytest.approx(expected_loss, rel=1e-6)
+    assert global_difference(found, expected) < 1e-5

@@ -36,6 +36,7 @@ wider head.
 """
 
 import math
+import typing
 
 import gin
 import keras
@@ -55,6 +56,23 @@ def gather_across_replicas(local):
     sizes = context.all_gather(tf.shape(local)[:1], axis=0)
     offset = tf.reduce_sum(sizes[: context.replica_id_in_sync_group])
     return gathered, offset
+
+
+class Pairs(typing.NamedTuple):
+    """Image-caption pairs as a loss sees them: image embeddings [b, D],
+    caption embeddings [b, D] and image ids [b], float32."""
+
+    images: tf.Tensor
+    texts: tf.Tensor
+    ids: tf.Tensor
+
+
+def gather_pairs(pairs):
+    """(the `Pairs` of all replicas, the row of this replica's first)."""
+    images, offset = gather_across_replicas(pairs.images)
+    texts, _ = gather_across_replicas(pairs.texts)
+    ids, _ = gather_across_replicas(pairs.ids)
+    return Pairs(images, texts, ids), offset
 
 
 class CrossModalLoss(keras.losses.Loss):
@@ -104,57 +122,41 @@ class CrossModalLoss(keras.losses.Loss):
         self.projection_heads = projection_heads
 
     def call(self, y_true, y_pred):
-        image, text, image_ids, temperature = self.inputs(y_true, y_pred)
-        all_images, offset = gather_across_replicas(image)
-        all_texts, _ = gather_across_replicas(text)
-        all_ids, _ = gather_across_replicas(image_ids)
-        local_size = tf.shape(image)[0]
+        anchors, temperature = self.inputs(y_true, y_pred)
+        candidates, offset = gather_pairs(anchors)
         return self.anchor_losses(
-            image,
-            text,
-            image_ids,
-            offset,
-            all_images,
-            all_texts,
-            all_ids,
-            temperature,
-        ) * self.global_batch_factor(local_size, tf.shape(all_ids)[0])
+            anchors, candidates, offset, temperature
+        ) * self.global_batch_factor(
+            tf.shape(anchors.ids)[0], tf.shape(candidates.ids)[0]
+        )
 
     def inputs(self, y_true, y_pred):
-        """(image, text, image ids, temperature) as float32 tensors."""
+        """(the batch's `Pairs`, the temperature), float32."""
         # Logits and reductions stay in float32 under mixed precision.
-        return (
+        pairs = Pairs(
             tf.cast(y_pred["image"], tf.float32),
             tf.cast(y_pred["text"], tf.float32),
             tf.reshape(tf.cast(y_true, tf.float32), [-1]),
-            tf.cast(y_pred.get("temperature", self.temperature), tf.float32),
         )
+        temperature = y_pred.get("temperature", self.temperature)
+        return pairs, tf.cast(temperature, tf.float32)
 
-    def anchor_losses(
-        self,
-        image,
-        text,
-        image_ids,
-        offset,
-        all_images,
-        all_texts,
-        all_ids,
-        temperature,
-    ):
-        """[b] the losses of b anchor pairs (image, text, image_ids)
-        against all candidates, the anchors being the candidates' rows from
-        `offset` on. A pair's loss needs its own row and the candidates
-        only, so anchors may be scored a block at a time
-        (`vse_tf.models.gradient_cache`)."""
+    def anchor_losses(self, anchors, candidates, offset, temperature):
+        """[b] the losses of b anchor `Pairs` against all candidate `Pairs`,
+        the anchors being the candidates' rows from `offset` on. A pair's
+        loss needs its own row and the candidates only, so anchors may be
+        scored a block at a time (`vse_tf.models.gradient_cache`)."""
         positive = tf.one_hot(
-            offset + tf.range(tf.shape(image)[0]),
-            tf.shape(all_ids)[0],
+            offset + tf.range(tf.shape(anchors.ids)[0]),
+            tf.shape(candidates.ids)[0],
             on_value=True,
             off_value=False,
             dtype=tf.bool,
         )
         if self.mask_same_image:
-            negative = tf.not_equal(image_ids[:, None], all_ids[None, :])
+            negative = tf.not_equal(
+                anchors.ids[:, None], candidates.ids[None, :]
+            )
         else:
             negative = tf.logical_not(positive)
 
@@ -163,7 +165,12 @@ class CrossModalLoss(keras.losses.Loss):
         for part in zip(
             *(
                 tf.split(x * math.sqrt(heads), heads, axis=1)
-                for x in (image, text, all_images, all_texts)
+                for x in (
+                    anchors.images,
+                    anchors.texts,
+                    candidates.images,
+                    candidates.texts,
+                )
             )
         ):
             losses.append(self._both_directions(*part, negative, temperature))

@@ -68,59 +68,18 @@ def loss_gradients(model, image, text, image_ids, block_size):
     replicas, as the gradient of the candidates' gather would. Any other
     loss is taken whole.
     """
-    direct = model.temperature_weights()
     if not hasattr(model.loss, "anchor_losses"):
-        with tf.GradientTape() as tape:
-            tape.watch([image, text])
-            loss, scaled_loss = model.batch_loss(image, text, image_ids)
-        *gradients, direct_gradients = tape.gradient(
-            scaled_loss, [image, text, direct]
-        )
-        return loss, gradients, direct_gradients
-    objective = model.loss
-    # The loss's float32, as its own `inputs` casts them; the gradients go
-    # back to the towers' dtype below, as a cast's gradient would.
-    image32, text32, ids, _ = objective.inputs(
-        image_ids, {"image": image, "text": text}
+        return _whole_loss_gradients(model, image, text, image_ids)
+    # The loss's float32 (its `inputs` cast them); the gradients go back
+    # to the towers' dtype at the end, as a cast's gradient would.
+    anchors, _ = model.loss.inputs(image_ids, {"image": image, "text": text})
+    candidates, offset = losses.gather_pairs(anchors)
+    block_gradients = _block_gradients(
+        model, anchors, candidates, offset, block_size
     )
-    all_images, offset = losses.gather_across_replicas(image32)
-    all_texts, _ = losses.gather_across_replicas(text32)
-    all_ids, _ = losses.gather_across_replicas(ids)
-    local_size = tf.shape(ids)[0]
-    factor = objective.global_batch_factor(local_size, tf.shape(all_ids)[0])
-    blocks, count = _sliced((image32, text32, ids), block_size)
-
-    candidates = [all_images, all_texts]
-
-    def block_gradients(i):
-        """The block's loss, and its gradients with respect to its image
-        and text rows, the candidates and the temperature weights."""
-        block_images, block_texts, block_ids = _take(blocks, i)
-        with tf.GradientTape() as tape:
-            tape.watch([block_images, block_texts, *candidates])
-            temperature = objective.inputs(
-                block_ids, model.loss_outputs(block_images, block_texts)
-            )[3]
-            anchor_losses = objective.anchor_losses(
-                block_images,
-                block_texts,
-                block_ids,
-                offset + i * block_size,
-                *candidates,
-                all_ids,
-                temperature,
-            )
-            value = objective.reduce(
-                tf.reduce_sum(anchor_losses) * factor, local_size
-            )
-            scaled = model.optimizer.scale_loss(value)
-        return value, *tape.gradient(
-            scaled, [block_images, block_texts, candidates, direct]
-        )
-
     # The first block outside the loop: it shows which temperature weights
     # the loss reads (the hinge ignores it: no gradient, as without blocks).
-    value, image_grad, text_grad, candidate_grads, direct_grads = (
+    loss, image_grad, text_grad, candidate_grads, direct_grads = (
         block_gradients(0)
     )
     connected = [j for j, g in enumerate(direct_grads) if g is not None]
@@ -138,41 +97,86 @@ def loss_gradients(model, image, text, image_ids, block_size):
             [a + direct_grads[j] for a, j in zip(sums, connected)],
         )
 
-    def block_rows(first):
+    def rows(first):
+        count = tf.shape(anchors.ids)[0] // block_size
         return tf.TensorArray(
-            tf.float32, size=count, element_shape=first.shape
+            first.dtype, size=count, element_shape=first.shape
         ).write(0, first)
 
     _, loss, image_rows, text_rows, candidate_sums, sums = tf.while_loop(
-        lambda i, *_: i < count,
+        lambda i, *_: i < tf.shape(anchors.ids)[0] // block_size,
         next_block,
         (
             tf.constant(1),
-            value,
-            block_rows(image_grad),
-            block_rows(text_grad),
+            loss,
+            rows(image_grad),
+            rows(text_grad),
             candidate_grads,
             [direct_grads[j] for j in connected],
         ),
         parallel_iterations=1,
     )
-    direct_gradients = [None] * len(direct)
-    for j, total in zip(connected, sums):
-        direct_gradients[j] = total
+    direct_gradients = _placed(sums, connected, len(direct_grads))
     context = tf.distribute.get_replica_context()
     if context is not None and context.num_replicas_in_sync > 1:
         candidate_sums = context.all_reduce("sum", candidate_sums)
+    local = slice(offset, offset + tf.shape(anchors.ids)[0])
     gradients = [
-        tf.cast(
-            _merged(anchor_rows.stack())
-            + candidate_sum[offset : offset + local_size],
-            embeddings.dtype,
-        )
-        for anchor_rows, candidate_sum, embeddings in zip(
+        tf.cast(_merged(own.stack()) + as_candidate[local], embeddings.dtype)
+        for own, as_candidate, embeddings in zip(
             (image_rows, text_rows), candidate_sums, (image, text)
         )
     ]
     return loss, gradients, direct_gradients
+
+
+def _whole_loss_gradients(model, image, text, image_ids):
+    """`loss_gradients` for a loss that is not a `CrossModalLoss`."""
+    direct = model.temperature_weights()
+    with tf.GradientTape() as tape:
+        tape.watch([image, text])
+        loss, scaled_loss = model.batch_loss(image, text, image_ids)
+    *gradients, direct_gradients = tape.gradient(
+        scaled_loss, [image, text, direct]
+    )
+    return loss, gradients, direct_gradients
+
+
+def _block_gradients(model, anchors, candidates, offset, block_size):
+    """A function of a block's index giving its share of the loss, and
+    that share's gradients with respect to the block's image and text
+    rows, the candidates' images and texts, and the temperature weights."""
+    objective = model.loss
+    local_size = tf.shape(anchors.ids)[0]
+    factor = objective.global_batch_factor(
+        local_size, tf.shape(candidates.ids)[0]
+    )
+    blocks, _ = _sliced(anchors, block_size)
+    watched = [candidates.images, candidates.texts]
+    direct = model.temperature_weights()
+
+    def block_gradients(i):
+        block = losses.Pairs(*_take(tuple(blocks), i))
+        with tf.GradientTape() as tape:
+            tape.watch([block.images, block.texts, *watched])
+            _, temperature = objective.inputs(
+                block.ids, model.loss_outputs(block.images, block.texts)
+            )
+            anchor_losses = objective.anchor_losses(
+                block,
+                losses.Pairs(*watched, candidates.ids),
+                offset + i * block_size,
+                temperature,
+            )
+            value = objective.reduce(
+                tf.reduce_sum(anchor_losses) * factor, local_size
+            )
+            scaled = model.optimizer.scale_loss(value)
+        return value, *tape.gradient(
+            scaled, [block.images, block.texts, watched, direct]
+        )
+
+    return block_gradients
 
 
 def forward_state(model):
@@ -262,10 +266,15 @@ def backpropagate(tower, inputs, upstream, slice_size):
         (tf.constant(1), [tf.convert_to_tensor(first[j]) for j in connected]),
         parallel_iterations=1,
     )
-    gradients = [None] * len(weights)
-    for j, total in zip(connected, sums):
-        gradients[j] = total
-    return gradients
+    return _placed(sums, connected, len(weights))
+
+
+def _placed(values, places, length):
+    """A list of `length`, `values` at `places` and None elsewhere."""
+    placed = [None] * length
+    for place, value in zip(places, values):
+        placed[place] = value
+    return placed
 
 
 def _sliced(inputs, slice_size):
