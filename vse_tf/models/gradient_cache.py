@@ -7,7 +7,8 @@ Contrastive Learning Batch Size under Memory Limited Setup", 2021):
 1. embed the batch `slice_size` pairs at a time, with no tape, keeping
    only the embeddings;
 2. take the loss over the whole batch (its cross-replica gather included)
-   and its gradient with respect to every embedding;
+   and its gradient with respect to every embedding, `slice_size` anchors
+   at a time against all candidates, so that no [B, B] matrix is held;
 3. run each slice forward again under a tape and back-propagate its share
    of those embedding gradients into the weights, summing over slices.
 
