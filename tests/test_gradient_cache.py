@@ -12,12 +12,12 @@ from tests.conftest import bindings
 from tests.conftest import read_weights
 from tests.conftest import run_tool
 from tests.test_dual_encoder import VOCABULARY
+from tools import bench_train
 from vse_tf import errors
 from vse_tf import losses
 from vse_tf.modeling import optimizers
 from vse_tf.models import dual_encoder
 from vse_tf.models import gradient_cache
-from vse_tf.models import image_towers
 from vse_tf.models import text_towers
 from vse_tf.training import distribute
 from vse_tf.training import run_dir
@@ -26,26 +26,11 @@ BATCH = 16
 WORDS = ["a", "red", "blue", "circle", "square", "left", "of", "the"]
 
 
-def demo_model(learnable_temperature=0.1):
-    """gin/demo.gin's towers (a CNN over 64x64 pixels, a GRU)."""
+def demo_model():
+    """gin/demo.gin's towers (a CNN over 64x64 pixels, a GRU) and its
+    learned temperature, as tools/bench_train.py builds them."""
     keras.utils.set_random_seed(0)
-    return dual_encoder.DualEncoder(
-        image_towers.build_image_tower(
-            image_size=64,
-            conv_layers=((32, 4, 4), (64, 3, 2)),
-            hidden_units=512,
-            embedding_dim=256,
-        ),
-        text_towers.build_text_tower(
-            VOCABULARY,
-            max_length=21,
-            word_dim=64,
-            units=128,
-            bidirectional=False,
-            embedding_dim=256,
-        ),
-        learnable_temperature=learnable_temperature,
-    )
+    return bench_train.demo_model(VOCABULARY)[0]
 
 
 def dropout_model():

@@ -23,12 +23,13 @@ a PNG of test rsum against the batch.
 """
 
 import argparse
+import json
 import os
-import sys
 import time
 import types
 
 from tools import compare_losses
+from tools import curves
 from vse_tf import io_utils
 from vse_tf.training import run_dir
 
@@ -50,7 +51,7 @@ def study_bindings(batch_size, microbatch_size=None):
 
 
 def run_batch(batch_size, args):
-    """{row: [a seed's {"metrics", "seconds" (None: reused), "steps"}]}."""
+    """{row: [a seed's {"metrics", "seconds" it took, "steps"}]}."""
     runs = types.SimpleNamespace(
         gin_file=args.gin_file,
         gin_bindings=study_bindings(batch_size, args.microbatch_size)
@@ -65,14 +66,19 @@ def run_batch(batch_size, args):
         results[row] = []
         for seed in args.seeds:
             folder = compare_losses.run_folder(runs, row, seed)
-            reused = os.path.exists(run_dir.RunDir(folder).metrics)
+            # The run's wall time, kept beside it for when it is reused.
+            timing = os.path.join(folder, "study_seconds.json")
             started = time.time()
             metrics = compare_losses.train_one(row, seed, runs)
+            if not os.path.exists(timing):
+                io_utils.write_json_atomic(timing, time.time() - started)
+            with open(timing) as f:
+                seconds = json.load(f)
             info = run_dir.RunDir(folder).read_run_info()
             results[row].append(
                 {
                     "metrics": metrics,
-                    "seconds": None if reused else time.time() - started,
+                    "seconds": seconds,
                     "steps": info["epochs"] * info["steps_per_epoch"],
                 }
             )
@@ -109,13 +115,8 @@ def markdown_table(results):
                 ),
                 f"{convse[0] - vsepp[0]:+.1f}",
             ]
-        timed = sorted(
-            run["seconds"]
-            for runs in rows.values()
-            for run in runs
-            if run["seconds"]
-        )
-        cells.append(f"{timed[len(timed) // 2] / 60:.1f}" if timed else "-")
+        timed = sorted(run["seconds"] for runs in rows.values() for run in runs)
+        cells.append(f"{timed[len(timed) // 2] / 60:.1f}")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -123,15 +124,8 @@ def markdown_table(results):
 def plot(results, path):
     """Test rsum against the batch (log scale): a line a row and scoring,
     the mean over seeds, the range shaded."""
-    try:
-        import matplotlib
-    except ImportError:
-        sys.exit("error: --plot needs matplotlib: pip install -e '.[dev]'")
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     batches = sorted(results)
-    figure, axes = plt.subplots(figsize=(7, 4.2), dpi=120)
+    figure, axes = curves.pyplot().subplots(figsize=(7, 4.2), dpi=120)
     for row, label in zip(ROWS, ("ConVSE (all negatives)", "VSE++")):
         for corrected, style in ((False, "--"), (True, "-")):
             stats = [rsum_stats(results[b][row], corrected) for b in batches]
@@ -158,10 +152,7 @@ def plot(results, path):
     axes.set_title("Test rsum against the batch, mean and range over seeds")
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8)
-    figure.tight_layout()
-    with io_utils.atomic_path(path) as tmp:
-        figure.savefig(tmp, format="png")
-    plt.close(figure)
+    curves.save(figure, path)
 
 
 def main():

@@ -55,7 +55,7 @@ def random_captions(rng, count, low=8, high=20):
     return np.array([" ".join(rng.choice(VOCABULARY, size=n)) for n in lengths])
 
 
-def demo_model():
+def demo_model(vocabulary=VOCABULARY):
     return (
         dual_encoder.DualEncoder(
             image_towers.build_image_tower(
@@ -65,7 +65,7 @@ def demo_model():
                 embedding_dim=256,
             ),
             text_towers.build_text_tower(
-                VOCABULARY,
+                vocabulary,
                 max_length=21,
                 word_dim=64,
                 units=128,

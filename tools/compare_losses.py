@@ -40,6 +40,7 @@ import subprocess
 import sys
 import time
 
+import tools.curves
 from vse_tf import io_utils
 from vse_tf.training import run_dir
 
@@ -309,12 +310,7 @@ def warm_start_lines(curves):
 def plot(curves, path, title, stage_epochs=None):
     """Validation rsum by epoch: a line a row (the mean over seeds), its
     range over seeds shaded; a dashed line where the warm starts begin."""
-    try:
-        import matplotlib
-    except ImportError:
-        sys.exit("error: --plot needs matplotlib: pip install -e '.[dev]'")
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = tools.curves.pyplot()
     import matplotlib.ticker
     import numpy as np
 
@@ -357,11 +353,8 @@ def plot(curves, path, title, stage_epochs=None):
     axes.set_title(title)
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8)
-    figure.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with io_utils.atomic_path(path) as tmp:
-        figure.savefig(tmp, format="png")
-    plt.close(figure)
+    tools.curves.save(figure, path)
 
 
 def main():

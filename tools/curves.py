@@ -53,10 +53,9 @@ def slope(xs, ys):
     return float(np.polyfit(np.log(xs), np.log(ys), 1)[0])
 
 
-def plot(path, title, x_label, y_label, series, machine):
-    """A log-log PNG of `series` ({label: (xs, ys)}), each label with its
-    fitted exponent, the machine below the title. Needs matplotlib (the
-    dev extra)."""
+def pyplot():
+    """matplotlib's pyplot, drawing into files; a clear exit without
+    matplotlib (the dev extra)."""
     try:
         import matplotlib
     except ImportError:
@@ -64,7 +63,22 @@ def plot(path, title, x_label, y_label, series, machine):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(figsize=(6.4, 4.4))
+    return plt
+
+
+def save(figure, path):
+    """Writes `figure` to `path` as a PNG, atomically, and closes it."""
+    figure.tight_layout()
+    with io_utils.atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png")
+    pyplot().close(figure)
+
+
+def plot(path, title, x_label, y_label, series, machine):
+    """A log-log PNG of `series` ({label: (xs, ys)}), each label with its
+    fitted exponent, the machine below the title. Needs matplotlib (the
+    dev extra)."""
+    figure, axes = pyplot().subplots(figsize=(6.4, 4.4), dpi=110)
     for label, (xs, ys) in series.items():
         fitted = f" (x^{slope(xs, ys):.2f})" if len(xs) > 1 else ""
         axes.loglog(xs, ys, marker="o", label=label + fitted)
@@ -73,7 +87,4 @@ def plot(path, title, x_label, y_label, series, machine):
     axes.set_title(f"{title}\n{machine}", fontsize=9)
     axes.grid(True, which="both", alpha=0.3)
     axes.legend(fontsize=8)
-    figure.tight_layout()
-    with io_utils.atomic_path(path) as tmp:
-        figure.savefig(tmp, format="png", dpi=110)
-    plt.close(figure)
+    save(figure, path)
