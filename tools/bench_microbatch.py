@@ -52,25 +52,15 @@ def measure(config, batch, microbatch_size, precision, steps, warmup):
     model.optimizer.build(model.trainable_variables)
     model.compile_step(False, microbatch_size)
     dataset = tf.data.Dataset.from_tensors(data).repeat()
-    clock = bench_train.StepClock()
     with curves.PeakMemory() as memory:
         model.fit(dataset, steps_per_epoch=warmup, epochs=1, verbose=0)
-        runs = []
-        for _ in range(3):
-            model.fit(
-                dataset,
-                steps_per_epoch=steps + 1,
-                epochs=1,
-                verbose=0,
-                callbacks=[clock],
-            )
-            runs.append(clock.seconds_per_step())
+        seconds = bench_train.median_step_seconds(model, dataset, steps)
     with open("/proc/self/status") as f:
         peak_kib = next(int(line.split()[1]) for line in f if "VmHWM" in line)
     return {
         "step_mb": memory.anon_mib * 1.048576,
         "peak_mb": peak_kib * 1.024 / 1000,
-        "ms_per_step": 1e3 * sorted(runs)[1],
+        "ms_per_step": 1e3 * seconds,
     }
 
 

@@ -165,6 +165,23 @@ class StepClock(keras.callbacks.Callback):
         return (self.ends[-1] - self.ends[0]) / (len(self.ends) - 1)
 
 
+def median_step_seconds(model, data, steps):
+    """Seconds per training step, the median of three fits of `steps`
+    timed steps (`StepClock`)."""
+    runs = []
+    for _ in range(3):
+        clock = StepClock()
+        model.fit(
+            data,
+            steps_per_epoch=steps + 1,
+            epochs=1,
+            verbose=0,
+            callbacks=[clock],
+        )
+        runs.append(clock.seconds_per_step())
+    return statistics.median(runs)
+
+
 def time_steps(
     config, precision, xla, steps, warmup, size=None, with_model=None
 ):
@@ -181,20 +198,10 @@ def time_steps(
         model.compile_step(xla)
         data = tf.data.Dataset.from_tensors(batch).repeat()
         model.fit(data, steps_per_epoch=warmup, epochs=1, verbose=0)
-        runs = []
-        for _ in range(3):
-            clock = StepClock()
-            model.fit(
-                data,
-                steps_per_epoch=steps + 1,
-                epochs=1,
-                verbose=0,
-                callbacks=[clock],
-            )
-            runs.append(clock.seconds_per_step())
+        seconds = median_step_seconds(model, data, steps)
         if with_model:
             with_model(model, loss, batch)
-        return statistics.median(runs)
+        return seconds
     finally:
         keras.mixed_precision.set_global_policy("float32")
 

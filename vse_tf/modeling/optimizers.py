@@ -47,12 +47,14 @@ class FusedAdamUpdate:
 
     Keras computes the same update in a dozen element-wise ops, each a
     pass over the parameters: on the 59.5M parameters of gin/flickr8k.gin's
-    heads that is 300 ms a step on 2 cores against 75 ms fused
-    (BENCHMARKS.md). The arithmetic is Keras's: m and v move toward g and
-    g^2 by (1 - beta), and the variable by lr sqrt(1 - beta2^t) /
-    (1 - beta1^t) m / (sqrt(v) + epsilon); only the rounding of the sums
-    differs. An embedding table's gradient rows are summed into the dense
-    gradient first, as Keras's update does. AMSGrad keeps Keras's update.
+    heads that is 146 ms a step on 2 cores against 42 ms fused
+    (BENCHMARKS.md, `tools.bench_optimizer`). The arithmetic is Keras's:
+    m and v move toward g and g^2 by (1 - beta), and the variable by
+    lr sqrt(1 - beta2^t) / (1 - beta1^t) m / (sqrt(v) + epsilon); only the
+    rounding of the sums differs. An embedding table's gradient is the
+    dense table's, its rows summed by index (`compat.sum_repeated_rows`
+    has summed them already); Keras's own Adam would square each
+    occurrence's row apart. AMSGrad keeps Keras's update.
     """
 
     def update_step(self, gradient, variable, learning_rate):

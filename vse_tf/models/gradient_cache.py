@@ -75,7 +75,7 @@ def loss_gradients(model, image, text, image_ids, block_size):
     # to the towers' dtype at the end, as a cast's gradient would.
     anchors, _ = model.loss.inputs(image_ids, {"image": image, "text": text})
     candidates, offset = losses.gather_pairs(anchors)
-    block_gradients = _block_gradients(
+    block_gradients, count = _block_gradients(
         model, anchors, candidates, offset, block_size
     )
     # The first block outside the loop: it shows which temperature weights
@@ -90,7 +90,6 @@ def loss_gradients(model, image, text, image_ids, block_size):
             block_gradients(i)
         )
         return (
-            i + 1,
             total + value,
             image_rows.write(i, image_grad),
             text_rows.write(i, text_grad),
@@ -98,24 +97,16 @@ def loss_gradients(model, image, text, image_ids, block_size):
             [a + direct_grads[j] for a, j in zip(sums, connected)],
         )
 
-    def rows(first):
-        count = tf.shape(anchors.ids)[0] // block_size
-        return tf.TensorArray(
-            first.dtype, size=count, element_shape=first.shape
-        ).write(0, first)
-
-    _, loss, image_rows, text_rows, candidate_sums, sums = tf.while_loop(
-        lambda i, *_: i < tf.shape(anchors.ids)[0] // block_size,
+    loss, image_rows, text_rows, candidate_sums, sums = _after_the_first(
+        count,
         next_block,
         (
-            tf.constant(1),
             loss,
-            rows(image_grad),
-            rows(text_grad),
+            _rows(image_grad, count),
+            _rows(text_grad, count),
             candidate_grads,
             [direct_grads[j] for j in connected],
         ),
-        parallel_iterations=1,
     )
     direct_gradients = _placed(sums, connected, len(direct_grads))
     context = tf.distribute.get_replica_context()
@@ -144,15 +135,16 @@ def _whole_loss_gradients(model, image, text, image_ids):
 
 
 def _block_gradients(model, anchors, candidates, offset, block_size):
-    """A function of a block's index giving its share of the loss, and
+    """(a function of a block's index giving its share of the loss and
     that share's gradients with respect to the block's image and text
-    rows, the candidates' images and texts, and the temperature weights."""
+    rows, the candidates' images and texts, and the temperature weights;
+    the number of blocks)."""
     objective = model.loss
     local_size = tf.shape(anchors.ids)[0]
     factor = objective.global_batch_factor(
         local_size, tf.shape(candidates.ids)[0]
     )
-    blocks, _ = _sliced(anchors, block_size)
+    blocks, count = _sliced(anchors, block_size)
     watched = [candidates.images, candidates.texts]
     direct = model.temperature_weights()
 
@@ -177,7 +169,7 @@ def _block_gradients(model, anchors, candidates, offset, block_size):
             scaled, [block.images, block.texts, watched, direct]
         )
 
-    return block_gradients
+    return block_gradients, count
 
 
 def forward_state(model):
@@ -216,19 +208,14 @@ def embed(tower, inputs, slice_size):
     """The tower's training-mode outputs for `inputs`, computed a slice at
     a time, with no tape."""
     slices, count = _sliced(inputs, slice_size)
-    first = tower(_take(slices, 0), training=True)
-    outputs = tf.TensorArray(
-        first.dtype, size=count, element_shape=first.shape
-    ).write(0, first)
 
-    def next_slice(i, outputs):
-        return i + 1, outputs.write(i, tower(_take(slices, i), training=True))
+    def outputs_of(i):
+        return tower(_take(slices, i), training=True)
 
-    _, outputs = tf.while_loop(
-        lambda i, _: i < count,
-        next_slice,
-        (tf.constant(1), outputs),
-        parallel_iterations=1,
+    (outputs,) = _after_the_first(
+        count,
+        lambda i, outputs: (outputs.write(i, outputs_of(i)),),
+        (_rows(outputs_of(0), count),),
     )
     return _merged(outputs.stack())
 
@@ -256,18 +243,39 @@ def backpropagate(tower, inputs, upstream, slice_size):
 
     def next_slice(i, sums):
         gradients = slice_gradients(i)
-        return i + 1, [
-            total + tf.convert_to_tensor(gradients[j])
-            for total, j in zip(sums, connected)
-        ]
+        return (
+            [
+                total + tf.convert_to_tensor(gradients[j])
+                for total, j in zip(sums, connected)
+            ],
+        )
 
-    _, sums = tf.while_loop(
-        lambda i, _: i < count,
+    (sums,) = _after_the_first(
+        count,
         next_slice,
-        (tf.constant(1), [tf.convert_to_tensor(first[j]) for j in connected]),
-        parallel_iterations=1,
+        ([tf.convert_to_tensor(first[j]) for j in connected],),
     )
     return _placed(sums, connected, len(weights))
+
+
+def _after_the_first(count, step, carried):
+    """`carried` after `step(i, *carried)` (which returns the next
+    `carried`) for i = 1 to count - 1, one slice after the other: slice 0
+    is done outside the loop, where its results show what the loop
+    carries."""
+    return tf.while_loop(
+        lambda i, *_: i < count,
+        lambda i, *carried: (i + 1, *step(i, *carried)),
+        (tf.constant(1), *carried),
+        parallel_iterations=1,
+    )[1:]
+
+
+def _rows(first, count):
+    """An array of `count` slices' rows, slice 0's `first` written."""
+    return tf.TensorArray(
+        first.dtype, size=count, element_shape=first.shape
+    ).write(0, first)
 
 
 def _placed(values, places, length):
