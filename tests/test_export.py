@@ -15,6 +15,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from tests.conftest import run_tf_only
 from tests.conftest import run_tool
 from vse_tf import gin_config
 from vse_tf.data import pipeline
@@ -22,15 +23,6 @@ from vse_tf.training import runs
 
 TF_ONLY_CLIENT = r"""
 import json
-import sys
-
-# What TF Serving has: TensorFlow and nothing of this project's stack.
-for name in ("keras", "keras_hub", "keras_nlp", "tensorflow_text", "tf_keras",
-             "vse_tf"):
-    sys.modules[name] = None
-
-import numpy as np
-import tensorflow as tf
 
 export_dir, request_path, response_path = sys.argv[1:]
 with open(request_path) as f:
@@ -61,6 +53,9 @@ for name, data in request["bad_images"].items():
 np.savez(response_path, **{k: v.numpy() for k, v in outputs.items()})
 with open(response_path + ".json", "w") as f:
     json.dump({"errors": errors,
+               "unregistered_ops": {
+                   tower: unregistered_ops(f"{export_dir}/{tower}/1")
+                   for tower in ("image_tower", "text_tower")},
                "forbidden_loaded": sorted(
                    name for name in ("keras", "keras_hub", "vse_tf",
                                      "tensorflow_text")
@@ -99,24 +94,14 @@ def served(trained_run, tfds_dir, tmp_path_factory):
     }
     with open(work / "request.json", "w") as f:
         json.dump(request, f)
-    script = work / "tf_only_client.py"
-    script.write_text(TF_ONLY_CLIENT)
     response = str(work / "response.npz")
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(script),
-            os.path.join(model_dir, "export"),
-            str(work / "request.json"),
-            response,
-        ],
-        cwd=str(work),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "PYTHONPATH": ""},
+    run_tf_only(
+        work,
+        TF_ONLY_CLIENT,
+        os.path.join(model_dir, "export"),
+        work / "request.json",
+        response,
     )
-    assert result.returncode == 0, result.stderr[-3000:]
     with open(response + ".json") as f:
         report = json.load(f)
 
@@ -133,6 +118,7 @@ def served(trained_run, tfds_dir, tmp_path_factory):
 
 def test_serving_process_never_imports_the_training_stack(served):
     _, report, _ = served
+    assert report["unregistered_ops"] == {"image_tower": [], "text_tower": []}
     assert report["forbidden_loaded"] == []
 
 

@@ -3,8 +3,6 @@
 import json
 import os
 import re
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -13,6 +11,7 @@ import tensorflow_datasets as tfds
 
 from tests.conftest import bindings
 from tests.conftest import evaluate_again
+from tests.conftest import run_tf_only
 from tests.conftest import run_tool
 from vse_tf import evaluation
 from vse_tf import gin_config
@@ -138,12 +137,6 @@ def test_bad_settings_are_refused():
 
 
 TF_ONLY_CLIENT = r"""
-import sys
-for name in ("keras", "keras_hub", "tensorflow_text", "vse_tf"):
-    sys.modules[name] = None
-import numpy as np
-import tensorflow as tf
-
 export_dir, response_path, *files = sys.argv[1:]
 captions = ["a red circle", "a blue square left of a green triangle"]
 image = tf.saved_model.load(f"{export_dir}/image_tower/1")
@@ -231,24 +224,14 @@ def test_exported_towers_serve_the_hubness_of_their_banks(
     ):
         files.append(str(tmp_path / f"{index}.png"))
         tf.io.write_file(files[-1], tf.io.encode_png(example["image"]))
-    script = tmp_path / "client.py"
-    script.write_text(TF_ONLY_CLIENT)
     response = str(tmp_path / "response.npz")
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(script),
-            os.path.join(model_dir, "export"),
-            response,
-            *files,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "PYTHONPATH": ""},
-        cwd=str(tmp_path),
+    run_tf_only(
+        tmp_path,
+        TF_ONLY_CLIENT,
+        os.path.join(model_dir, "export"),
+        response,
+        *files,
     )
-    assert result.returncode == 0, result.stderr[-3000:]
     served = np.load(response)
     correction = runs.load_hubness_correction(model_dir)
     np.testing.assert_allclose(

@@ -6,20 +6,30 @@ Loads the run folder and then its export with `vse_tf.load`, embeds the
 test split's photos (their files, as a user passes them) and captions,
 scores Recall@K with `vse_tf.evaluation.retrieval_metrics` (a count of
 captions per photo), and compares every metric, hubness-corrected and by
-cosine, with metrics.json. Exit status 1 when one differs. For runs on
+cosine, with metrics.json. Last, the export's text tower embeds the
+captions in a process that has TensorFlow alone, as TF Serving does (no
+TF Text, keras or vse_tf), after checking that every op of both towers is
+in its registry; scored against the export's photos, they must give
+metrics.json too. Exit status 1 when a metric differs. For runs on
 Karpathy's datasets (flickr8k, flickr30k, coco) and on caption files.
 """
 
 import argparse
 import json
+import os
+import subprocess
 import sys
+import tempfile
 import time
+
+import numpy as np
 
 import vse_tf
 from tools import machine_info
 from vse_tf import evaluation
 from vse_tf.data import caption_files
 from vse_tf.data import karpathy
+from vse_tf.evaluation import hubness
 from vse_tf.training import run_dir
 
 
@@ -34,11 +44,15 @@ def test_photos(dataset, data_dir):
     return paths, captions
 
 
-def differences(model, paths, captions, expected):
-    """{metric: |recomputed - metrics.json|}, corrected and by cosine."""
+def differences(model, paths, captions, expected, texts=None):
+    """{metric: |recomputed - metrics.json|}, corrected and by cosine;
+    `texts`: the captions' scoring vectors, if not the model's."""
     counts = [len(c) for c in captions]
     photos = model.encode_images(paths, scoring=True)
-    texts = model.encode_texts([c for cs in captions for c in cs], scoring=True)
+    if texts is None:
+        texts = model.encode_texts(
+            [c for cs in captions for c in cs], scoring=True
+        )
     found = {"": evaluation.retrieval_metrics(photos, texts, counts)}
     if model.corrected:
         dim = photos.shape[1] - 2  # the scoring vectors' two columns more
@@ -52,6 +66,71 @@ def differences(model, paths, captions, expected):
         for prefix, metrics in found.items()
         for name in evaluation.METRIC_NAMES
     }
+
+
+TF_ONLY = r"""
+import json
+import sys
+
+for name in ("keras", "keras_hub", "keras_nlp", "tensorflow_text", "tf_keras",
+             "vse_tf"):
+    sys.modules[name] = None
+
+import numpy as np
+import tensorflow as tf
+from tensorflow.core.protobuf import saved_model_pb2
+from tensorflow.python.framework import op_def_registry
+
+image_dir, text_dir, captions_file, out = sys.argv[1:]
+for version_dir in (image_dir, text_dir):
+    model = saved_model_pb2.SavedModel()
+    with open(f"{version_dir}/saved_model.pb", "rb") as f:
+        model.ParseFromString(f.read())
+    ops = {node.op for graph in model.meta_graphs
+           for function in [graph.graph_def, *graph.graph_def.library.function]
+           for node in getattr(function, "node", None) or function.node_def}
+    missing = sorted(op for op in ops if op_def_registry.get(op) is None)
+    if missing:
+        sys.exit(f"{version_dir}: ops outside TensorFlow's core: {missing}")
+with open(captions_file) as f:
+    captions = json.load(f)
+serve = tf.saved_model.load(text_dir).signatures["serving_default"]
+outputs = [serve(text=tf.constant(captions[i:i + 256]))
+           for i in range(0, len(captions), 256)]
+np.savez(out, **{key: np.concatenate([o[key].numpy() for o in outputs])
+                 for key in outputs[0]})
+"""
+
+
+def served_by_tensorflow_alone(export_dir, captions):
+    """The captions' scoring vectors (as `vse_tf.load` scores) from the
+    newest text tower, loaded by a process without TF Text, keras or
+    vse_tf."""
+    from vse_tf.serving import saved_model
+
+    with tempfile.TemporaryDirectory() as work:
+        with open(os.path.join(work, "captions.json"), "w") as f:
+            json.dump(captions, f)
+        out = os.path.join(work, "served.npz")
+        subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                TF_ONLY,
+                *(
+                    saved_model.latest_version_dir(export_dir, tower)
+                    for tower in saved_model.TOWERS
+                ),
+                os.path.join(work, "captions.json"),
+                out,
+            ],
+            check=True,
+            env={**os.environ, "PYTHONPATH": ""},
+        )
+        with np.load(out) as served:
+            if "hubness" not in served:
+                return served["embedding"]
+            return hubness.text_scoring(served["embedding"], served["hubness"])
 
 
 def main():
@@ -80,6 +159,17 @@ def main():
             f"from metrics.json over {len(found)} metrics: "
             f"{max(found.values()):.6f} ({time.time() - started:.0f} s)"
         )
+    started = time.time()
+    texts = served_by_tensorflow_alone(
+        run.export, [c for cs in captions for c in cs]
+    )
+    found = differences(model, paths, captions, expected, texts)
+    worst = max(worst, *found.values())
+    print(
+        "captions served by TensorFlow alone, photos by the export: largest "
+        f"difference from metrics.json: {max(found.values()):.6f} "
+        f"({time.time() - started:.0f} s)"
+    )
     print(
         f"rsum in metrics.json: {expected['rsum']:.2f}"
         + (

@@ -50,8 +50,8 @@ def _read_lines(path, what):
 def _load_signature(export_dir, tower):
     version_dir = saved_model.latest_version_dir(export_dir, tower)
     try:
-        # Registers the WordPiece ops of pretrained BERT text towers; the
-        # other towers use core ops only.
+        # BERT text towers exported by releases before `models.wordpiece`
+        # hold TF Text's WordPiece ops; today's use core ops only.
         import tensorflow_text  # noqa: F401
     except ImportError:
         pass

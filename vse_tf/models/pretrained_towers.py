@@ -23,6 +23,7 @@ from vse_tf import errors
 from vse_tf.models import pooling
 from vse_tf.models import towers
 from vse_tf.models import views as views_lib
+from vse_tf.models import wordpiece
 
 BACKBONE = "backbone"
 HEAD = "head"
@@ -173,8 +174,10 @@ class SentenceEncoder(compat.NoDefaultSaveSignature, keras.Model):
     of the words themselves (objects, colours, counts) that captions of a
     photo differ by.
 
-    WordPiece tokenization runs in the graph with TensorFlow Text ops, so an
-    exported tower needs a TF Serving built with them (see export/README.md).
+    `tokenizer`, keras-hub's BERT tokenizer or a `wordpiece.
+    WordPieceTokenizer`: text is tokenized by the latter, the core-op twin
+    of the former, so an exported tower runs on any TensorFlow, TF
+    Serving's included.
     """
 
     def __init__(
@@ -188,6 +191,10 @@ class SentenceEncoder(compat.NoDefaultSaveSignature, keras.Model):
         super().__init__(**kwargs)
         import keras_hub
 
+        if not isinstance(tokenizer, wordpiece.WordPieceTokenizer):
+            tokenizer = wordpiece.WordPieceTokenizer.like(
+                tokenizer, name="wordpiece"
+            )
         self.tokenizer = tokenizer
         self.backbone = backbone
         self.sequence_length = sequence_length
@@ -209,9 +216,9 @@ class SentenceEncoder(compat.NoDefaultSaveSignature, keras.Model):
         )
         self.packer = keras_hub.layers.StartEndPacker(
             sequence_length=sequence_length,
-            start_value=tokenizer.cls_token_id,
-            end_value=tokenizer.sep_token_id,
-            pad_value=tokenizer.pad_token_id,
+            start_value=tokenizer.token_id("[CLS]"),
+            end_value=tokenizer.token_id("[SEP]"),
+            pad_value=tokenizer.token_id("[PAD]"),
             return_padding_mask=True,
         )
 
