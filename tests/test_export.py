@@ -50,9 +50,27 @@ for name, data in request["bad_images"].items():
         errors[name] = None
     except tf.errors.OpError as error:
         errors[name] = [type(error).__name__, error.message]
+# TF Serving's warm-up: each record a PredictionLog, replayed.
+from tensorflow_serving.apis import prediction_log_pb2
+
+warmup = {}
+for tower, loaded in (("image_tower", image_tower), ("text_tower", text_tower)):
+    warmup[tower] = []
+    path = f"{export_dir}/{tower}/1/assets.extra/tf_serving_warmup_requests"
+    for record in tf.data.TFRecordDataset(path):
+        request = prediction_log_pb2.PredictionLog.FromString(
+            record.numpy()).predict_log.request
+        signature = loaded.signatures[request.model_spec.signature_name]
+        replied = signature(**{name: tf.constant(tf.make_ndarray(tensor))
+                               for name, tensor in request.inputs.items()})
+        warmup[tower].append([request.model_spec.name,
+                              request.model_spec.signature_name,
+                              *request.inputs,
+                              replied["embedding"].shape[0]])
 np.savez(response_path, **{k: v.numpy() for k, v in outputs.items()})
 with open(response_path + ".json", "w") as f:
     json.dump({"errors": errors,
+               "warmup": warmup,
                "unregistered_ops": {
                    tower: unregistered_ops(f"{export_dir}/{tower}/1")
                    for tower in ("image_tower", "text_tower")},
@@ -120,6 +138,22 @@ def test_serving_process_never_imports_the_training_stack(served):
     _, report, _ = served
     assert report["unregistered_ops"] == {"image_tower": [], "text_tower": []}
     assert report["forbidden_loaded"] == []
+
+
+def test_each_version_carries_warm_up_requests_that_replay(served):
+    _, report, _ = served
+    assert report["warmup"] == {
+        "image_tower": [
+            ["image_tower", "serving_default", "image_bytes", 1],
+            ["image_tower", "serving_default", "image_bytes", 8],
+            ["image_tower", "serving_pixels", "pixels", 1],
+            ["image_tower", "serving_pixels", "pixels", 8],
+        ],
+        "text_tower": [
+            ["text_tower", "serving_default", "text", 1],
+            ["text_tower", "serving_default", "text", 8],
+        ],
+    }
 
 
 def test_image_signatures_match_the_package_tower(served):

@@ -51,6 +51,30 @@ def test_a_failed_replace_keeps_the_old_folder(tmp_path, monkeypatch):
     assert os.listdir(tmp_path) == ["projector"]
 
 
+def test_when_putting_the_old_folder_back_fails_too_it_is_kept(
+    tmp_path, monkeypatch
+):
+    target = str(tmp_path / "projector")
+    _folder(target, "old")
+    renames = []
+    rename = os.rename
+
+    def only_the_first_rename_works(source, destination):
+        renames.append(destination)
+        if len(renames) > 1:
+            raise OSError("disk gone")
+        rename(source, destination)
+
+    monkeypatch.setattr(os, "rename", only_the_first_rename_works)
+    with io_utils.staging_dir(str(tmp_path), "new") as staging:
+        _folder(os.path.join(staging, "built"), "new")
+        with pytest.raises(OSError, match="disk gone") as raised:
+            io_utils.replace_dir(os.path.join(staging, "built"), target)
+    kept = raised.value.__notes__[0].split(" is kept at ")[1].rstrip(".")
+    assert _read(kept) == "old"
+    assert not os.path.exists(target)
+
+
 def test_a_failed_atomic_write_leaves_the_old_file(tmp_path):
     path = str(tmp_path / "metrics.json")
     io_utils.write_json_atomic(path, {"rsum": 1.0})

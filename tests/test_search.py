@@ -207,7 +207,7 @@ def test_export_dir_without_towers_is_a_clear_error(photo_folder, tmp_path):
         "--query=a red circle",
     )
     assert result.returncode == 2
-    assert "No exported image_tower" in " ".join(result.stderr.split())
+    assert "No exported towers" in " ".join(result.stderr.split())
     assert "Traceback" not in result.stderr
 
 

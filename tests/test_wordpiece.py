@@ -210,7 +210,7 @@ def test_an_exported_bert_tower_serves_without_tf_text(tmp_path):
         sequence_length=12,
         embedding_dim=8,
     )
-    saved_model.text_tower_archive(tower).write_out(
+    saved_model.tower_archive(tower, saved_model.TEXT_TOWER).write_out(
         str(tmp_path / "text_tower"), verbose=False
     )
     np.save(tmp_path / "expected.npy", tower(np.array(HAND_MADE)).numpy())

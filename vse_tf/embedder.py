@@ -204,13 +204,7 @@ def _from_run(model_dir):
 def _from_export(export_dir, version):
     """Both towers of one exported version, as TF Serving would load them."""
     if version is None:
-        version = int(
-            os.path.basename(
-                saved_model.latest_version_dir(
-                    export_dir, saved_model.TEXT_TOWER
-                )
-            )
-        )
+        version = saved_model.latest_version(export_dir)
     towers = {}
     for tower in saved_model.TOWERS:
         folder = os.path.join(export_dir, tower, str(version))

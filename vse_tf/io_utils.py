@@ -68,19 +68,26 @@ def replace_dir(source, target):
     """Renames the folder `source` onto `target`, moving an old one out.
 
     Two renames, as a folder cannot be renamed onto a full one: if the
-    second fails, the old folder is put back before the error propagates,
-    so `target` is never left without either.
+    second fails, the old folder is put back before the error propagates;
+    if that fails too, it is kept where it was moved, and the error says
+    where. The old folder is removed only once the new one is in place.
     """
-    with staging_dir(os.path.dirname(target), "old") as old:
-        moved = os.path.join(old, "dir")
-        if os.path.exists(target):
-            os.rename(target, moved)
-        try:
-            os.rename(source, target)
-        except BaseException:
-            if os.path.exists(moved):
+    old = tempfile.mkdtemp(prefix=".tmp-old-", dir=os.path.dirname(target))
+    moved = os.path.join(old, "dir")
+    if os.path.exists(target):
+        os.rename(target, moved)
+    try:
+        os.rename(source, target)
+    except BaseException as error:
+        if os.path.exists(moved):
+            try:
                 os.rename(moved, target)
-            raise
+            except OSError:
+                error.add_note(f"The previous {target} is kept at {moved}.")
+                raise error from None
+        os.rmdir(old)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def write_text_atomic(path, text):

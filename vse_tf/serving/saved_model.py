@@ -19,9 +19,10 @@ run fitted with a hubness correction (`vse_tf.evaluation.hubness`) also serves
 candidate (s(i, t) = e_i . e_t - h_i - h_t), each tower holding the bank of
 the other modality's train embeddings it is computed from. Signatures use
 core TensorFlow ops only, so the stock `tensorflow_model_server` loads
-it. A version is written into a hidden temporary folder and renamed into
-place, so TF Serving (which polls the base path for numbered folders) never
-sees half a model; an existing version is never overwritten.
+it, and each version carries warm-up requests for it (`warmup`). Both
+towers are written into a hidden temporary folder, then published as one
+version N (`publish`): a server never sees one tower's version N without
+the other's; an existing version is never overwritten.
 """
 
 import os
@@ -35,6 +36,8 @@ from vse_tf import io_utils
 from vse_tf.data import images
 from vse_tf.evaluation import hubness
 from vse_tf.models import towers
+from vse_tf.serving import publish
+from vse_tf.serving import warmup
 
 IMAGE_TOWER = "image_tower"
 TEXT_TOWER = "text_tower"
@@ -51,16 +54,24 @@ def versions(export_dir, tower):
     )
 
 
-def latest_version_dir(export_dir, tower):
-    """EXPORT/<tower>/<newest version>, or a UserError if there is none."""
-    found = versions(export_dir, tower)
+def latest_version(export_dir):
+    """The newest version that both towers have, or a UserError."""
+    found = set(versions(export_dir, IMAGE_TOWER)) & set(
+        versions(export_dir, TEXT_TOWER)
+    )
     if not found:
         raise errors.UserError(
-            f"No exported {tower} in {export_dir!r}: expected numbered "
-            f"version folders under {os.path.join(export_dir, tower)}. "
-            "Export a run with `python -m vse_tf.export --model_dir=DIR`."
+            f"No exported towers in {export_dir!r}: expected the same "
+            f"numbered version under {os.path.join(export_dir, IMAGE_TOWER)} "
+            f"and {os.path.join(export_dir, TEXT_TOWER)}. Export a run with "
+            "`python -m vse_tf.export --model_dir=DIR`."
         )
-    return os.path.join(export_dir, tower, str(found[-1]))
+    return max(found)
+
+
+def latest_version_dir(export_dir, tower):
+    """EXPORT/<tower>/<newest version of both towers>, or a UserError."""
+    return os.path.join(export_dir, tower, str(latest_version(export_dir)))
 
 
 class _HubnessBank(tf.Module):
@@ -117,67 +128,50 @@ def _bank(archive, correction, tower_name):
     return module
 
 
-def image_tower_archive(image_tower, correction=None):
-    """The image tower with its two serving signatures."""
-    if len(image_tower.inputs[0].shape) != 4:
-        return features_tower_archive(image_tower, correction)
-    _, height, width, channels = image_tower.inputs[0].shape
+def serving_inputs(tower, tower_name):
+    """{signature name: its one input, a tf.TensorSpec} of `tower` served
+    as `tower_name` (IMAGE_TOWER or TEXT_TOWER)."""
+    if tower_name == TEXT_TOWER:
+        return {"serving_default": tf.TensorSpec([None], tf.string, "text")}
+    shape = tower.inputs[0].shape
+    if len(shape) != 4:  # precomputed features, taken as they are
+        return {"serving_default": tf.TensorSpec(shape, tf.float32, "features")}
+    _, height, width, channels = shape
     if height != width:
         raise ValueError(f"Square image towers only, not {height}x{width}.")
-    archive = _archive(image_tower)
-    bank = _bank(archive, correction, IMAGE_TOWER)
+    return {
+        "serving_default": tf.TensorSpec([None], tf.string, "image_bytes"),
+        "serving_pixels": tf.TensorSpec(
+            [None, height, width, channels], tf.float32, "pixels"
+        ),
+    }
+
+
+def tower_archive(tower, tower_name, correction=None):
+    """`tower` with its serving signatures (see the module docstring)."""
+    archive = _archive(tower)
+    bank = _bank(archive, correction, tower_name)
+    for name, spec in serving_inputs(tower, tower_name).items():
+        archive.add_endpoint(
+            name, _endpoint(tower, spec, bank), input_signature=[spec]
+        )
+    return archive
+
+
+def _endpoint(tower, spec, bank):
+    if spec.name != "image_bytes":
+
+        def serve(inputs):
+            return _serving_outputs(tower, inputs, bank)
+
+        return serve
+    height = tower.inputs[0].shape[1]
 
     def serve_bytes(image_bytes):
         pixels = images.decode_batch(image_bytes, height, name="image_bytes")
-        return _serving_outputs(image_tower, pixels, bank)
+        return _serving_outputs(tower, pixels, bank)
 
-    def serve_pixels(pixels):
-        return _serving_outputs(image_tower, pixels, bank)
-
-    archive.add_endpoint(
-        "serving_default",
-        serve_bytes,
-        input_signature=[tf.TensorSpec([None], tf.string, "image_bytes")],
-    )
-    archive.add_endpoint(
-        "serving_pixels",
-        serve_pixels,
-        input_signature=[
-            tf.TensorSpec([None, height, width, channels], tf.float32, "pixels")
-        ],
-    )
-    return archive
-
-
-def features_tower_archive(image_tower, correction=None):
-    """An image tower on precomputed features, which it takes as they are."""
-    return _one_signature_archive(
-        image_tower,
-        tf.TensorSpec(image_tower.inputs[0].shape, tf.float32, "features"),
-        correction,
-        IMAGE_TOWER,
-    )
-
-
-def text_tower_archive(text_tower, correction=None):
-    """The text tower taking raw caption strings."""
-    return _one_signature_archive(
-        text_tower,
-        tf.TensorSpec([None], tf.string, "text"),
-        correction,
-        TEXT_TOWER,
-    )
-
-
-def _one_signature_archive(tower, input_spec, correction, tower_name):
-    archive = _archive(tower)
-    bank = _bank(archive, correction, tower_name)
-
-    def serve(inputs):
-        return _serving_outputs(tower, inputs, bank)
-
-    archive.add_endpoint("serving_default", serve, input_signature=[input_spec])
-    return archive
+    return serve_bytes
 
 
 def export_towers(model, export_dir, version=None, correction=None):
@@ -207,12 +201,16 @@ def export_towers(model, export_dir, version=None, correction=None):
                 "exists and is never overwritten: TF Serving may be serving "
                 "it. Pass another --version, or leave it out for the next."
             )
+    towers_by_name = {
+        IMAGE_TOWER: model.image_tower,
+        TEXT_TOWER: model.text_tower,
+    }
     archives = {
-        IMAGE_TOWER: image_tower_archive(model.image_tower, correction),
-        TEXT_TOWER: text_tower_archive(model.text_tower, correction),
+        name: tower_archive(tower, name, correction)
+        for name, tower in towers_by_name.items()
     }
     io_utils.ensure_writable_dir(export_dir, "export dir")
-    # Both towers are written in full before either is renamed into place.
+    # Both towers are written in full, then published as one.
     with io_utils.staging_dir(export_dir, "export") as staging:
         for tower, archive in archives.items():
             # Serving needs no gradients; the packed GRU's hand-written one
@@ -224,10 +222,15 @@ def export_towers(model, export_dir, version=None, correction=None):
                     experimental_custom_gradients=False
                 ),
             )
-        for tower in TOWERS:
-            os.makedirs(os.path.join(export_dir, tower), exist_ok=True)
-            os.rename(
+            warmup.write_warmup_requests(
                 os.path.join(staging, tower),
-                os.path.join(export_dir, tower, str(version)),
+                tower,
+                serving_inputs(towers_by_name[tower], tower),
             )
+        publish.publish(
+            export_dir,
+            {tower: os.path.join(staging, tower) for tower in TOWERS},
+            version,
+            TOWERS,
+        )
     return version
