@@ -29,19 +29,27 @@ def test_replace_dir_puts_the_new_folder_in_place_of_the_old(tmp_path):
     assert os.listdir(tmp_path) == ["projector"]  # nothing staged is left
 
 
-def test_a_failed_replace_keeps_the_old_folder(tmp_path, monkeypatch):
-    target = str(tmp_path / "projector")
-    _folder(target, "old")
+def _renames_failing(monkeypatch, fails):
+    """os.rename raising "disk gone" where fails(its call number) is true;
+    the list of its destinations."""
     renames = []
     rename = os.rename
 
-    def second_rename_fails(source, destination):
+    def faulty(source, destination):
         renames.append(destination)
-        if len(renames) == 2:  # the new folder into place
+        if fails(len(renames)):
             raise OSError("disk gone")
         rename(source, destination)
 
-    monkeypatch.setattr(os, "rename", second_rename_fails)
+    monkeypatch.setattr(os, "rename", faulty)
+    return renames
+
+
+def test_a_failed_replace_keeps_the_old_folder(tmp_path, monkeypatch):
+    target = str(tmp_path / "projector")
+    _folder(target, "old")
+    # The second rename (the new folder into place) fails.
+    renames = _renames_failing(monkeypatch, lambda call: call == 2)
     with io_utils.staging_dir(str(tmp_path), "new") as staging:
         _folder(os.path.join(staging, "built"), "new")
         with pytest.raises(OSError, match="disk gone"):
@@ -56,16 +64,8 @@ def test_when_putting_the_old_folder_back_fails_too_it_is_kept(
 ):
     target = str(tmp_path / "projector")
     _folder(target, "old")
-    renames = []
-    rename = os.rename
-
-    def only_the_first_rename_works(source, destination):
-        renames.append(destination)
-        if len(renames) > 1:
-            raise OSError("disk gone")
-        rename(source, destination)
-
-    monkeypatch.setattr(os, "rename", only_the_first_rename_works)
+    # Only the first rename (the old folder out) works.
+    _renames_failing(monkeypatch, lambda call: call > 1)
     with io_utils.staging_dir(str(tmp_path), "new") as staging:
         _folder(os.path.join(staging, "built"), "new")
         with pytest.raises(OSError, match="disk gone") as raised:

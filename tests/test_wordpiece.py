@@ -11,6 +11,8 @@ import pytest
 import tensorflow as tf
 
 from tests.conftest import run_tf_only
+from tests.test_bert_tower import SIZE
+from tests.test_bert_tower import TOKENS
 from vse_tf.models import pretrained_towers
 from vse_tf.models import wordpiece
 from vse_tf.serving import saved_model
@@ -105,11 +107,7 @@ def test_minilm_ids_equal_keras_hubs_on_every_flickr8k_caption(
 
 
 VOCABULARY = [
-    "[PAD]",
-    "[UNK]",
-    "[CLS]",
-    "[SEP]",
-    "[MASK]",
+    *TOKENS[:5],  # BERT's special tokens
     "a",
     "dog",
     "do",
@@ -201,14 +199,7 @@ def test_an_exported_bert_tower_serves_without_tf_text(tmp_path):
     vocabulary_file = tmp_path / "vocab.txt"
     vocabulary_file.write_text("\n".join(VOCABULARY) + "\n")
     tower = pretrained_towers.build_bert_tower(
-        vocabulary_file=str(vocabulary_file),
-        weights="random",
-        num_layers=1,
-        num_heads=2,
-        hidden_dim=16,
-        intermediate_dim=32,
-        sequence_length=12,
-        embedding_dim=8,
+        vocabulary_file=str(vocabulary_file), weights="random", **SIZE
     )
     saved_model.tower_archive(tower, saved_model.TEXT_TOWER).write_out(
         str(tmp_path / "text_tower"), verbose=False
