@@ -20,6 +20,9 @@ tf.config.set_logical_device_configuration(
     _cpu, [tf.config.LogicalDeviceConfiguration()] * 2
 )
 
+# What TF Serving has, for the TF-only clients (after the devices are set).
+from tools.check_load import TF_ONLY_PRELUDE  # noqa: E402
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # The demo config shrunk to seconds: tiny data, tiny towers, six steps.
@@ -54,36 +57,9 @@ def run_tool(tool, *args, env_extra=None):
     )
 
 
-# What TF Serving has: TensorFlow, without this project's stack or TF Text.
-TF_ONLY_PRELUDE = r"""
-import sys
-
-for name in ("keras", "keras_hub", "keras_nlp", "tensorflow_text", "tf_keras",
-             "vse_tf"):
-    sys.modules[name] = None
-
-import numpy as np
-import tensorflow as tf
-from tensorflow.core.protobuf import saved_model_pb2
-from tensorflow.python.framework import op_def_registry
-
-
-# The ops in a SavedModel's graphs that this TensorFlow lacks.
-def unregistered_ops(version_dir):
-    model = saved_model_pb2.SavedModel()
-    with open(f"{version_dir}/saved_model.pb", "rb") as f:
-        model.ParseFromString(f.read())
-    ops = set()
-    for graph in model.meta_graphs:
-        ops.update(node.op for node in graph.graph_def.node)
-        for function in graph.graph_def.library.function:
-            ops.update(node.op for node in function.node_def)
-    return sorted(op for op in ops if op_def_registry.get(op) is None)
-"""
-
-
 def run_tf_only(work, script, *args):
-    """Runs TF_ONLY_PRELUDE + `script` with `args` in a fresh process."""
+    """Runs `script` after check_load's TF_ONLY_PRELUDE (TensorFlow alone,
+    and `unregistered_ops`) with `args` in a fresh process."""
     path = os.path.join(str(work), "tf_only_client.py")
     with open(path, "w") as f:
         f.write(TF_ONLY_PRELUDE + script)

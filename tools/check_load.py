@@ -68,8 +68,9 @@ def differences(model, paths, captions, expected, texts=None):
     }
 
 
-TF_ONLY = r"""
-import json
+# What TF Serving has: TensorFlow, without this project's stack or TF Text
+# (the tests' TF-only clients start with it too).
+TF_ONLY_PRELUDE = r"""
 import sys
 
 for name in ("keras", "keras_hub", "keras_nlp", "tensorflow_text", "tf_keras",
@@ -81,15 +82,29 @@ import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 from tensorflow.python.framework import op_def_registry
 
-image_dir, text_dir, captions_file, out = sys.argv[1:]
-for version_dir in (image_dir, text_dir):
+
+# The ops in a SavedModel's graphs that this TensorFlow lacks.
+def unregistered_ops(version_dir):
     model = saved_model_pb2.SavedModel()
     with open(f"{version_dir}/saved_model.pb", "rb") as f:
         model.ParseFromString(f.read())
-    ops = {node.op for graph in model.meta_graphs
-           for function in [graph.graph_def, *graph.graph_def.library.function]
-           for node in getattr(function, "node", None) or function.node_def}
-    missing = sorted(op for op in ops if op_def_registry.get(op) is None)
+    ops = set()
+    for graph in model.meta_graphs:
+        ops.update(node.op for node in graph.graph_def.node)
+        for function in graph.graph_def.library.function:
+            ops.update(node.op for node in function.node_def)
+    return sorted(op for op in ops if op_def_registry.get(op) is None)
+"""
+
+
+TF_ONLY = (
+    TF_ONLY_PRELUDE
+    + r"""
+import json
+
+image_dir, text_dir, captions_file, out = sys.argv[1:]
+for version_dir in (image_dir, text_dir):
+    missing = unregistered_ops(version_dir)
     if missing:
         sys.exit(f"{version_dir}: ops outside TensorFlow's core: {missing}")
 with open(captions_file) as f:
@@ -100,6 +115,7 @@ outputs = [serve(text=tf.constant(captions[i:i + 256]))
 np.savez(out, **{key: np.concatenate([o[key].numpy() for o in outputs])
                  for key in outputs[0]})
 """
+)
 
 
 def served_by_tensorflow_alone(export_dir, captions):

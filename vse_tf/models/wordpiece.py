@@ -105,11 +105,11 @@ def character_tables(lowercase, strip_accents):
 
 
 def _string_table(mapping):
-    keys = list(mapping)
+    """A lookup table of a non-empty {char: string}; UNMAPPED elsewhere."""
     return tf.lookup.StaticHashTable(
         tf.lookup.KeyValueTensorInitializer(
-            tf.constant(keys or [UNMAPPED], tf.string),
-            tf.constant([mapping[k] for k in keys] or [UNMAPPED], tf.string),
+            tf.constant(list(mapping.keys()), tf.string),
+            tf.constant(list(mapping.values()), tf.string),
         ),
         default_value=UNMAPPED,
     )

@@ -40,12 +40,15 @@ import re
 import shutil
 import tempfile
 
+from vse_tf import io_utils
+
 PUBLISHED = ".published"
 RELEASES = ".releases"
 VERSIONS = ".versions"
 
 
-def _numbered(folder):
+def numbered(folder):
+    """The numbers that name subfolders of `folder`, ascending."""
     if not os.path.isdir(folder):
         return []
     return sorted(
@@ -55,7 +58,7 @@ def _numbered(folder):
 
 def stored_versions(export_dir):
     """Every version written under `.versions`, published or not."""
-    return _numbered(os.path.join(export_dir, VERSIONS))
+    return numbered(os.path.join(export_dir, VERSIONS))
 
 
 def publish(export_dir, staged, version, towers):
@@ -77,7 +80,7 @@ def _published(export_dir, towers):
     release, those stored (adopted from plain folders)."""
     if os.path.lexists(os.path.join(export_dir, PUBLISHED)):
         root = os.path.join(export_dir, PUBLISHED)
-        return {t: set(_numbered(os.path.join(root, t))) for t in towers}
+        return {t: set(numbered(os.path.join(root, t))) for t in towers}
     return {
         tower: {
             number
@@ -110,7 +113,7 @@ def _release(export_dir, listing):
                 os.path.join("..", "..", "..", VERSIONS, str(number), tower),
                 os.path.join(release, tower, str(number)),
             )
-    os.chmod(release, 0o755)
+    os.chmod(release, io_utils.DIR_MODE)
     published = os.path.join(export_dir, PUBLISHED)
     previous = (
         os.path.basename(os.readlink(published))
@@ -161,7 +164,7 @@ def _adopt_plain_folders(export_dir, towers):
         folder = os.path.join(export_dir, tower)
         if not os.path.isdir(folder) or os.path.islink(folder):
             continue
-        for number in _numbered(folder):
+        for number in numbered(folder):
             stored = os.path.join(export_dir, VERSIONS, str(number))
             os.makedirs(stored, exist_ok=True)
             os.rename(

@@ -26,7 +26,6 @@ the other's; an existing version is never overwritten.
 """
 
 import os
-import re
 
 import keras
 import tensorflow as tf
@@ -46,12 +45,7 @@ TOWERS = (IMAGE_TOWER, TEXT_TOWER)
 
 def versions(export_dir, tower):
     """The version numbers already exported for `tower`, ascending."""
-    base = os.path.join(export_dir, tower)
-    if not os.path.isdir(base):
-        return []
-    return sorted(
-        int(name) for name in os.listdir(base) if re.fullmatch(r"\d+", name)
-    )
+    return publish.numbered(os.path.join(export_dir, tower))
 
 
 def latest_version(export_dir):
