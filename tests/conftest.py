@@ -227,3 +227,22 @@ def trained_run(tfds_dir, tmp_path_factory):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return model_dir, result
+
+
+@pytest.fixture(scope="session")
+def photo_folder(tfds_dir, tmp_path_factory):
+    """Eight test images as PNG files, and the captions of the first."""
+    from vse_tf.data import pipeline
+
+    folder = tmp_path_factory.mktemp("photos")
+    examples = list(
+        pipeline.load_examples("shapes/tiny", "test", tfds_dir)
+        .take(8)
+        .as_numpy_iterator()
+    )
+    for index, example in enumerate(examples):
+        tf.io.write_file(
+            str(folder / f"photo{index}.png"),
+            tf.io.encode_png(example["image"]),
+        )
+    return folder, [c.decode() for c in examples[0]["captions"]]

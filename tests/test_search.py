@@ -6,29 +6,10 @@ import re
 import numpy as np
 import pytest
 import tensorflow as tf
-import tensorflow_datasets as tfds
 
 from tests.conftest import run_tool
 from vse_tf import errors
-from vse_tf.data import pipeline
 from vse_tf.serving import image_index
-
-
-@pytest.fixture(scope="module")
-def photo_folder(tfds_dir, tmp_path_factory):
-    """Eight test images as PNG files, and the captions of the first."""
-    folder = tmp_path_factory.mktemp("photos")
-    examples = list(
-        tfds.as_numpy(
-            pipeline.load_examples("shapes/tiny", "test", tfds_dir).take(8)
-        )
-    )
-    for index, example in enumerate(examples):
-        tf.io.write_file(
-            str(folder / f"photo{index}.png"),
-            tf.io.encode_png(example["image"]),
-        )
-    return folder, [c.decode() for c in examples[0]["captions"]]
 
 
 def _served_embeddings(export_dir, images, texts):

@@ -50,6 +50,7 @@ VERBS = (
     "export",
     "projector",
     "search",
+    "serve",
     "serving_client",
     "prepare",
 )

@@ -20,21 +20,19 @@ import html
 import io
 import os
 
-import numpy as np
 import tensorflow as tf
 
 from vse_tf import errors
 from vse_tf import io_utils
 from vse_tf.cli import common
-from vse_tf.evaluation import hubness
-from vse_tf.serving import image_index
 from vse_tf.serving import nearest
+from vse_tf.serving import retrieval
 from vse_tf.serving import saved_model
 
 THUMBNAIL = 160
 
 
-def _read_lines(path, what):
+def read_lines(path, what):
     if not os.path.isfile(path):
         raise errors.UserError(
             f"The {what} {path!r} does not exist; expected "
@@ -45,30 +43,6 @@ def _read_lines(path, what):
     if not lines:
         raise errors.UserError(f"The {what} {path!r} has no non-empty lines.")
     return lines
-
-
-def _load_signature(export_dir, tower):
-    version_dir = saved_model.latest_version_dir(export_dir, tower)
-    try:
-        # BERT text towers exported by releases before `models.wordpiece`
-        # hold TF Text's WordPiece ops; today's use core ops only.
-        import tensorflow_text  # noqa: F401
-    except ImportError:
-        pass
-    return version_dir, tf.saved_model.load(version_dir).signatures[
-        "serving_default"
-    ]
-
-
-def _embed_texts(serve_text, texts, batch_size=256):
-    return np.concatenate(
-        [
-            hubness.served_text_scoring(
-                serve_text(text=tf.constant(texts[i : i + batch_size]))
-            )
-            for i in range(0, len(texts), batch_size)
-        ]
-    )
 
 
 def _thumbnail_uri(image_bytes):
@@ -159,39 +133,28 @@ def search_images(args):
         )
     queries = list(args.query)
     if args.query_file:
-        queries += _read_lines(args.query_file, "query file")
+        queries += read_lines(args.query_file, "query file")
     if not queries:
         raise errors.UserError(
             "Give at least one --query (or --query_file), or "
             "--caption-for IMAGE with --captions FILE."
         )
-    if args.index == "approximate":
-        nearest.require_faiss()  # before the towers load and images embed
-    image_dir, serve_bytes = _load_signature(
-        args.export_dir, saved_model.IMAGE_TOWER
+    search = retrieval.ImageSearch(
+        args.export_dir,
+        args.images,
+        args.data_dir,
+        args.index_dir,
+        args.index,
+        args.nprobe,
+        args.on_bad_image,
     )
-    _, serve_text = _load_signature(args.export_dir, saved_model.TEXT_TOWER)
-    collection = image_index.open_collection(args.images, args.data_dir)
-    index_dir = args.index_dir or image_index.default_index_dir(
-        args.export_dir, collection
-    )
-    embeddings, cached, collection = image_index.load_or_build(
-        collection, serve_bytes, image_dir, index_dir, args.on_bad_image
-    )
+    collection = search.collection
     print(
         f"{len(collection)} images from {collection.source} "
-        f"({'cached index' if cached else 'indexed'}: {index_dir})"
+        f"({'cached index' if search.cached else 'indexed'}: "
+        f"{search.index_dir})"
     )
-    query_embeddings = _embed_texts(serve_text, queries)
-    if args.index == "approximate":
-        approximate = image_index.load_or_build_approximate(
-            embeddings, index_dir, rebuild=not cached
-        )
-        indices, scores = approximate.top_k(
-            query_embeddings, args.k, args.nprobe
-        )
-    else:
-        indices, scores = nearest.top_k(query_embeddings, embeddings, args.k)
+    indices, scores = search.search(queries, args.k)
     for query, hits, hit_scores in zip(queries, indices, scores):
         print(f"\n{query}")
         for rank, (index, score) in enumerate(zip(hits, hit_scores), 1):
@@ -210,25 +173,22 @@ def caption_image(args):
             "--caption-for needs --captions FILE, the "
             "candidate captions, one a line."
         )
-    captions = _read_lines(args.captions, "caption file")
+    captions = read_lines(args.captions, "caption file")
     if not os.path.isfile(args.caption_for):
         raise errors.UserError(
             f"The image {args.caption_for!r} does not exist."
         )
     with open(args.caption_for, "rb") as f:
         image_bytes = f.read()
-    _, serve_bytes = _load_signature(args.export_dir, saved_model.IMAGE_TOWER)
-    _, serve_text = _load_signature(args.export_dir, saved_model.TEXT_TOWER)
-    try:
-        image = hubness.served_image_scoring(
-            serve_bytes(image_bytes=tf.constant([image_bytes]))
-        )
-    except tf.errors.InvalidArgumentError as error:
-        raise errors.UserError(
-            f"{args.caption_for!r} is not a JPEG or PNG image."
-        ) from error
+    _, serve_bytes = retrieval.load_signature(
+        args.export_dir, saved_model.IMAGE_TOWER
+    )
+    _, serve_text = retrieval.load_signature(
+        args.export_dir, saved_model.TEXT_TOWER
+    )
+    image = retrieval.embed_image(serve_bytes, image_bytes, args.caption_for)
     indices, scores = nearest.top_k(
-        image, _embed_texts(serve_text, captions), args.k
+        image, retrieval.embed_texts(serve_text, captions), args.k
     )
     print(f"{args.caption_for} ({len(captions)} candidate captions)")
     for rank, (index, score) in enumerate(zip(indices[0], scores[0]), 1):
@@ -238,15 +198,7 @@ def caption_image(args):
 def flag_parser():
     """The flags of `python -m vse_tf.search`."""
     parsed = common.parser("search", __doc__)
-    parsed.add_argument(
-        "--export_dir",
-        required=True,
-        help="folder holding image_tower/ and text_tower/",
-    )
-    parsed.add_argument(
-        "--images",
-        help="folder of JPEG/PNG images, or DATASET:SPLIT such as shapes:test",
-    )
+    add_collection_flags(parsed)
     parsed.add_argument(
         "--query",
         action="append",
@@ -257,15 +209,6 @@ def flag_parser():
     parsed.add_argument("--k", type=int, default=5, help="hits per query")
     parsed.add_argument("--html", help="write the hits as an HTML page here")
     parsed.add_argument("--png", help="write the hits as one PNG image here")
-    parsed.add_argument("--data_dir", help="TFDS data dir, for a split")
-    parsed.add_argument(
-        "--on_bad_image",
-        choices=("skip", "error"),
-        default="skip",
-        help="an image that cannot be "
-        "decoded is skipped, counted and named (default), "
-        "or stops the search naming it",
-    )
     parsed.add_argument(
         "--caption-for",
         "--caption_for",
@@ -274,11 +217,31 @@ def flag_parser():
         help="rank --captions for this image instead",
     )
     parsed.add_argument("--captions", help="candidate captions, one a line")
-    _add_index_flags(parsed)
     return parsed
 
 
-def _add_index_flags(parsed):
+def add_collection_flags(parsed):
+    """The towers, the collection and its index: the flags `search` and
+    `serve` share."""
+    parsed.add_argument(
+        "--export_dir",
+        required=True,
+        help="folder holding image_tower/ and text_tower/",
+    )
+    parsed.add_argument(
+        "--images",
+        help="folder of JPEG/PNG images, or DATASET:SPLIT such as "
+        "flickr8k:test",
+    )
+    parsed.add_argument("--data_dir", help="the datasets' root, for a split")
+    parsed.add_argument(
+        "--on_bad_image",
+        choices=("skip", "error"),
+        default="skip",
+        help="an image that cannot be "
+        "decoded is skipped, counted and named (default), "
+        "or stops the search naming it",
+    )
     parsed.add_argument(
         "--index_dir",
         help="where the image embeddings are "
@@ -302,15 +265,21 @@ def _add_index_flags(parsed):
     )
 
 
-def main(args):
-    for flag in ("k", "nprobe"):
-        if getattr(args, flag) < 1:
-            raise errors.UserError(f"--{flag} must be at least 1.")
+def check_collection_flags(args):
+    """The shared flags' errors, before anything loads."""
+    if args.nprobe < 1:
+        raise errors.UserError("--nprobe must be at least 1.")
     if not os.path.isdir(args.export_dir):
         raise errors.UserError(
             f"No export dir {args.export_dir!r}: export a "
             "run first (`python -m vse_tf.export`)."
         )
+
+
+def main(args):
+    if args.k < 1:
+        raise errors.UserError("--k must be at least 1.")
+    check_collection_flags(args)
     if args.caption_for:
         caption_image(args)
     else:

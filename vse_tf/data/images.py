@@ -94,6 +94,16 @@ def looks_complete(path):
     return head.startswith(_PNG_START) and tail.endswith(_PNG_END)
 
 
+def file_names(paths):
+    """Each path relative to the deepest folder they all share: the names
+    a photo has in its dataset ("1000268201_693b08cb0e.jpg",
+    "val2014/COCO_val2014_000000391895.jpg")."""
+    if not paths:
+        return []
+    root = os.path.commonpath([os.path.dirname(path) for path in paths])
+    return [os.path.relpath(path, root) for path in paths]
+
+
 def bad_photo_policy(split, chosen=None):
     """`chosen` ("skip" or "error"), or by default "skip" in train and
     "error" in val and test, whose size the protocols fix."""

@@ -54,6 +54,13 @@ def _load(dataset, split, data_dir, captions_only):
     return sources.find(dataset).load(dataset, split, data_dir, captions_only)
 
 
+def stored_photos(dataset, split, data_dir=None):
+    """(file names, index -> encoded bytes) of the photos of `split` as
+    they are stored, where the source keeps files; else None."""
+    photos = sources.find(dataset).photos
+    return photos(dataset, split, data_dir) if photos else None
+
+
 def describe(dataset, data_dir=None):
     """What run.json keeps of the data beyond its name (a caption file's
     seeded split), or None."""

@@ -4,7 +4,8 @@
 A caption file names photos by path, and reading millions of loose files
 is slow on network disks and object stores. `write` packs each split into
 shards of `shard_size` photos, each record one photo's encoded bytes as
-they are (no decoding, no quality lost), its captions and its id:
+they are (no decoding, no quality lost), its captions, its id and its file
+name (the path below the folder the split's photos share):
 
     DIR/records.json                 what was written, and from what
     DIR/train-00000-of-00012.tfrecord  ...
@@ -35,6 +36,8 @@ FEATURES = {
     "image": tf.io.FixedLenFeature([], tf.string),
     "captions": tf.io.VarLenFeature(tf.string),
     "image_id": tf.io.FixedLenFeature([], tf.int64),
+    # Records written before names were kept have none.
+    "name": tf.io.FixedLenFeature([], tf.string, default_value=""),
 }
 
 
@@ -47,21 +50,22 @@ def shard_name(split, index, count):
     return f"{split}-{index:05d}-of-{count:05d}.tfrecord"
 
 
-def _example(image_bytes, captions, image_id):
+def _bytes_feature(values):
+    return tf.train.Feature(bytes_list=tf.train.BytesList(value=values))
+
+
+def _example(image_bytes, captions, image_id, name):
     return tf.train.Example(
         features=tf.train.Features(
             feature={
-                "image": tf.train.Feature(
-                    bytes_list=tf.train.BytesList(value=[image_bytes])
-                ),
-                "captions": tf.train.Feature(
-                    bytes_list=tf.train.BytesList(
-                        value=[c.encode("utf-8") for c in captions]
-                    )
+                "image": _bytes_feature([image_bytes]),
+                "captions": _bytes_feature(
+                    [c.encode("utf-8") for c in captions]
                 ),
                 "image_id": tf.train.Feature(
                     int64_list=tf.train.Int64List(value=[image_id])
                 ),
+                "name": _bytes_feature([name.encode("utf-8")]),
             }
         )
     ).SerializeToString()
@@ -71,6 +75,7 @@ def write_split(out_dir, split, listing, shard_size, progress=None):
     """The shards of one split from its (paths, captions, ids); shards
     already there are kept. Returns their file names."""
     paths, captions, ids = listing
+    file_names = images.file_names(paths)
     count = max(1, -(-len(paths) // shard_size))
     names = []
     for index in range(count):
@@ -85,7 +90,12 @@ def write_split(out_dir, split, listing, shard_size, progress=None):
                     for row in rows:
                         with open(paths[row], "rb") as f:
                             writer.write(
-                                _example(f.read(), captions[row], ids[row])
+                                _example(
+                                    f.read(),
+                                    captions[row],
+                                    ids[row],
+                                    file_names[row],
+                                )
                             )
         if progress:
             progress.add(len(rows))
@@ -108,12 +118,11 @@ def read_manifest(dataset, data_dir=None):
         return folder, json.load(f)
 
 
-def load_examples(dataset, split, data_dir, image_size, captions_only=False):
-    """Per-image examples of one split, read from its shards (the layout
-    of every source, see `pipeline`); or its captions alone."""
+def _split_records(dataset, split, data_dir):
+    """(the serialized records of a split in the caption file's order,
+    the manifest's sizes of the split)."""
     folder, manifest = read_manifest(dataset, data_dir)
     files = [os.path.join(folder, name) for name in manifest["shards"][split]]
-    size = manifest["sizes"][split]
     # Up to 8 shards read at once; a block of a whole shard from each in
     # turn keeps the caption file's order (val and test folds follow it).
     records = tf.data.Dataset.from_tensor_slices(files).interleave(
@@ -123,6 +132,26 @@ def load_examples(dataset, split, data_dir, image_size, captions_only=False):
         num_parallel_calls=tf.data.AUTOTUNE,
         deterministic=True,
     )
+    return records, manifest["sizes"][split]
+
+
+def encoded_photos(dataset, split, data_dir=None):
+    """(file names, index -> encoded bytes) of a split's photos, held in
+    memory; records without names name a photo DATASET:SPLIT/ID."""
+    records, _ = _split_records(dataset, split, data_dir)
+    names, photos = [], []
+    for record in records.as_numpy_iterator():
+        example = tf.io.parse_single_example(record, FEATURES)
+        name = example["name"].numpy().decode("utf-8")
+        names.append(name or f"{dataset}:{split}/{int(example['image_id'])}")
+        photos.append(example["image"].numpy())
+    return names, photos.__getitem__
+
+
+def load_examples(dataset, split, data_dir, image_size, captions_only=False):
+    """Per-image examples of one split, read from its shards (the layout
+    of every source, see `pipeline`); or its captions alone."""
+    records, size = _split_records(dataset, split, data_dir)
 
     # One count for every photo: a dense [C] each, as the caption file
     # gives (batches of them need no ragged tensors).

@@ -14,6 +14,7 @@ from typing import Callable
 from vse_tf import errors
 from vse_tf.data import caption_files
 from vse_tf.data import coco
+from vse_tf.data import images
 from vse_tf.data import karpathy
 from vse_tf.data import karpathy_tfds
 from vse_tf.data import precomp
@@ -31,12 +32,27 @@ class Source:
       load: (dataset, split, data_dir, captions_only) -> tf.data.Dataset.
       describe: (dataset, data_dir) -> what run.json keeps of the data
         beyond its name (a split the source made), or None.
+      photos: (dataset, split, data_dir) -> (file names, index -> encoded
+        bytes) of a split's photos as they are stored, for search; None
+        where a source keeps no files (search then names an image
+        DATASET:SPLIT/ID and reads its decoded pixels).
     """
 
     name: str
     handles: Callable
     load: Callable
     describe: Callable = lambda dataset, data_dir: None
+    photos: Callable = None
+
+
+def _photo_files(listing):
+    paths = listing[0]
+
+    def read(index):
+        with open(paths[index], "rb") as f:
+            return f.read()
+
+    return images.file_names(paths), read
 
 
 # What `train.dataset` may name, for the suggestion on a near miss.
@@ -73,6 +89,7 @@ SOURCES = [
             dataset, split, data_dir, captions_only=captions_only
         ),
         lambda dataset, data_dir: records.read_manifest(dataset, data_dir)[1],
+        records.encoded_photos,
     ),
     Source(
         "one's own CSV or JSONL file of photos and captions",
@@ -83,12 +100,20 @@ SOURCES = [
         lambda dataset, data_dir: caption_files.read_photos(
             dataset, data_dir
         ).record(),
+        lambda dataset, split, data_dir: _photo_files(
+            caption_files.checked_split(dataset, split, data_dir, "skip")
+        ),
     ),
     Source(
         "raw photos with Karpathy's split files",
         lambda dataset: dataset in karpathy.DATASETS,
         lambda dataset, split, data_dir, captions_only: karpathy.load_examples(
             dataset, split, data_dir, captions_only=captions_only
+        ),
+        photos=lambda dataset, split, data_dir: _photo_files(
+            karpathy.checked_split(
+                dataset, split, data_dir, on_bad_image="skip"
+            )
         ),
     ),
     Source(

@@ -1,10 +1,12 @@
 """An image collection embedded once by an exported image tower, cached.
 
 A collection is a folder of JPEG/PNG files or a dataset split
-("shapes:test"). Its embeddings are kept as `embeddings.npy` beside a
-`manifest.json` naming the tower and every image (with size and mtime for
-files); the next search reuses them while both match, and embeds again when
-an image is added, removed or changed, or the tower is re-exported.
+("flickr8k:test", "csv:photos.csv:test", "shapes:test"), its images named
+by their file names where the dataset keeps files. Its embeddings are
+kept as `embeddings.npy` beside a `manifest.json` naming the tower and
+every image (with size and mtime for files); the next search reuses them
+while both match, and embeds again when an image is added, removed or
+changed, or the tower is re-exported.
 The embeddings file is written a batch at a time and read memory-mapped
 (`embedding_file`), so a collection of a million images is indexed and
 searched without holding it in memory.
@@ -96,6 +98,11 @@ def _split(spec, data_dir):
     from vse_tf.data import pipeline  # TFDS only when a split is asked for
 
     dataset, split = spec.rsplit(":", 1)
+    stored = pipeline.stored_photos(dataset, split, data_dir)
+    if stored:
+        # The photos as stored, named by their files.
+        names, read = stored
+        return Collection(spec, names, names, read)
     examples = pipeline.load_examples(dataset, split, data_dir)
     encoded = examples.map(
         lambda e: (tf.io.encode_png(e["image"]), e["image_id"]),
@@ -105,6 +112,7 @@ def _split(spec, data_dir):
     for png, image_id in encoded.as_numpy_iterator():
         images.append(png)
         ids.append(int(image_id))
+    # A TFDS split keeps pixels, not files: an image is named by its id.
     names = [f"{spec}/{image_id}" for image_id in ids]
     return Collection(spec, names, names, images.__getitem__)
 

@@ -1,0 +1,128 @@
+"""Exported towers over an indexed image collection: the one search behind
+`python -m vse_tf.search` and `python -m vse_tf.serve`, so both give the
+same hits in the same order for a query.
+
+Each tower's newest version (of both, see `saved_model.latest_version`) is
+loaded with TensorFlow alone, as a deployment loads it. The collection is
+embedded once and cached (`image_index`); a query is scored against every
+image exactly, or with index="approximate" against the rows of a faiss
+inverted file's nearest lists (`nearest`).
+"""
+
+import numpy as np
+import tensorflow as tf
+
+from vse_tf import errors
+from vse_tf.evaluation import hubness
+from vse_tf.serving import image_index
+from vse_tf.serving import nearest
+from vse_tf.serving import saved_model
+
+TEXTS_PER_BATCH = 256
+
+
+def load_signature(export_dir, tower):
+    """(the version folder, the serving_default signature) of `tower`."""
+    version_dir = saved_model.latest_version_dir(export_dir, tower)
+    try:
+        # BERT text towers exported by releases before `models.wordpiece`
+        # hold TF Text's WordPiece ops; today's use core ops only.
+        import tensorflow_text  # noqa: F401
+    except ImportError:
+        pass
+    return version_dir, tf.saved_model.load(version_dir).signatures[
+        "serving_default"
+    ]
+
+
+def embed_texts(serve_text, texts, batch_size=TEXTS_PER_BATCH):
+    """The served text tower's scoring rows of `texts` (see `hubness`)."""
+    return np.concatenate(
+        [
+            hubness.served_text_scoring(
+                serve_text(text=tf.constant(texts[i : i + batch_size]))
+            )
+            for i in range(0, len(texts), batch_size)
+        ]
+    )
+
+
+def embed_image(serve_bytes, image_bytes, name):
+    """The served image tower's scoring row of one encoded image, [1, D']."""
+    try:
+        return hubness.served_image_scoring(
+            serve_bytes(image_bytes=tf.constant([image_bytes]))
+        )
+    except tf.errors.InvalidArgumentError as error:
+        raise errors.UserError(f"{name!r} is not a JPEG or PNG image.") from (
+            error
+        )
+
+
+class ImageSearch:
+    """Text queries against an image collection, and captions for its
+    images.
+
+    Args:
+      export_dir: the folder holding image_tower/ and text_tower/.
+      images: a folder of JPEG/PNG files or DATASET:SPLIT.
+      data_dir: the datasets' root, for a split.
+      index_dir: where the embeddings are cached (default under
+        export_dir, see `image_index.default_index_dir`).
+      index: "exact" or "approximate".
+      nprobe: the lists an approximate query scans.
+      on_bad_image: "skip" an image the tower cannot decode, or "error".
+    """
+
+    def __init__(
+        self,
+        export_dir,
+        images,
+        data_dir=None,
+        index_dir=None,
+        index="exact",
+        nprobe=nearest.NPROBE,
+        on_bad_image="skip",
+    ):
+        errors.check_choice("--index", index, ("exact", "approximate"))
+        if index == "approximate":
+            nearest.require_faiss()  # before the towers load, images embed
+        image_dir, self.serve_bytes = load_signature(
+            export_dir, saved_model.IMAGE_TOWER
+        )
+        _, self.serve_text = load_signature(export_dir, saved_model.TEXT_TOWER)
+        collection = image_index.open_collection(images, data_dir)
+        self.index_dir = index_dir or image_index.default_index_dir(
+            export_dir, collection
+        )
+        self.embeddings, self.cached, self.collection = (
+            image_index.load_or_build(
+                collection,
+                self.serve_bytes,
+                image_dir,
+                self.index_dir,
+                on_bad_image,
+            )
+        )
+        self.nprobe = nprobe
+        self.approximate = (
+            image_index.load_or_build_approximate(
+                self.embeddings, self.index_dir, rebuild=not self.cached
+            )
+            if index == "approximate"
+            else None
+        )
+
+    def search(self, queries, k):
+        """(indices [Q, k'], scores [Q, k']) of the best images of each
+        query, best first; k' = min(k, the collection's size)."""
+        query_embeddings = embed_texts(self.serve_text, list(queries))
+        if self.approximate:
+            return self.approximate.top_k(query_embeddings, k, self.nprobe)
+        return nearest.top_k(query_embeddings, self.embeddings, k)
+
+    def rank_captions(self, image_rows, caption_embeddings, k):
+        """(indices, scores) of the best of `caption_embeddings` (from
+        `embed_texts`) for the images at indices `image_rows`."""
+        images = np.asarray(self.embeddings[list(image_rows)], np.float32)
+        return nearest.top_k(images, caption_embeddings, k)
