@@ -2,20 +2,26 @@
 against `python -m vse_tf.search`'s printed hits, bad requests, and the
 page in a real headless Chromium."""
 
+import concurrent.futures
 import http.client
 import json
 import os
 import re
 import signal
 import socket
+import threading
+import time
 import urllib.parse
 
+import numpy as np
 import pytest
 
 from tests.conftest import REPO
 from tests.conftest import run_tool
 from tools import bench_serve
 from tools import browser
+from vse_tf.serving import retrieval
+from vse_tf.serving import web
 
 QUERIES = ["a red circle", "two objects, one of them blue"]
 
@@ -158,6 +164,48 @@ def test_bad_requests_get_a_clear_400_and_paths_stay_in_the_collection(
 
 
 @pytest.mark.slow
+def test_requests_at_once_get_the_answers_they_get_alone(collection):
+    # In this process, the real towers slowed down so that requests pile
+    # up and are searched in batches.
+    _, _, flags = collection
+    export_dir, images, index_dir = (f.split("=", 1)[1] for f in flags)
+    search = retrieval.ImageSearch(export_dir, images, index_dir=index_dir)
+    app = web.SearchApp(search)
+    queries = [
+        (f"a {colour} {shape}", 3 + len(colour + shape) % 6)
+        for colour in ("red", "green", "blue", "yellow")
+        for shape in ("circle", "square", "triangle", "star")
+    ]
+
+    def ask(query_and_k):
+        query, k = query_and_k
+        status, _, body = app(
+            f"/api/search?{urllib.parse.urlencode({'q': query, 'k': k})}"
+        )
+        assert status == 200
+        return json.loads(body)["hits"]
+
+    alone = [ask(qk) for qk in queries]
+    assert len({tuple(h["name"] for h in hits[:3]) for hits in alone}) > 4
+    plain, sizes = search.search, []
+
+    def slowly(queries, k):
+        sizes.append(len(queries))
+        time.sleep(0.05)
+        return plain(queries, k)
+
+    search.search = slowly
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        together = list(pool.map(ask, queries))
+    assert max(sizes) > 1, sizes
+    for one, many in zip(alone, together):
+        assert [h["name"] for h in many] == [h["name"] for h in one]
+        np.testing.assert_allclose(
+            [h["score"] for h in many], [h["score"] for h in one], atol=1e-5
+        )
+
+
+@pytest.mark.slow
 def test_the_page_in_headless_chromium(server, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
@@ -233,3 +281,42 @@ def test_sigterm_stops_the_server(collection):
         os.kill(process.pid, signal.SIGTERM)
         assert process.wait(timeout=60) == 143
         assert "Stopped by SIGTERM" in process.stderr.read()
+
+
+class _SlowSearch:
+    """Query "q" ranks image i at (i - q) mod 20; each search takes 20 ms,
+    so that callers pile up behind it."""
+
+    def __init__(self):
+        self.batches = []
+
+    def search(self, queries, k):
+        self.batches.append(len(queries))
+        if "fail" in queries:
+            raise ValueError("a tower failed")
+        time.sleep(0.02)
+        rows = np.array([np.roll(np.arange(20), -int(q)) for q in queries])
+        return rows[:, :k], -rows[:, :k].astype(np.float32)
+
+
+def test_concurrent_queries_are_searched_together_each_its_own():
+    search = _SlowSearch()
+    batched = retrieval.BatchingSearch(search, max_batch=8)
+    start = threading.Barrier(24)
+
+    def ask(number):
+        start.wait()
+        return batched(str(number), k=1 + number % 5)
+
+    with concurrent.futures.ThreadPoolExecutor(24) as pool:
+        answers = list(pool.map(ask, range(24)))
+    for number, (indices, scores) in enumerate(answers):
+        expected = np.roll(np.arange(20), -number)[: 1 + number % 5]
+        np.testing.assert_array_equal(indices, expected)
+        np.testing.assert_array_equal(scores, -expected)
+    assert sum(search.batches) == 24 and max(search.batches) > 1
+    assert max(search.batches) <= 8
+    # A failed batch is each caller's error, and the worker goes on.
+    with pytest.raises(ValueError, match="a tower failed"):
+        batched("fail", k=1)
+    np.testing.assert_array_equal(batched("3", k=2)[0], [3, 4])

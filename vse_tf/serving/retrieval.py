@@ -6,8 +6,13 @@ Each tower's newest version (of both, see `saved_model.latest_version`) is
 loaded with TensorFlow alone, as a deployment loads it. The collection is
 embedded once and cached (`image_index`); a query is scored against every
 image exactly, or with index="approximate" against the rows of a faiss
-inverted file's nearest lists (`nearest`).
+inverted file's nearest lists (`nearest`). `BatchingSearch` runs the
+queries of concurrent callers (a server's threads) as one batch.
 """
+
+import concurrent.futures
+import queue
+import threading
 
 import numpy as np
 import tensorflow as tf
@@ -19,6 +24,7 @@ from vse_tf.serving import nearest
 from vse_tf.serving import saved_model
 
 TEXTS_PER_BATCH = 256
+MAX_BATCH = 32  # queries `BatchingSearch` searches at once
 
 
 def load_signature(export_dir, tower):
@@ -126,3 +132,53 @@ class ImageSearch:
         `embed_texts`) for the images at indices `image_rows`."""
         images = np.asarray(self.embeddings[list(image_rows)], np.float32)
         return nearest.top_k(images, caption_embeddings, k)
+
+
+class BatchingSearch:
+    """`ImageSearch.search` for concurrent callers, one query each, run
+    together: a worker thread takes every query waiting (up to max_batch)
+    as one batch, so the text tower and the scan run once for all of them.
+    A query that finds nobody waiting is searched at once, alone. The
+    towers answer a batch of 8 captions in about twice the time of one
+    (BENCHMARKS.md), so under load this serves several times the queries.
+
+    Each caller gets its own query's hits, the top `k` of the batch's
+    largest k: the same as alone, since a query's ranking does not depend
+    on the others (exact and approximate alike).
+    """
+
+    def __init__(self, search, max_batch=MAX_BATCH):
+        self.search = search
+        self.max_batch = max_batch
+        self.waiting = queue.SimpleQueue()
+        threading.Thread(target=self._work, daemon=True).start()
+
+    def __call__(self, query, k):
+        """(indices [k'], scores [k']) of `query`'s best images."""
+        answer = concurrent.futures.Future()
+        self.waiting.put((query, k, answer))
+        return answer.result()
+
+    def _next_batch(self):
+        batch = [self.waiting.get()]
+        while len(batch) < self.max_batch:
+            try:
+                batch.append(self.waiting.get_nowait())
+            except queue.Empty:
+                break
+        return batch
+
+    def _work(self):
+        while True:
+            batch = self._next_batch()
+            try:
+                indices, scores = self.search.search(
+                    [query for query, _, _ in batch],
+                    max(k for _, k, _ in batch),
+                )
+            except Exception as error:  # the callers' to raise
+                for _, _, answer in batch:
+                    answer.set_exception(error)
+                continue
+            for row, (_, k, answer) in enumerate(batch):
+                answer.set_result((indices[row, :k], scores[row, :k]))

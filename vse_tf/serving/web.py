@@ -9,10 +9,11 @@ library's threading HTTP server (`python -m vse_tf.serve`).
     GET /images/NAME               the photo's bytes as stored
 
 Hits are `ImageSearch.search`'s, the same as `python -m vse_tf.search`
-prints. A photo is served only by a name of the collection, looked up in
-its list of names, so no path reaches a file outside it. A bad request
-(an empty or over-long query, a k out of range, a URL that is not UTF-8)
-is a 400 with {"error": message}.
+prints; the queries of requests that arrive together are searched as one
+batch (`retrieval.BatchingSearch`). A photo is served only by a name of
+the collection, looked up in its list of names, so no path reaches a file
+outside it. A bad request (an empty or over-long query, a k out of range,
+a URL that is not UTF-8) is a 400 with {"error": message}.
 """
 
 import http.server
@@ -75,6 +76,7 @@ class SearchApp:
 
     def __init__(self, search, captions=None):
         self.search = search
+        self.batched = retrieval.BatchingSearch(search)
         names = search.collection.names
         self.rows = {name: row for row, name in enumerate(names)}
         self.max_k = min(MAX_K, len(names))
@@ -127,9 +129,7 @@ class SearchApp:
                 f"The query q has {len(query):,} characters; at most "
                 f"{MAX_QUERY_CHARS:,} are read.",
             )
-        indices, scores = self.search.search(
-            [query], self._k(params, self.max_k)
-        )
+        indices, scores = self.batched(query, self._k(params, self.max_k))
         names = self.search.collection.names
         return {
             "hits": [
@@ -138,7 +138,7 @@ class SearchApp:
                     "score": float(score),
                     "image_url": "/images/" + urllib.parse.quote(names[index]),
                 }
-                for index, score in zip(indices[0], scores[0])
+                for index, score in zip(indices, scores)
             ]
         }
 
