@@ -3,19 +3,21 @@ started as a user starts it, then queried by concurrent clients.
 
     python -m tools.bench_serve --export_dir=runs/f8k/export \\
         --images=flickr8k:test --captions=flickr8k:test \\
-        --data_dir=../shared/data --clients=8 --queries=400 --rounds=3 \\
+        --data_dir=../shared/data --clients 1 8 --max_batch 1 32 \\
+        --queries=400 --rounds=3 \\
         --json=docs/benchmarks/serve.json --screenshot=docs/search_page.jpg
 
-Each round sends --queries requests of `GET /api/search?q=CAPTION&k=12`
-(the page's k), the captions of --captions in order, from --clients
-threads at once, each request on a new connection as a browser's fetch
-on HTTP/1.0; a request is an error unless it answers 200 with --k hits.
-Latency is measured by the client, from connecting to the last byte.
-Before the rounds each client sends one query that is not counted (the
-towers' first calls trace their graphs). The figures are the median of
-the rounds' p50, p90, p99, max and throughput. --screenshot opens the
-page in headless Chromium (`tools.browser`), searches --shot_query and
-clicks the first hit.
+For each --max_batch a server is started, and for each --clients a round
+sends --queries requests of `GET /api/search?q=CAPTION&k=12` (the page's
+k), the captions of --captions in order, from that many threads at once,
+each request on a new connection as a browser's fetch on HTTP/1.0; a
+request is an error unless it answers 200 with --k hits. Latency is
+measured by the client, from connecting to the last byte. Before the
+rounds each client sends one query that is not counted (the towers' first
+calls trace their graphs). The figures are the median over --rounds of
+each round's p50, p90, p99, max, errors and throughput. --screenshot opens
+the page in headless Chromium (`tools.browser`), searches --shot_query
+and clicks the first hit.
 """
 
 import argparse
@@ -148,7 +150,14 @@ def flag_parser():
         help="the queries, and the captions a clicked photo shows "
         "(a text file or DATASET:SPLIT)",
     )
-    parsed.add_argument("--clients", type=int, default=8)
+    parsed.add_argument("--clients", type=int, nargs="+", default=[1, 8])
+    parsed.add_argument(
+        "--max_batch",
+        type=int,
+        nargs="+",
+        default=[1, 32],
+        help="the server's --max_batch settings, one server each",
+    )
     parsed.add_argument("--queries", type=int, default=400)
     parsed.add_argument("--rounds", type=int, default=3)
     parsed.add_argument("--k", type=int, default=12)
@@ -156,6 +165,16 @@ def flag_parser():
     parsed.add_argument("--screenshot", help="write the page's PNG here")
     parsed.add_argument("--shot_query", default="two dogs play in the snow")
     return parsed
+
+
+def measure(base, queries, clients, args):
+    """The median over --rounds of each figure of `one_round`."""
+    for query in queries[:clients]:
+        one_query(base, query, args.k)  # traces, not counted
+    rounds = [
+        one_round(base, queries, clients, args.k) for _ in range(args.rounds)
+    ]
+    return {key: statistics.median(r[key] for r in rounds) for key in rounds[0]}
 
 
 def main():
@@ -170,39 +189,41 @@ def main():
         for name in ("export_dir", "images", "data_dir", "index_dir")
         if getattr(args, name)
     ]
-    with running_server(*flags, f"--captions={args.captions}") as (base, _):
-        for query in queries[: args.clients]:
-            one_query(base, query, args.k)  # traces, not counted
-        rounds = [
-            one_round(base, queries, args.clients, args.k)
-            for _ in range(args.rounds)
-        ]
-        if args.screenshot:
-            screenshot(base, args.shot_query, args.screenshot)
-            print(f"Wrote {args.screenshot}")
-    median = {
-        key: statistics.median(r[key] for r in rounds) for key in rounds[0]
-    }
+    rows = []
+    for max_batch in args.max_batch:
+        with running_server(
+            *flags, f"--captions={args.captions}", f"--max_batch={max_batch}"
+        ) as (base, _):
+            for clients in args.clients:
+                figures = measure(base, queries, clients, args)
+                rows.append(
+                    {"max_batch": max_batch, "clients": clients, **figures}
+                )
+                print(rows[-1], flush=True)
+            if args.screenshot and max_batch == args.max_batch[-1]:
+                screenshot(base, args.shot_query, args.screenshot)
+                print(f"Wrote {args.screenshot}")
     print(
-        f"\n{len(queries)} queries x {args.rounds} rounds, {args.clients} "
-        f"clients, k = {args.k} (median of the rounds)\n"
-        "| p50 ms | p90 ms | p99 ms | max ms | errors | queries/s |\n"
-        "|---|---|---|---|---|---|\n"
-        f"| {median['p50_ms']:.1f} | {median['p90_ms']:.1f} | "
-        f"{median['p99_ms']:.1f} | {median['max_ms']:.1f} | "
-        f"{median['errors']:.0f} | {median['queries_per_s']:.1f} |"
+        f"\n{len(queries)} queries a round, k = {args.k}, median of "
+        f"{args.rounds} rounds\n"
+        "| --max_batch | clients | p50 ms | p90 ms | p99 ms | max ms "
+        "| errors | queries/s |\n|---|---|---|---|---|---|---|---|"
     )
+    for row in rows:
+        print(
+            f"| {row['max_batch']} | {row['clients']} | {row['p50_ms']:.1f} "
+            f"| {row['p90_ms']:.1f} | {row['p99_ms']:.1f} | "
+            f"{row['max_ms']:.1f} | {row['errors']:.0f} | "
+            f"{row['queries_per_s']:.1f} |"
+        )
     if args.json:
+        settings = ("images", "queries", "rounds", "k")
         io_utils.write_json_atomic(
             args.json,
             {
                 "machine": machine,
-                "settings": {
-                    key: getattr(args, key)
-                    for key in ("images", "clients", "queries", "rounds", "k")
-                },
-                "median": median,
-                "rounds": rounds,
+                "settings": {key: getattr(args, key) for key in settings},
+                "results": rows,
             },
         )
 

@@ -47,6 +47,13 @@ def flag_parser():
         "--port", type=int, default=8080, help="0 picks a free port"
     )
     parsed.add_argument(
+        "--max_batch",
+        type=int,
+        default=retrieval.MAX_BATCH,
+        help="the most queries of requests arriving together searched as "
+        f"one batch (default {retrieval.MAX_BATCH}; 1: each alone)",
+    )
+    parsed.add_argument(
         "--host",
         default="127.0.0.1",
         help="address to bind (default 127.0.0.1: this machine only)",
@@ -62,6 +69,8 @@ def main(args):
         )
     if not 0 <= args.port <= 65535:
         raise errors.UserError(f"--port={args.port} is not a port (0-65535).")
+    if args.max_batch < 1:
+        raise errors.UserError("--max_batch must be at least 1.")
     search_cli.check_collection_flags(args)
     search = retrieval.ImageSearch(
         args.export_dir,
@@ -77,7 +86,9 @@ def main(args):
     )
     try:
         server = web.serve(
-            web.SearchApp(search, captions), args.host, args.port
+            web.SearchApp(search, captions, args.max_batch),
+            args.host,
+            args.port,
         )
     except OSError as error:
         raise errors.UserError(

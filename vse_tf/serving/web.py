@@ -72,11 +72,13 @@ class SearchApp:
     Args:
       search: the `retrieval.ImageSearch` queries run against.
       captions: candidate captions shown for a photo, or None.
+      max_batch: the most queries of concurrent requests searched as one
+        batch (1: each alone).
     """
 
-    def __init__(self, search, captions=None):
+    def __init__(self, search, captions=None, max_batch=retrieval.MAX_BATCH):
         self.search = search
-        self.batched = retrieval.BatchingSearch(search)
+        self.batched = retrieval.BatchingSearch(search, max_batch)
         names = search.collection.names
         self.rows = {name: row for row, name in enumerate(names)}
         self.max_k = min(MAX_K, len(names))
