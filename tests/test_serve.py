@@ -262,6 +262,9 @@ def test_bad_flags_and_a_taken_port_are_clean_errors(collection):
     assert no_images.returncode == 2 and "--images" in no_images.stderr
     bad_port = run_tool("serve", *flags, "--port=70000")
     assert bad_port.returncode == 2 and "--port" in bad_port.stderr
+    no_captions = run_tool("serve", *flags, "--captions=no_such_file.txt")
+    assert no_captions.returncode == 2
+    assert "no_such_file.txt" in no_captions.stderr
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()

@@ -72,6 +72,11 @@ def main(args):
     if args.max_batch < 1:
         raise errors.UserError("--max_batch must be at least 1.")
     search_cli.check_collection_flags(args)
+    # Read before the images are indexed (minutes for a large collection),
+    # so that a wrong --captions is said at once.
+    captions = (
+        caption_set(args.captions, args.data_dir) if args.captions else None
+    )
     search = retrieval.ImageSearch(
         args.export_dir,
         args.images,
@@ -80,9 +85,6 @@ def main(args):
         args.index,
         args.nprobe,
         args.on_bad_image,
-    )
-    captions = (
-        caption_set(args.captions, args.data_dir) if args.captions else None
     )
     try:
         server = web.serve(
