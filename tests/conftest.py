@@ -41,19 +41,36 @@ TINY = [
 ]
 
 
-def run_tool(tool, *args, env_extra=None):
-    """`python -m vse_tf.<tool> args` as a user runs it (without the
-    TF_CPP_MIN_LOG_LEVEL this process sets for itself)."""
+def _tool_env(env_extra):
+    # Without the TF_CPP_MIN_LOG_LEVEL this process sets for itself.
     env = {**os.environ, "VSE_TF_QUIET_PROGRESS": "1", **(env_extra or {})}
     if "TF_CPP_MIN_LOG_LEVEL" not in (env_extra or {}):
         env.pop("TF_CPP_MIN_LOG_LEVEL", None)
+    return env
+
+
+def run_tool(tool, *args, env_extra=None):
+    """`python -m vse_tf.<tool> args` as a user runs it, to its end."""
     return subprocess.run(
         [sys.executable, "-m", f"vse_tf.{tool}", *args],
         cwd=REPO,
-        env=env,
+        env=_tool_env(env_extra),
         capture_output=True,
         text=True,
         timeout=600,
+    )
+
+
+def start_tool(tool, *args, env_extra=None):
+    """`python -m vse_tf.<tool> args` started, its output piped: a
+    subprocess.Popen (a worker of several, a server)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", f"vse_tf.{tool}", *args],
+        cwd=REPO,
+        env=_tool_env(env_extra),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 

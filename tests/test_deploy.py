@@ -6,14 +6,13 @@ real local worker processes."""
 import json
 import os
 import re
-import subprocess
-import sys
 
 import pytest
 import yaml
 
 from tests.conftest import REPO
 from tests.conftest import bindings
+from tests.conftest import start_tool
 from tests.test_multi_worker import _free_ports
 from vse_tf.training import distribute
 
@@ -92,35 +91,24 @@ def test_the_pods_tf_configs_train_as_local_workers(tfds_dir, tmp_path):
     local = dict(zip(hosts, (f"127.0.0.1:{p}" for p in _free_ports(2))))
     # The container's command, the experiment shrunk to the test's: the
     # demo's tiny config, local folders for the volumes.
-    command = [
-        sys.executable if part == "python" else part
-        for part in (container["command"])
-    ]
-    args = [a for a in container["args"] if not a.startswith("--gin_file")]
+    assert container["command"] == ["python", "-m", "vse_tf.train"]
+    local_dirs = {"--model_dir": tmp_path / "run", "--data_dir": tfds_dir}
     args = [
-        f"--model_dir={tmp_path / 'run'}"
-        if a.startswith("--model_dir")
-        else f"--data_dir={tfds_dir}"
-        if a.startswith("--data_dir")
-        else a
-        for a in args
+        f"{flag}={local_dirs[flag]}" if flag in local_dirs else argument
+        for argument in container["args"]
+        for flag in [argument.split("=")[0]]
+        if flag != "--gin_file"
     ]
     workers = []
     for config in configs:
         config["cluster"]["worker"] = [local[h] for h in hosts]
-        env = {
-            **os.environ,
-            "VSE_TF_QUIET_PROGRESS": "1",
-            "TF_CONFIG": json.dumps(config),
-        }
         workers.append(
-            subprocess.Popen(
-                [*command, "--gin_file=gin/demo.gin", *bindings(), *args],
-                cwd=REPO,
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
+            start_tool(
+                "train",
+                "--gin_file=gin/demo.gin",
+                *bindings(),
+                *args,
+                env_extra={"TF_CONFIG": json.dumps(config)},
             )
         )
     try:

@@ -4,18 +4,16 @@ import json
 import os
 import re
 import socket
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.conftest import REPO
 from tests.conftest import assert_same_training
 from tests.conftest import bindings
 from tests.conftest import read_weights
 from tests.conftest import run_tool
+from tests.conftest import start_tool
 from tests.test_fault_tolerance import _outputs
 
 
@@ -83,30 +81,22 @@ def test_two_workers_train_like_one_process(tfds_dir, tmp_path):
     for index in range(2):
         scratch.append(tmp_path / f"tmp{index}")
         scratch[-1].mkdir()
-        env = {
-            **os.environ,
-            "VSE_TF_QUIET_PROGRESS": "1",
-            "TMPDIR": str(scratch[-1]),
-            "TF_CONFIG": json.dumps(
-                {"cluster": cluster, "task": {"type": "worker", "index": index}}
-            ),
+        config = {
+            "cluster": cluster,
+            "task": {"type": "worker", "index": index},
         }
         workers.append(
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "vse_tf.train",
-                    "--gin_file=gin/demo.gin",
-                    *bindings(CLIPPED),
-                    f"--model_dir={model_dir}",
-                    f"--data_dir={tfds_dir}",
-                ],
-                cwd=REPO,
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
+            start_tool(
+                "train",
+                "--gin_file=gin/demo.gin",
+                *bindings(CLIPPED),
+                f"--model_dir={model_dir}",
+                f"--data_dir={tfds_dir}",
+                env_extra={
+                    "TMPDIR": str(scratch[-1]),
+                    "TF_CONFIG": json.dumps(config),
+                    "TF_CPP_MIN_LOG_LEVEL": "2",
+                },
             )
         )
     try:

@@ -139,15 +139,7 @@ def search_images(args):
             "Give at least one --query (or --query_file), or "
             "--caption-for IMAGE with --captions FILE."
         )
-    search = retrieval.ImageSearch(
-        args.export_dir,
-        args.images,
-        args.data_dir,
-        args.index_dir,
-        args.index,
-        args.nprobe,
-        args.on_bad_image,
-    )
+    search = open_search(args)
     collection = search.collection
     print(
         f"{len(collection)} images from {collection.source} "
@@ -262,6 +254,19 @@ def add_collection_flags(parsed):
         type=int,
         default=nearest.NPROBE,
         help="lists an approximate query scans (more: higher recall, slower)",
+    )
+
+
+def open_search(args):
+    """The `retrieval.ImageSearch` the collection flags name."""
+    return retrieval.ImageSearch(
+        args.export_dir,
+        args.images,
+        args.data_dir,
+        args.index_dir,
+        args.index,
+        args.nprobe,
+        args.on_bad_image,
     )
 
 

@@ -77,15 +77,7 @@ def main(args):
     captions = (
         caption_set(args.captions, args.data_dir) if args.captions else None
     )
-    search = retrieval.ImageSearch(
-        args.export_dir,
-        args.images,
-        args.data_dir,
-        args.index_dir,
-        args.index,
-        args.nprobe,
-        args.on_bad_image,
-    )
+    search = search_cli.open_search(args)
     try:
         server = web.serve(
             web.SearchApp(search, captions, args.max_batch),
