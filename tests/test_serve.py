@@ -128,6 +128,8 @@ BAD_SEARCHES = [
     ({"q": "dog", "k": 9}, 400, "from 1 to 8"),
     ({"q": "dog", "k": -2}, 400, "from 1 to 8"),
     ({"q": "dog", "k": "three"}, 400, "from 1 to 8"),
+    ({"q": "dog", "k": "²"}, 400, "from 1 to 8"),  # a digit, not ASCII
+    ({"q": "dog", "k": "1e1"}, 400, "from 1 to 8"),
 ]
 
 

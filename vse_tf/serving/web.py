@@ -19,6 +19,7 @@ a URL that is not UTF-8) is a 400 with {"error": message}.
 import http.server
 import importlib.resources
 import json
+import traceback
 import urllib.parse
 
 from vse_tf.serving import retrieval
@@ -43,6 +44,11 @@ def _page():
         .joinpath("search_page.html")
         .read_bytes()
     )
+
+
+def _error(status, message):
+    body = json.dumps({"error": message}, ensure_ascii=False)
+    return status, "application/json", body.encode("utf-8")
 
 
 def _image_type(image_bytes):
@@ -107,12 +113,17 @@ class SearchApp:
             body = json.dumps(api[path](params), ensure_ascii=False)
             return 200, "application/json", body.encode("utf-8")
         except HttpError as error:
-            body = json.dumps({"error": str(error)}, ensure_ascii=False)
-            return error.status, "application/json", body.encode("utf-8")
+            return _error(error.status, str(error))
+        except Exception as error:  # a bug: the server log has the trace
+            traceback.print_exc()
+            return _error(500, f"Internal error ({type(error).__name__}).")
 
     def _k(self, params, most):
         text = params.get("k", [str(min(DEFAULT_K, most))])[0]
-        if not text.isdigit() or not 1 <= int(text) <= most:
+        if (
+            not (text.isascii() and text.isdigit())
+            or not 1 <= int(text) <= most
+        ):
             raise HttpError(400, f"k must be a whole number from 1 to {most}.")
         return int(text)
 
