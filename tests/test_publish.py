@@ -4,6 +4,7 @@ step of a publish, and a reader looking while versions are published."""
 import os
 import shutil
 import threading
+import time
 
 import pytest
 
@@ -104,6 +105,7 @@ def test_a_publish_killed_at_any_step_shows_whole_pairs(tmp_path, monkeypatch):
     # What a killed publish left is cleared by the next one.
     if 2 not in visible(export_dir)["image_tower"]:
         publish_version(export_dir, 2)
+    monkeypatch.setattr(publish, "RELEASE_GRACE_SECONDS", 0)
     publish_version(export_dir, 3)
     assert_pairs(export_dir, [1, 2, 3])
     assert publish.stored_versions(export_dir) == [1, 2, 3]
@@ -140,6 +142,49 @@ def test_a_reader_resolving_the_release_once_always_sees_pairs(tmp_path):
     assert len(seen) > 10
     assert all(image == text for image, text in seen)
     assert_pairs(export_dir, range(1, 30))
+    # Every release replaced within the grace is still there.
+    assert len(os.listdir(os.path.join(export_dir, publish.RELEASES))) == 29
+
+
+def _release_of(export_dir):
+    return os.path.realpath(os.path.join(export_dir, publish.PUBLISHED))
+
+
+def test_a_reader_listing_a_replaced_release_lists_it_whole(tmp_path):
+    # An open folder outlives a rename: a reader that opened a release's
+    # tower just before it was replaced twice lists what is left of it.
+    export_dir = str(tmp_path / "export")
+    publish_version(export_dir, 1)
+    publish_version(export_dir, 2)
+    with os.scandir(os.path.join(_release_of(export_dir), "text_tower")) as it:
+        publish_version(export_dir, 3)
+        publish_version(export_dir, 4)
+        assert sorted(entry.name for entry in it) == ["1", "2"]
+
+
+def test_releases_replaced_past_the_grace_are_deleted(tmp_path):
+    export_dir = str(tmp_path / "export")
+    releases = os.path.join(export_dir, publish.RELEASES)
+    for version in range(1, 5):
+        publish_version(export_dir, version)
+    assert len(os.listdir(releases)) == 4
+    # Made an hour ago, in the order they were made; and what a deletion
+    # cut short left.
+    for age, name in enumerate(
+        sorted(
+            os.listdir(releases),
+            key=lambda n: os.stat(os.path.join(releases, n)).st_mtime_ns,
+        )
+    ):
+        past = time.time() - 3600 + age
+        os.utime(os.path.join(releases, name), (past, past))
+    os.makedirs(os.path.join(releases, ".rleftover", "image_tower"))
+    current = os.path.basename(_release_of(export_dir))
+    publish_version(export_dir, 5)
+    kept = os.listdir(releases)
+    assert len(kept) == 2 and current in kept
+    assert os.path.basename(_release_of(export_dir)) in kept
+    assert_pairs(export_dir, range(1, 6))
 
 
 def test_an_export_folder_of_plain_version_folders_is_adopted(tmp_path):

@@ -23,6 +23,9 @@ of one tower is visible exactly when version N of the other is. A crash
 before the rename leaves the old release published and unreferenced
 folders that the next publish removes; after it, the new release.
 
+Releases are a few links each; one replaced over a minute ago is deleted
+(`_remove_old_releases` says why it waits).
+
 What a reader may still see: TF Serving polls its two base paths
 independently (every `--file_system_poll_wait_seconds`), so for up to one
 poll it may serve version N of one tower and N-1 of the other. Clients that
@@ -39,10 +42,13 @@ import os
 import re
 import shutil
 import tempfile
+import time
 
 from vse_tf import io_utils
 
 PUBLISHED = ".published"
+# How long a replaced release is kept for readers still listing it.
+RELEASE_GRACE_SECONDS = 60.0
 RELEASES = ".releases"
 VERSIONS = ".versions"
 
@@ -121,17 +127,35 @@ def _release(export_dir, listing):
         else None
     )
     _swap_link(os.path.join(RELEASES, os.path.basename(release)), published)
-    # The previous release stays for a server still reading it; older
-    # ones are renamed before they are deleted, so that a reader sees a
-    # release whole or not at all.
-    for name in os.listdir(releases):
-        if name in (os.path.basename(release), previous):
-            continue
-        doomed = os.path.join(releases, name)
-        if not name.startswith("."):
-            os.rename(doomed, os.path.join(releases, f".{name}"))
-            doomed = os.path.join(releases, f".{name}")
-        shutil.rmtree(doomed, ignore_errors=True)
+    _remove_old_releases(releases, {os.path.basename(release), previous})
+
+
+def _remove_old_releases(releases, kept):
+    """Deletes the releases replaced over RELEASE_GRACE_SECONDS ago (a
+    release is replaced when the next one is made), and what a deletion
+    cut short left; the names in `kept` stay whatever their age.
+
+    Renamed before it is deleted, a release is never reached half-deleted
+    by a new lookup. But a reader that opened one of its folders just
+    before still lists it while it empties (an open folder outlives its
+    rename): seen as an empty tower under load. The grace outlasts any
+    lookup and listing by far.
+    """
+    entries = [e for e in os.scandir(releases) if e.is_dir()]
+    made = sorted(
+        (e for e in entries if not e.name.startswith(".")),
+        key=lambda e: e.stat(follow_symlinks=False).st_mtime_ns,
+    )
+    deadline = time.time_ns() - int(RELEASE_GRACE_SECONDS * 1e9)
+    doomed = [e.path for e in entries if e.name.startswith(".")]
+    for release, successor in zip(made, made[1:]):
+        replaced = successor.stat(follow_symlinks=False).st_mtime_ns
+        if release.name not in kept and replaced < deadline:
+            hidden = os.path.join(releases, f".{release.name}")
+            os.rename(release.path, hidden)
+            doomed.append(hidden)
+    for path in doomed:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _swap_link(target, link):
