@@ -124,6 +124,8 @@ def served_by_tensorflow_alone(export_dir, captions):
     vse_tf."""
     from vse_tf.serving import saved_model
 
+    # Read once: both towers of the same version.
+    version = str(saved_model.latest_version(export_dir))
     with tempfile.TemporaryDirectory() as work:
         with open(os.path.join(work, "captions.json"), "w") as f:
             json.dump(captions, f)
@@ -134,7 +136,7 @@ def served_by_tensorflow_alone(export_dir, captions):
                 "-c",
                 TF_ONLY,
                 *(
-                    saved_model.latest_version_dir(export_dir, tower)
+                    os.path.join(export_dir, tower, version)
                     for tower in saved_model.TOWERS
                 ),
                 os.path.join(work, "captions.json"),

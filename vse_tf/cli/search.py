@@ -27,7 +27,6 @@ from vse_tf import io_utils
 from vse_tf.cli import common
 from vse_tf.serving import nearest
 from vse_tf.serving import retrieval
-from vse_tf.serving import saved_model
 
 THUMBNAIL = 160
 
@@ -172,12 +171,7 @@ def caption_image(args):
         )
     with open(args.caption_for, "rb") as f:
         image_bytes = f.read()
-    _, serve_bytes = retrieval.load_signature(
-        args.export_dir, saved_model.IMAGE_TOWER
-    )
-    _, serve_text = retrieval.load_signature(
-        args.export_dir, saved_model.TEXT_TOWER
-    )
+    _, serve_bytes, serve_text = retrieval.load_towers(args.export_dir)
     image = retrieval.embed_image(serve_bytes, image_bytes, args.caption_for)
     indices, scores = nearest.top_k(
         image, retrieval.embed_texts(serve_text, captions), args.k

@@ -11,6 +11,7 @@ queries of concurrent callers (a server's threads) as one batch.
 """
 
 import concurrent.futures
+import os
 import queue
 import threading
 
@@ -27,18 +28,26 @@ TEXTS_PER_BATCH = 256
 MAX_BATCH = 32  # queries `BatchingSearch` searches at once
 
 
-def load_signature(export_dir, tower):
-    """(the version folder, the serving_default signature) of `tower`."""
-    version_dir = saved_model.latest_version_dir(export_dir, tower)
+def load_towers(export_dir):
+    """(the image tower's version folder, its serving_default signature,
+    the text tower's) of the newest version both towers have: the version
+    is read once, so that a version published meanwhile cannot pair one
+    tower's with the other's."""
+    version = str(saved_model.latest_version(export_dir))
     try:
         # BERT text towers exported by releases before `models.wordpiece`
         # hold TF Text's WordPiece ops; today's use core ops only.
         import tensorflow_text  # noqa: F401
     except ImportError:
         pass
-    return version_dir, tf.saved_model.load(version_dir).signatures[
-        "serving_default"
+    folders = [
+        os.path.join(export_dir, tower, version) for tower in saved_model.TOWERS
     ]
+    image_serve, text_serve = (
+        tf.saved_model.load(folder).signatures["serving_default"]
+        for folder in folders
+    )
+    return folders[0], image_serve, text_serve
 
 
 def embed_texts(serve_text, texts, batch_size=TEXTS_PER_BATCH):
@@ -93,10 +102,7 @@ class ImageSearch:
         errors.check_choice("--index", index, ("exact", "approximate"))
         if index == "approximate":
             nearest.require_faiss()  # before the towers load, images embed
-        image_dir, self.serve_bytes = load_signature(
-            export_dir, saved_model.IMAGE_TOWER
-        )
-        _, self.serve_text = load_signature(export_dir, saved_model.TEXT_TOWER)
+        image_dir, self.serve_bytes, self.serve_text = load_towers(export_dir)
         collection = image_index.open_collection(images, data_dir)
         self.index_dir = index_dir or image_index.default_index_dir(
             export_dir, collection

@@ -63,11 +63,6 @@ def latest_version(export_dir):
     return max(found)
 
 
-def latest_version_dir(export_dir, tower):
-    """EXPORT/<tower>/<newest version of both towers>, or a UserError."""
-    return os.path.join(export_dir, tower, str(latest_version(export_dir)))
-
-
 class _HubnessBank(tf.Module):
     """Embeddings -> their hubness against a bank the SavedModel holds."""
 
