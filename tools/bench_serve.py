@@ -114,7 +114,7 @@ def screenshot(base, query, path):
         wait = WebDriverWait(driver, 60)
         driver.get(base + "/")
         wait.until(
-            lambda d: "photos from" in d.find_element("id", "status").text
+            lambda d: "photos from" in d.find_element(By.ID, "status").text
         )
         driver.find_element(By.ID, "q").send_keys(query, Keys.ENTER)
         wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, ".hit"))

@@ -139,12 +139,16 @@ def encoded_photos(dataset, split, data_dir=None):
     """(file names, index -> encoded bytes) of a split's photos, held in
     memory; records without names name a photo DATASET:SPLIT/ID."""
     records, _ = _split_records(dataset, split, data_dir)
+    wanted = {key: FEATURES[key] for key in ("image", "image_id", "name")}
+    parsed = records.map(
+        lambda record: tf.io.parse_single_example(record, wanted),
+        num_parallel_calls=tf.data.AUTOTUNE,
+    )
     names, photos = [], []
-    for record in records.as_numpy_iterator():
-        example = tf.io.parse_single_example(record, FEATURES)
-        name = example["name"].numpy().decode("utf-8")
-        names.append(name or f"{dataset}:{split}/{int(example['image_id'])}")
-        photos.append(example["image"].numpy())
+    for example in parsed.as_numpy_iterator():
+        name = example["name"].decode("utf-8")
+        names.append(name or f"{dataset}:{split}/{example['image_id']}")
+        photos.append(example["image"])
     return names, photos.__getitem__
 
 
