@@ -74,6 +74,19 @@ def start_tool(tool, *args, env_extra=None):
     )
 
 
+def finished(workers, timeout=400):
+    """The stdout of each started process once all have ended, each
+    checked to have exited 0; all are killed if one hangs."""
+    try:
+        results = [worker.communicate(timeout=timeout) for worker in workers]
+    finally:
+        for worker in workers:
+            worker.kill()
+    for worker, (_, stderr) in zip(workers, results):
+        assert worker.returncode == 0, stderr[-3000:]
+    return [stdout for stdout, _ in results]
+
+
 def run_tf_only(work, script, *args):
     """Runs `script` after check_load's TF_ONLY_PRELUDE (TensorFlow alone,
     and `unregistered_ops`) with `args` in a fresh process."""

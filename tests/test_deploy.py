@@ -12,6 +12,7 @@ import yaml
 
 from tests.conftest import REPO
 from tests.conftest import bindings
+from tests.conftest import finished
 from tests.conftest import start_tool
 from tests.test_multi_worker import _free_ports
 from vse_tf.training import distribute
@@ -111,12 +112,6 @@ def test_the_pods_tf_configs_train_as_local_workers(tfds_dir, tmp_path):
                 env_extra={"TF_CONFIG": json.dumps(config)},
             )
         )
-    try:
-        results = [worker.communicate(timeout=400) for worker in workers]
-    finally:
-        for worker in workers:
-            worker.kill()
-    for worker, (_, stderr) in zip(workers, results):
-        assert worker.returncode == 0, stderr[-3000:]
-    assert "2 replicas" in results[0][0] and "Test metrics" in results[0][0]
+    chief_out, _ = finished(workers)
+    assert "2 replicas" in chief_out and "Test metrics" in chief_out
     assert os.path.exists(tmp_path / "run" / "metrics.json")

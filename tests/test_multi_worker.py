@@ -11,6 +11,7 @@ import tensorflow as tf
 
 from tests.conftest import assert_same_training
 from tests.conftest import bindings
+from tests.conftest import finished
 from tests.conftest import read_weights
 from tests.conftest import run_tool
 from tests.conftest import start_tool
@@ -99,14 +100,7 @@ def test_two_workers_train_like_one_process(tfds_dir, tmp_path):
                 },
             )
         )
-    try:
-        results = [w.communicate(timeout=400) for w in workers]
-    finally:
-        for worker in workers:
-            worker.kill()
-    for worker, (_, stderr) in zip(workers, results):
-        assert worker.returncode == 0, stderr[-3000:]
-    chief_out, other_out = results[0][0], results[1][0]
+    chief_out, other_out = finished(workers)
     assert "2 replicas" in chief_out
 
     # The chief wrote every output a single-process run writes ...
