@@ -15,10 +15,13 @@ from tests.conftest import run_tool
 from tests.test_karpathy import FLICKR8K
 from tests.test_karpathy import write_dataset
 from vse_tf import errors
+from vse_tf import gin_config
 from vse_tf.data import images
+from vse_tf.data import pipeline
 from vse_tf.models import efficientnet_towers
 from vse_tf.pretrained import efficientnet_lite
 from vse_tf.pretrained import torch_weights
+from vse_tf.training import runs
 
 PHOTOS = os.path.join(FLICKR8K, "flickr8k", "images")
 DOBERMANS = [
@@ -340,7 +343,7 @@ def test_flickr8k_config_trains_heads_on_cached_features(tmp_path):
             [
                 "train.dataset = 'flickr8k'",
                 "train.batch_size = 8",
-                "train.projector_images = 0",
+                "train.projector_images = 2",
                 "HIDDEN_UNITS = 16",
                 "EMBEDDING_DIM = 8",
                 "HubnessCorrection.neighbours = 3",
@@ -372,6 +375,29 @@ def test_flickr8k_config_trains_heads_on_cached_features(tmp_path):
         assert (
             banks["image_bank"].shape == banks["text_bank"].shape == (8, 3 * 8)
         )
+    # The projector's points are the test scoring's embeddings of the
+    # cached features, not the backbones run again: they must equal the
+    # whole towers on the photos and captions themselves.
+    points = np.loadtxt(model_dir / "projector" / "embeddings.tsv")
+    gin_config.load_gin_for_run(str(model_dir))
+    encoder = runs.load_trained_model(str(model_dir))
+    projected = list(
+        pipeline.load_examples("flickr8k", "test", str(tmp_path)).take(2)
+    )
+    expected = np.concatenate(
+        [
+            encoder.image_tower(
+                tf.stack([tf.cast(e["image"], tf.float32) for e in projected]),
+                training=False,
+            ),
+            encoder.text_tower(
+                tf.concat([e["captions"] for e in projected], 0),
+                training=False,
+            ),
+        ]
+    )
+    assert points.shape == (2 + 2 * 5, 3 * 8)
+    np.testing.assert_allclose(points, expected, atol=1e-4)
     # The tools read the run back: its heads on the pretrained backbones.
     scored = run_tool(
         "evaluate",

@@ -52,9 +52,15 @@ def evaluate_model(model, examples, folds=1, batch_size=250, correction=None):
     """Retrieval metrics of the split; with a fitted
     `hubness.HubnessCorrection`, those of its corrected scores, and the
     plain cosine ones under "cosine"."""
-    images, texts, captions_per_image = embed_examples(
-        model, examples, batch_size
+    return evaluate_embeddings(
+        embed_examples(model, examples, batch_size), folds, correction
     )
+
+
+def evaluate_embeddings(embedded, folds=1, correction=None):
+    """`evaluate_model`'s metrics of `embed_examples`'s (images, texts,
+    captions per image)."""
+    images, texts, captions_per_image = embedded
     metrics = evaluation.retrieval_metrics(
         images, texts, captions_per_image, folds=folds
     )

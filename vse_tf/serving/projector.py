@@ -60,8 +60,15 @@ def _sprite(images, num_points, size=THUMBNAIL):
     )
 
 
-def write_projector(model, examples, log_dir, max_images=500):
+def write_projector(model, examples, log_dir, max_images=500, embedded=None):
     """Embeds the first `max_images` examples and writes `log_dir`.
+
+    `embedded`: the split's (image embeddings, caption embeddings,
+    captions per image) as `embedding.embed_examples` gives them, when the
+    caller has them (a run's test scoring): their first `max_images`
+    images and those images' captions are the points, and nothing is
+    embedded again (with cached features, embedding the photos again
+    would run the backbones over them a second time).
 
     Returns:
       The number of points (images + captions).
@@ -83,9 +90,13 @@ def write_projector(model, examples, log_dir, max_images=500):
         for caption in c
     ]
     sprite = _sprite(np.stack(pictures), len(rows) - 1)
-    image_embeddings, text_embeddings, _ = embedding.embed_examples(
-        model, examples
-    )
+    if embedded is None:
+        embedded = embedding.embed_examples(model, examples)
+    image_embeddings, text_embeddings, captions_per_image = embedded
+    image_embeddings = image_embeddings[: len(pictures)]
+    text_embeddings = text_embeddings[
+        : int(np.sum(captions_per_image[: len(pictures)]))
+    ]
     points = np.concatenate([image_embeddings, text_embeddings])
 
     config = projector_config_pb2.ProjectorConfig()

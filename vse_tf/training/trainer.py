@@ -376,7 +376,8 @@ def finish(settings, models, splits, run, started):
             encoder, splits.test, "test", models.feature_dir
         )
     scoring = time.time()
-    metrics = embedding.evaluate_model(trained, scored, correction=correction)
+    embedded = embedding.embed_examples(trained, scored)
+    metrics = embedding.evaluate_embeddings(embedded, correction=correction)
     scoring = time.time() - scoring
     io_utils.write_json_atomic(run.metrics, metrics)
     write_operative_config(run)
@@ -387,7 +388,11 @@ def finish(settings, models, splits, run, started):
         print(f"Exported both towers to {run.export} (version {version}).")
     if settings.projector_images:
         projector.write_projector(
-            encoder, splits.test, run.projector, settings.projector_images
+            encoder,
+            splits.test,
+            run.projector,
+            settings.projector_images,
+            embedded=embedded,
         )
     print_test_metrics(
         settings, metrics, scoring, whole_run=time.time() - started
