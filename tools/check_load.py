@@ -124,8 +124,7 @@ def served_by_tensorflow_alone(export_dir, captions):
     vse_tf."""
     from vse_tf.serving import saved_model
 
-    # Read once: both towers of the same version.
-    version = str(saved_model.latest_version(export_dir))
+    tower_dirs = saved_model.version_dirs(export_dir)
     with tempfile.TemporaryDirectory() as work:
         with open(os.path.join(work, "captions.json"), "w") as f:
             json.dump(captions, f)
@@ -135,10 +134,7 @@ def served_by_tensorflow_alone(export_dir, captions):
                 sys.executable,
                 "-c",
                 TF_ONLY,
-                *(
-                    os.path.join(export_dir, tower, version)
-                    for tower in saved_model.TOWERS
-                ),
+                *tower_dirs,
                 os.path.join(work, "captions.json"),
                 out,
             ],

@@ -203,20 +203,11 @@ def _from_run(model_dir):
 
 def _from_export(export_dir, version):
     """Both towers of one exported version, as TF Serving would load them."""
-    if version is None:
-        version = saved_model.latest_version(export_dir)
-    towers = {}
-    for tower in saved_model.TOWERS:
-        folder = os.path.join(export_dir, tower, str(version))
-        if not os.path.isdir(folder):
-            raise errors.UserError(
-                f"No version {version} of the {tower} in {export_dir!r}: "
-                f"{folder} does not exist (versions: "
-                f"{saved_model.versions(export_dir, tower) or 'none'})."
-            )
-        towers[tower] = tf.saved_model.load(folder).signatures
-    image_signatures = towers[saved_model.IMAGE_TOWER]
-    text_signature = towers[saved_model.TEXT_TOWER]["serving_default"]
+    image_signatures, text_signatures = (
+        tf.saved_model.load(folder).signatures
+        for folder in saved_model.version_dirs(export_dir, version)
+    )
+    text_signature = text_signatures["serving_default"]
     if "serving_pixels" in image_signatures:
         image_signature = image_signatures["serving_pixels"]
         image_size = image_signature.structured_input_signature[1][

@@ -11,7 +11,6 @@ queries of concurrent callers (a server's threads) as one batch.
 """
 
 import concurrent.futures
-import os
 import queue
 import threading
 
@@ -33,16 +32,13 @@ def load_towers(export_dir):
     the text tower's) of the newest version both towers have: the version
     is read once, so that a version published meanwhile cannot pair one
     tower's with the other's."""
-    version = str(saved_model.latest_version(export_dir))
+    folders = saved_model.version_dirs(export_dir)
     try:
         # BERT text towers exported by releases before `models.wordpiece`
         # hold TF Text's WordPiece ops; today's use core ops only.
         import tensorflow_text  # noqa: F401
     except ImportError:
         pass
-    folders = [
-        os.path.join(export_dir, tower, version) for tower in saved_model.TOWERS
-    ]
     image_serve, text_serve = (
         tf.saved_model.load(folder).signatures["serving_default"]
         for folder in folders

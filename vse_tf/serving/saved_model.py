@@ -63,6 +63,26 @@ def latest_version(export_dir):
     return max(found)
 
 
+def version_dirs(export_dir, version=None):
+    """(the image tower's folder, the text tower's) of one version:
+    `version`, or the newest both towers have, read once so that a version
+    published meanwhile cannot pair one tower's with the other's; a
+    UserError when a tower lacks it."""
+    if version is None:
+        version = latest_version(export_dir)
+    folders = tuple(
+        os.path.join(export_dir, tower, str(version)) for tower in TOWERS
+    )
+    for tower, folder in zip(TOWERS, folders):
+        if not os.path.isdir(folder):
+            raise errors.UserError(
+                f"No version {version} of the {tower} in {export_dir!r}: "
+                f"{folder} does not exist (versions: "
+                f"{versions(export_dir, tower) or 'none'})."
+            )
+    return folders
+
+
 class _HubnessBank(tf.Module):
     """Embeddings -> their hubness against a bank the SavedModel holds."""
 
