@@ -1,10 +1,11 @@
-"""The float32 matrix-product floor of this machine, at the shapes that matter.
+"""The matrix-product floor of this machine, at the shapes that matter.
 
     python -m tools.bench_matmul --json=matmul.json
 
 Throughput in GFLOP/s (2 m n k flops a product), the median of --repeats
 timed runs after one warm-up, for NumPy (its BLAS) and TensorFlow (oneDNN or
-Eigen), at:
+Eigen) in float32, and TensorFlow in bfloat16 (the products of
+mixed_bfloat16, float32 accumulation inside oneDNN), at:
 
   square 2048, 4096     what a "peak" figure usually means
   eval chunk            512 images x 1024 @ 1024 x 25,000 captions: one
@@ -58,18 +59,26 @@ def main():
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     rows = []
-    print(f"{'shape (m x k @ k x n)':34}{'NumPy':>10}{'TF':>10}  GFLOP/s")
+    print(
+        f"{'shape (m x k @ k x n)':34}{'NumPy':>10}{'TF':>10}{'TF bf16':>10}"
+        "  GFLOP/s"
+    )
     for name, (m, k, n) in SHAPES.items():
         a = rng.standard_normal((m, k), dtype=np.float32)
         b = rng.standard_normal((k, n), dtype=np.float32)
         ta, tb = tf.constant(a), tf.constant(b)
         product = tf.function(lambda ta=ta, tb=tb: tf.matmul(ta, tb))
+        half_a, half_b = tf.cast(ta, tf.bfloat16), tf.cast(tb, tf.bfloat16)
+        half = tf.function(lambda a=half_a, b=half_b: tf.matmul(a, b))
         flops = 2.0 * m * n * k
         numpy_rate = flops / median_seconds(
             lambda a=a, b=b: a @ b, args.repeats
         )
         tf_rate = flops / median_seconds(
             lambda product=product: product().numpy(), args.repeats
+        )
+        bf16_rate = flops / median_seconds(
+            lambda half=half: half().numpy(), args.repeats
         )
         rows.append(
             {
@@ -79,11 +88,13 @@ def main():
                 "n": n,
                 "numpy_gflops": numpy_rate / 1e9,
                 "tensorflow_gflops": tf_rate / 1e9,
+                "tensorflow_bfloat16_gflops": bf16_rate / 1e9,
             }
         )
         print(
             f"{name + f' ({m} x {k} @ {k} x {n})':34}"
             f"{numpy_rate / 1e9:10.1f}{tf_rate / 1e9:10.1f}"
+            f"{bf16_rate / 1e9:10.1f}"
         )
     machine = machine_info.describe()
     print(

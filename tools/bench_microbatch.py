@@ -17,7 +17,12 @@ a fresh process builds the model and one batch in memory, then trains
             model, its optimizer and the batch held before them;
   peak MB   the process's peak resident memory, everything included (the
             TensorFlow runtime, the batch itself);
-  ms/step   the median step of three runs (bench_train's clock).
+  ms/step   the median step of three runs (bench_train's clock);
+  fwd ms    in slices: the median of three runs of the first pass alone
+            (both towers over the batch a slice at a time, no tape), the
+            price of gradient caching's second forward pass. A sliced step
+            slower than the whole one by more than this pays for its
+            slices' smaller products.
 
 A fresh process a figure, so that memory one figure freed into the
 allocator does not hide the next one's. Float32 unless --precision.
@@ -61,7 +66,40 @@ def measure(config, batch, microbatch_size, precision, steps, warmup):
         "step_mb": memory.anon_mib * 1.048576,
         "peak_mb": peak_kib * 1.024 / 1000,
         "ms_per_step": 1e3 * seconds,
+        "forward_ms": (
+            1e3 * forward_seconds(model, data[0], microbatch_size)
+            if microbatch_size
+            else None
+        ),
     }
+
+
+def forward_seconds(model, inputs, microbatch_size):
+    """The median of three runs of gradient caching's first pass: both
+    towers over `inputs`, `microbatch_size` pairs at a time, no tape."""
+    import statistics
+    import time
+
+    import tensorflow as tf
+
+    from vse_tf.models import gradient_cache
+
+    pixels = tf.constant(inputs["image"])
+    captions = tf.constant(inputs["caption"])
+    tokens = model.tokenizer(captions) if model.tokenizer else captions
+    first_pass = tf.function(
+        lambda: [
+            gradient_cache.embed(model.image_tower, pixels, microbatch_size),
+            gradient_cache.embed(model.text_encoder, tokens, microbatch_size),
+        ]
+    )
+    first_pass()
+    runs = []
+    for _ in range(3):
+        started = time.perf_counter()
+        [embeddings.numpy() for embeddings in first_pass()]
+        runs.append(time.perf_counter() - started)
+    return statistics.median(runs)
 
 
 def measure_apart(config, batch, microbatch_size, args):
@@ -123,7 +161,7 @@ def main():
     rows = []
     print(
         f"{'config':9}{'batch':>7}{'slices':>8}{'step MB':>10}"
-        f"{'peak MB':>10}{'ms/step':>10}"
+        f"{'peak MB':>10}{'ms/step':>10}{'fwd ms':>9}"
     )
     for config in args.configs.split(","):
         for batch in args.batches:
@@ -141,7 +179,8 @@ def main():
                 print(
                     f"{config:9}{batch:7}{slices or '-':>8}"
                     f"{row['step_mb']:10.0f}{row['peak_mb']:10.0f}"
-                    f"{row['ms_per_step']:10.0f}",
+                    f"{row['ms_per_step']:10.0f}"
+                    f"{row['forward_ms'] or 0:9.0f}",
                     flush=True,
                 )
     machine = bench_train.machine()
@@ -161,7 +200,8 @@ def main():
                 f"{row['step_mb'] / whole['step_mb']:.2f}x, peak "
                 f"{row['peak_mb'] / whole['peak_mb']:.2f}x, time "
                 f"{row['ms_per_step'] / whole['ms_per_step']:.2f}x the whole "
-                "batch's"
+                "batch's (its step and one more forward pass: "
+                f"{1 + row['forward_ms'] / whole['ms_per_step']:.2f}x)"
             )
     if args.json:
         io_utils.write_json_atomic(
