@@ -25,6 +25,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tools import bench_matmul
 from tools import machine_info
 from vse_tf.data import pipeline
 from vse_tf.models import pretrained_towers
@@ -40,13 +41,9 @@ def activation_milliseconds(gelu, repeats=30):
     """The median time of `gelu` on a [3584, 1536] bfloat16 tensor."""
     x = tf.cast(tf.random.stateless_normal([3584, 1536], (0, 0)), "bfloat16")
     activation = tf.function(gelu)
-    activation(x).numpy()
-    runs = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        activation(x).numpy()
-        runs.append(time.perf_counter() - started)
-    return 1e3 * statistics.median(runs)
+    return 1e3 * bench_matmul.median_seconds(
+        lambda: activation(x).numpy(), repeats
+    )
 
 
 def caption_seconds(encoder, gelu, captions):

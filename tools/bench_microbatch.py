@@ -77,11 +77,9 @@ def measure(config, batch, microbatch_size, precision, steps, warmup):
 def forward_seconds(model, inputs, microbatch_size):
     """The median of three runs of gradient caching's first pass: both
     towers over `inputs`, `microbatch_size` pairs at a time, no tape."""
-    import statistics
-    import time
-
     import tensorflow as tf
 
+    from tools import bench_matmul
     from vse_tf.models import gradient_cache
 
     pixels = tf.constant(inputs["image"])
@@ -93,13 +91,9 @@ def forward_seconds(model, inputs, microbatch_size):
             gradient_cache.embed(model.text_encoder, tokens, microbatch_size),
         ]
     )
-    first_pass()
-    runs = []
-    for _ in range(3):
-        started = time.perf_counter()
-        [embeddings.numpy() for embeddings in first_pass()]
-        runs.append(time.perf_counter() - started)
-    return statistics.median(runs)
+    return bench_matmul.median_seconds(
+        lambda: [embeddings.numpy() for embeddings in first_pass()], 3
+    )
 
 
 def measure_apart(config, batch, microbatch_size, args):
